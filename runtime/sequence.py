@@ -1,0 +1,71 @@
+"""Sequence lengths as a function of duration (MMAudio's ``SequenceConfig``, written once).
+
+Every length the networks see follows from the duration ``d`` (seconds) and four rates:
+
+- latent frames  ``L  = ceil(d * sample_rate / hop / 2)``   (the VAE halves the mel rate)
+- clip frames    ``Lc = int(d * clip_fps)``                 (8 fps for MMAudio)
+- sync frames    ``Fs = int(d * sync_fps)``                 (25 fps)
+- sync segments  ``S  = (d * sync_fps - 16) // 8 + 1``       (16-frame windows, stride 8)
+- sync tokens    ``Ls = 8 * S``                              (one token per 2-frame patch)
+- waveform       ``W  = L * 2 * hop``                        (not trimmed to ``d``)
+
+These mirror ``mmaudio/model/sequence_config.py`` (spec/mmaudio.md §1.6) including its float
+arithmetic, so that for example 8 s at 44.1 kHz gives L = 345 and W = 353 280.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+SEGMENT_FRAMES = 16  # sync frames per Synchformer segment
+SEGMENT_STRIDE = 8  # sync frames between segment starts
+TOKENS_PER_SEGMENT = 8  # one token per 2-frame temporal patch
+TEXT_TOKENS = 77  # CLIP context length
+
+
+@dataclass(frozen=True)
+class SequenceLengths:
+    """All lengths for one duration. Dims use the glossary names of docs/contract.md."""
+
+    duration: float
+    latent: int  # L
+    clip_frames: int  # Lc (= F of clip_visual)
+    sync_frames: int  # frames of the 25 fps stream that are used (16 + 8 * (S - 1))
+    sync_segments: int  # S
+    sync_tokens: int  # Ls = 8 * S
+    mel_frames: int  # M = 2 * L
+    samples: int  # W = 2 * L * hop
+
+
+def min_duration(sync_fps: float = 25.0) -> float:
+    """Shortest duration with one sync segment: 16 frames at 25 fps = 0.64 s."""
+    return SEGMENT_FRAMES / sync_fps
+
+
+def sequence_lengths(
+    duration: float,
+    *,
+    sample_rate: int,
+    hop_length: int,
+    clip_fps: float = 8.0,
+    sync_fps: float = 25.0,
+) -> SequenceLengths:
+    """Lengths for ``duration`` seconds. Raises ValueError below one sync segment."""
+    if not duration >= min_duration(sync_fps) - 1e-9:
+        raise ValueError(
+            f"duration {duration!r} s is shorter than one sync segment "
+            f"({min_duration(sync_fps):.2f} s = {SEGMENT_FRAMES} frames at {sync_fps:g} fps)"
+        )
+    latent = math.ceil(duration * sample_rate / hop_length / 2)
+    segments = int((duration * sync_fps - SEGMENT_FRAMES) // SEGMENT_STRIDE + 1)
+    return SequenceLengths(
+        duration=float(duration),
+        latent=latent,
+        clip_frames=int(duration * clip_fps),
+        sync_frames=SEGMENT_FRAMES + SEGMENT_STRIDE * (segments - 1),
+        sync_segments=segments,
+        sync_tokens=TOKENS_PER_SEGMENT * segments,
+        mel_frames=2 * latent,
+        samples=2 * latent * hop_length,
+    )

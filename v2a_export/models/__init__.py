@@ -1,0 +1,1 @@
+"""The networks, one file per network, and their configs (configs.py)."""
