@@ -1,0 +1,460 @@
+"""Reading official weight files: file formats, per-component unwrapping, strict key checks.
+
+Local files only; nothing is downloaded. Formats: ``.pth``/``.pt``/``.bin``/``.ckpt`` through
+``torch.load(weights_only=True, mmap=True)`` and ``.safetensors`` through safetensors. Large
+files are never held twice: the pickle formats are memory-mapped, and :func:`load_into` assigns
+the file's tensors to a module built on the ``meta`` device (``load_state_dict(assign=True)``)
+instead of copying them into freshly allocated parameters.
+
+Per component (spec/mmaudio.md §3, fixtures README §1):
+
+- ``flow``: flat dict; the legacy keys ``t_embed.freqs``, ``latent_rot``, ``clip_rot`` are dropped.
+- ``vae``: flat dict (encoder + decoder + data_mean/std), raw MPConv weights.
+- ``vocoder``: the generator under ``'generator'``; ``weight_g``/``weight_v`` naming, and the
+  ``parametrizations.weight.original0/1`` naming is renamed to it.
+- ``synchformer``: the full Synchformer file; only ``vfeat_extractor.*`` is kept.
+- ``clip``: the open_clip checkpoint (``state_dict`` wrapper and ``module.`` prefix tolerated).
+
+Variant detection (:func:`identify`) reads widths and depths from key shapes.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from v2a_export.models.configs import (
+    VARIANTS,
+    BigVGANConfig,
+    CLIPTextConfig,
+    CLIPVisionConfig,
+    FlowConfig,
+    SynchformerConfig,
+    VAEConfig,
+)
+
+log = logging.getLogger(__name__)
+
+COMPONENTS = ("flow", "vae", "vocoder", "synchformer", "clip")
+LEGACY_FLOW_KEYS = ("t_embed.freqs", "latent_rot", "clip_rot")
+PICKLE_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
+SUFFIXES = (*PICKLE_SUFFIXES, ".safetensors")
+_SHOW = 5  # keys listed per category in an error
+
+
+class CheckpointError(ValueError):
+    """A weight file that cannot be read or does not match the network it is loaded into."""
+
+
+# --- reading ---------------------------------------------------------------------------------
+
+
+def read_state_dict(path: str | Path) -> dict[str, Any]:
+    """The raw top-level mapping of a weight file (tensors stay memory-mapped where possible)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"weight file {path} not found")
+    suffix = path.suffix.lower()
+    if suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return dict(load_file(str(path), device="cpu"))
+        except (SafetensorError, OSError, ValueError) as e:
+            raise CheckpointError(f"cannot read {path} as safetensors: {e}") from e
+    if suffix not in PICKLE_SUFFIXES:
+        raise CheckpointError(
+            f"weight file {path}: unsupported extension {suffix!r}; allowed: {', '.join(SUFFIXES)}"
+        )
+    try:
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as e:
+            if "mmap" not in str(e):
+                raise
+            # legacy (pre-zipfile) serialization cannot be memory-mapped
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(
+            f"{path} holds objects other than tensors and plain containers; refusing to unpickle "
+            f"it (weights_only=True): {str(e).splitlines()[0]}"
+        ) from e
+    except (RuntimeError, OSError, EOFError, ValueError) as e:
+        raise CheckpointError(f"cannot read {path} as a PyTorch checkpoint: {e}") from e
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a state dict")
+    return dict(obj)
+
+
+def component_state_dict(raw: Mapping[str, Any], component: str) -> dict[str, torch.Tensor]:
+    """The state dict of ``component`` inside a file's top-level mapping ``raw``."""
+    if component not in COMPONENTS:
+        raise ValueError(f"unknown component {component!r}; known: {', '.join(COMPONENTS)}")
+    sd: Mapping[str, Any] = raw
+    for wrapper in ("generator", "state_dict"):
+        if isinstance(sd.get(wrapper), Mapping):
+            sd = sd[wrapper]
+    out: dict[str, torch.Tensor] = {}
+    for key, value in sd.items():
+        if component == "flow" and key in LEGACY_FLOW_KEYS:
+            continue
+        if component == "synchformer" and not key.startswith("vfeat_extractor."):
+            continue
+        if component == "clip" and key.startswith("module."):
+            key = key[len("module.") :]
+        if component == "vocoder":
+            key = _legacy_weight_norm_name(key)
+        if not isinstance(value, torch.Tensor):
+            raise CheckpointError(f"entry {key!r} is a {type(value).__name__}, not a tensor")
+        out[key] = value
+    return out
+
+
+def _legacy_weight_norm_name(key: str) -> str:
+    """``<p>.parametrizations.weight.original0/1`` -> ``<p>.weight_g/weight_v``."""
+    for new, old in (
+        (".parametrizations.weight.original0", ".weight_g"),
+        (".parametrizations.weight.original1", ".weight_v"),
+    ):
+        if key.endswith(new):
+            return key[: -len(new)] + old
+    return key
+
+
+def read_component(path: str | Path, component: str) -> dict[str, torch.Tensor]:
+    """Read ``path`` and return the state dict of ``component`` in it."""
+    try:
+        return component_state_dict(read_state_dict(path), component)
+    except CheckpointError as e:
+        if str(path) in str(e):
+            raise
+        raise CheckpointError(f"{path}: {e}") from e
+
+
+# --- strict checks and loading ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KeyDiff:
+    missing: tuple[str, ...]
+    unexpected: tuple[str, ...]
+    wrong_shape: tuple[tuple[str, tuple[int, ...], tuple[int, ...]], ...]  # key, file, expected
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.unexpected or self.wrong_shape)
+
+
+def expected_shapes(module: nn.Module) -> dict[str, tuple[int, ...]]:
+    """``{key: shape}`` of ``module.state_dict()`` (works on the meta device)."""
+    return {k: tuple(v.shape) for k, v in module.state_dict(keep_vars=True).items()}
+
+
+def diff_keys(expected: Mapping[str, tuple[int, ...]], sd: Mapping[str, torch.Tensor]) -> KeyDiff:
+    missing = tuple(k for k in expected if k not in sd)
+    unexpected = tuple(k for k in sd if k not in expected)
+    wrong = tuple(
+        (k, tuple(sd[k].shape), tuple(expected[k]))
+        for k in expected
+        if k in sd and tuple(sd[k].shape) != tuple(expected[k])
+    )
+    return KeyDiff(missing, unexpected, wrong)
+
+
+def _some(items: tuple[str, ...]) -> str:
+    shown = ", ".join(items[:_SHOW])
+    return shown + (f", ... ({len(items) - _SHOW} more)" if len(items) > _SHOW else "")
+
+
+def describe_mismatch(diff: KeyDiff, *, path: str | Path, component: str, variant: str) -> str:
+    """One paragraph: file, assumed component and variant, the first few bad keys of each kind."""
+    parts = []
+    if diff.missing:
+        parts.append(f"{len(diff.missing)} missing key(s) ({_some(diff.missing)})")
+    if diff.unexpected:
+        parts.append(f"{len(diff.unexpected)} unexpected key(s) ({_some(diff.unexpected)})")
+    if diff.wrong_shape:
+        shown = "; ".join(
+            f"{k}: file {list(f)} vs expected {list(e)}" for k, f, e in diff.wrong_shape[:_SHOW]
+        )
+        more = len(diff.wrong_shape) - _SHOW
+        parts.append(
+            f"{len(diff.wrong_shape)} wrongly shaped key(s) ({shown}"
+            + (f"; ... ({more} more))" if more > 0 else ")")
+        )
+    return (
+        f"{path} does not match the {component} network of variant {variant!r} (strict load): "
+        + ", ".join(parts)
+        + f". Check that the file is the {component} checkpoint of this variant; "
+        f"`v2a-export inspect-weights {path}` says which network and variant a file holds."
+    )
+
+
+def load_into(
+    module: nn.Module,
+    sd: Mapping[str, torch.Tensor],
+    *,
+    path: str | Path = "<state dict>",
+    component: str = "network",
+    variant: str = "custom",
+) -> nn.Module:
+    """Strictly load ``sd`` into ``module`` (built on ``meta`` or any device), assigning the
+    file's tensors (no second copy). Non-float32 floating tensors are cast to float32."""
+    diff = diff_keys(expected_shapes(module), sd)
+    if not diff.ok:
+        raise CheckpointError(
+            describe_mismatch(diff, path=path, component=component, variant=variant)
+        )
+    sd = {
+        k: v.float() if v.is_floating_point() and v.dtype != torch.float32 else v
+        for k, v in sd.items()
+    }
+    module.load_state_dict(sd, strict=True, assign=True)
+    leftover = [n for n, t in (*module.named_parameters(), *module.named_buffers()) if t.is_meta]
+    if leftover:
+        raise RuntimeError(
+            f"{type(module).__name__} still has meta tensors after loading: {leftover[:_SHOW]} "
+            "(non-persistent buffers must be computed in forward, not at construction)"
+        )
+    return module
+
+
+# --- variant detection -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Identified:
+    """What :func:`identify` found in a file."""
+
+    component: str  # one of COMPONENTS
+    variant: str  # registry name, "custom" when no registered config matches
+    config: Any  # the matching per-network config (FlowConfig, VAEConfig, ...)
+    num_tensors: int
+    num_params: int
+
+
+def _max_index(sd: Mapping[str, torch.Tensor], prefix: str) -> int:
+    """1 + the largest ``i`` in keys ``<prefix><i>.``; 0 when there is none."""
+    pat = re.compile(re.escape(prefix) + r"(\d+)\.")
+    idx = [int(m.group(1)) for k in sd if (m := pat.match(k))]
+    return max(idx) + 1 if idx else 0
+
+
+def guess_component(sd: Mapping[str, Any]) -> str | None:
+    """Which network a (possibly wrapped) state dict holds, from its characteristic keys."""
+    if isinstance(sd.get("generator"), Mapping):
+        return "vocoder"
+    keys = sd.keys()
+    if "audio_input_proj.0.weight" in keys or "latent_mean" in keys:
+        return "flow"
+    if any(k.startswith("vfeat_extractor.") for k in keys):
+        return "synchformer"
+    if "token_embedding.weight" in keys or "visual.conv1.weight" in keys:
+        return "clip"
+    if any(k.startswith(("decoder.", "encoder.")) for k in keys) and "data_mean" in keys:
+        return "vae"
+    if any(k.startswith("conv_pre.") for k in keys):
+        return "vocoder"
+    return None
+
+
+def flow_config_from_state_dict(sd: Mapping[str, torch.Tensor]) -> FlowConfig:
+    """Read a :class:`FlowConfig` off a flow state dict's shapes (mlp_ratio assumed 4)."""
+    try:
+        hidden = sd["audio_input_proj.0.bias"].shape[0]
+        head_dim = sd["joint_blocks.0.latent_block.attn.q_norm.weight"].shape[0]
+        joint = _max_index(sd, "joint_blocks.")
+        fused = _max_index(sd, "fused_blocks.")
+        return FlowConfig(
+            latent_dim=sd["latent_mean"].shape[-1],
+            clip_dim=sd["clip_input_proj.0.weight"].shape[1],
+            sync_dim=sd["sync_input_proj.0.weight"].shape[1],
+            text_dim=sd["text_input_proj.0.weight"].shape[1],
+            hidden_dim=hidden,
+            depth=joint + fused,
+            fused_depth=fused,
+            num_heads=hidden // head_dim,
+            text_seq_len=sd["empty_string_feat"].shape[0],
+            # v2 inserts an SiLU at index 1 of clip_input_proj, moving the MLP to index 2
+            v2="clip_input_proj.2.w1.weight" in sd,
+        )
+    except KeyError as e:
+        raise CheckpointError(f"not an MMAudio flow state dict: key {e.args[0]!r} missing") from e
+
+
+def identify(path: str | Path) -> Identified:
+    """Read ``path`` and say which network and variant it holds (does not check every key)."""
+    raw = read_state_dict(path)
+    component = guess_component(raw)
+    if component is None:
+        keys = list(raw)[:_SHOW]
+        raise CheckpointError(
+            f"{path}: cannot tell which network this is (first keys: {keys}); "
+            f"known networks: {', '.join(COMPONENTS)}"
+        )
+    sd = component_state_dict(raw, component)
+    config = _DETECTORS[component](sd)
+    variant = _match_variant(component, config)
+    n_params = sum(v.numel() for v in sd.values())
+    return Identified(component, variant, config, len(sd), n_params)
+
+
+def _match_variant(component: str, config: Any) -> str:
+    """The registered variants whose network equals ``config`` ('/'-joined), else 'custom'.
+
+    Fields that weights cannot reveal (head counts, dilations, ...) are taken from the
+    candidate before comparing."""
+    names = []
+    for name, mc in VARIANTS.items():
+        want = _variant_config(mc, component)
+        if _fill_uninferable(component, config, want) == want:
+            names.append(name)
+    return "/".join(names) if names else "custom"
+
+
+def _variant_config(mc: Any, component: str) -> Any:
+    if component == "clip":
+        return (mc.clip_vision, mc.clip_text)
+    return getattr(
+        mc,
+        {"flow": "flow", "vae": "vae", "vocoder": "vocoder", "synchformer": "synchformer"}[
+            component
+        ],
+    )
+
+
+# config fields that the weights do not determine
+_UNINFERABLE = {
+    "flow": ("mlp_ratio",),
+    "vae": (),
+    "vocoder": ("resblock_dilation_sizes", "use_tanh_at_final"),
+    "synchformer": ("num_heads",),
+    "clip": ("head_width", "heads"),
+}
+
+
+def _fill_uninferable(component: str, found: Any, want: Any) -> Any:
+    if isinstance(found, tuple):  # clip: (vision, text)
+        return tuple(_fill_uninferable(component, f, w) for f, w in zip(found, want, strict=True))
+    names = [n for n in _UNINFERABLE[component] if hasattr(found, n)]
+    return replace(found, **{n: getattr(want, n) for n in names})
+
+
+def vae_config_from_state_dict(sd: Mapping[str, torch.Tensor]) -> VAEConfig:
+    try:
+        conv_in, conv_out = sd["decoder.conv_in.weight"], sd["decoder.conv_out.weight"]
+    except KeyError as e:
+        raise CheckpointError(f"not an MMAudio VAE state dict: key {e.args[0]!r} missing") from e
+    return VAEConfig(
+        data_dim=conv_out.shape[0], embed_dim=conv_in.shape[1], hidden_dim=conv_out.shape[1]
+    )
+
+
+def bigvgan_config_from_state_dict(sd: Mapping[str, torch.Tensor]) -> BigVGANConfig:
+    try:
+        pre = sd["conv_pre.weight_v"]
+        n_up = _max_index(sd, "ups.")
+        kernels = tuple(sd[f"ups.{i}.0.weight_v"].shape[-1] for i in range(n_up))
+        n_res = _max_index(sd, "resblocks.") // max(n_up, 1)
+        res_k = tuple(sd[f"resblocks.{j}.convs1.0.weight_v"].shape[-1] for j in range(n_res))
+        has_bias = "conv_post.bias" in sd
+    except KeyError as e:
+        msg = f"not a BigVGAN generator state dict: key {e.args[0]!r} missing"
+        raise CheckpointError(msg) from e
+    return BigVGANConfig(
+        num_mels=pre.shape[1],
+        upsample_rates=tuple(k // 2 for k in kernels),  # every BigVGAN config uses k = 2u
+        upsample_kernel_sizes=kernels,
+        upsample_initial_channel=pre.shape[0],
+        resblock_kernel_sizes=res_k,
+        resblock_dilation_sizes=((1, 3, 5),) * len(res_k),
+        use_tanh_at_final=has_bias,
+        use_bias_at_final=has_bias,
+    )
+
+
+def synchformer_config_from_state_dict(sd: Mapping[str, torch.Tensor]) -> SynchformerConfig:
+    p = "vfeat_extractor."
+    try:
+        w3d = sd[p + "patch_embed_3d.proj.weight"]  # (D, 3, tp, ps, ps)
+        grid = round((sd[p + "pos_embed"].shape[1] - 1) ** 0.5)
+        dim = w3d.shape[0]
+        return SynchformerConfig(
+            img_size=grid * w3d.shape[-1],
+            patch_size=w3d.shape[-1],
+            num_frames=sd[p + "temp_embed"].shape[1] * w3d.shape[2],
+            temporal_patch=w3d.shape[2],
+            embed_dim=dim,
+            depth=_max_index(sd, p + "blocks."),
+            num_heads=max(dim // 64, 1),
+            mlp_ratio=sd[p + "blocks.0.mlp.fc1.weight"].shape[0] / dim,
+        )
+    except KeyError as e:
+        raise CheckpointError(f"not a Synchformer state dict: key {e.args[0]!r} missing") from e
+
+
+def clip_config_from_state_dict(
+    sd: Mapping[str, torch.Tensor],
+) -> tuple[CLIPVisionConfig, CLIPTextConfig]:
+    try:
+        conv = sd["visual.conv1.weight"]  # (width, 3, patch, patch)
+        width, patch = conv.shape[0], conv.shape[-1]
+        grid = round((sd["visual.positional_embedding"].shape[0] - 1) ** 0.5)
+        tok = sd["token_embedding.weight"]  # (vocab, text width)
+        vision = CLIPVisionConfig(
+            image_size=grid * patch,
+            patch_size=patch,
+            width=width,
+            layers=_max_index(sd, "visual.transformer.resblocks."),
+            head_width=64,
+            embed_dim=sd["visual.proj"].shape[1],
+            mlp_ratio=sd["visual.transformer.resblocks.0.mlp.c_fc.weight"].shape[0] / width,
+        )
+        text = CLIPTextConfig(
+            width=tok.shape[1],
+            heads=max(tok.shape[1] // 64, 1),
+            layers=_max_index(sd, "transformer.resblocks."),
+            context_length=sd["positional_embedding"].shape[0],
+            vocab_size=tok.shape[0],
+            mlp_ratio=sd["transformer.resblocks.0.mlp.c_fc.weight"].shape[0] / tok.shape[1],
+        )
+    except KeyError as e:
+        raise CheckpointError(f"not an open_clip CLIP state dict: key {e.args[0]!r} missing") from e
+    return vision, text
+
+
+_DETECTORS = {
+    "flow": flow_config_from_state_dict,
+    "vae": vae_config_from_state_dict,
+    "vocoder": bigvgan_config_from_state_dict,
+    "synchformer": synchformer_config_from_state_dict,
+    "clip": clip_config_from_state_dict,
+}
+
+
+__all__ = [
+    "COMPONENTS",
+    "CheckpointError",
+    "Identified",
+    "KeyDiff",
+    "LEGACY_FLOW_KEYS",
+    "component_state_dict",
+    "describe_mismatch",
+    "diff_keys",
+    "expected_shapes",
+    "flow_config_from_state_dict",
+    "guess_component",
+    "identify",
+    "load_into",
+    "read_component",
+    "read_state_dict",
+]
