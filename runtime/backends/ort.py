@@ -1,0 +1,135 @@
+"""onnxruntime sessions (CPU; CUDA when onnxruntime-gpu offers it), with explicit options.
+
+Every option that changes speed or results is set here, not left to onnxruntime's defaults:
+thread counts, sequential execution, the graph optimisation level and the provider list.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from .base import BackendError, TensorInfo
+
+_LOGGER = logging.getLogger(__name__)
+
+DEVICES = ("cpu", "cuda")
+GRAPH_OPTIMIZATIONS = {
+    "none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+# onnxruntime's type strings -> numpy dtype names (the manifest's vocabulary)
+_ORT_TYPES = {
+    "tensor(float)": "float32",
+    "tensor(float16)": "float16",
+    "tensor(double)": "float64",
+    "tensor(int64)": "int64",
+    "tensor(int32)": "int32",
+    "tensor(uint8)": "uint8",
+    "tensor(int8)": "int8",
+    "tensor(bool)": "bool",
+}
+
+
+@dataclass(frozen=True)
+class OrtOptions:
+    """How to build an onnxruntime session. ``threads=None`` lets onnxruntime use all cores."""
+
+    device: str = "cpu"
+    threads: int | None = None
+    graph_optimization: str = "all"
+
+    def __post_init__(self) -> None:
+        if self.device not in DEVICES:
+            raise BackendError(f"unknown device {self.device!r}; choose from {', '.join(DEVICES)}")
+        if self.graph_optimization not in GRAPH_OPTIMIZATIONS:
+            raise BackendError(
+                f"unknown graph optimisation {self.graph_optimization!r}; "
+                f"choose from {', '.join(GRAPH_OPTIMIZATIONS)}"
+            )
+        if self.threads is not None and self.threads < 1:
+            raise BackendError(f"threads must be >= 1 or None (all cores), got {self.threads}")
+
+
+def session_options(options: OrtOptions) -> ort.SessionOptions:
+    so = ort.SessionOptions()
+    so.graph_optimization_level = GRAPH_OPTIMIZATIONS[options.graph_optimization]
+    # The graphs are chains of large ops: parallelism inside ops, not between them.
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.intra_op_num_threads = options.threads or 0  # 0 = onnxruntime picks (one per core)
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3  # errors only: warnings go to stderr, the CLI owns the terminal
+    return so
+
+
+def providers(device: str) -> list[str]:
+    """The provider list for ``device``; BackendError with the install hint if CUDA is absent."""
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    available = ort.get_available_providers()
+    if "CUDAExecutionProvider" not in available:
+        raise BackendError(
+            "device 'cuda' needs onnxruntime-gpu (pip install 'v2a-export[gpu]' after "
+            f"uninstalling onnxruntime); this onnxruntime offers {', '.join(available)}"
+        )
+    return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+
+@dataclass(frozen=True)
+class OrtSession:
+    """An onnxruntime InferenceSession plus its I/O metadata. Build with :meth:`load`."""
+
+    session: ort.InferenceSession
+    path: Path
+    options: OrtOptions
+    inputs: tuple[TensorInfo, ...]
+    outputs: tuple[TensorInfo, ...]
+
+    @classmethod
+    def load(
+        cls,
+        path: str | Path,
+        *,
+        device: str = "cpu",
+        threads: int | None = None,
+        graph_optimization: str = "all",
+    ) -> OrtSession:
+        options = OrtOptions(device=device, threads=threads, graph_optimization=graph_optimization)
+        path = Path(path)
+        try:
+            session = ort.InferenceSession(
+                str(path), sess_options=session_options(options), providers=providers(device)
+            )
+        except BackendError:
+            raise
+        except Exception as e:  # onnxruntime raises its own (non-ValueError) exception types
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise BackendError(f"onnxruntime cannot load {path}: {first}") from e
+        _LOGGER.debug("loaded %s on %s", path.name, session.get_providers())
+        return cls(
+            session=session,
+            path=path,
+            options=options,
+            inputs=tuple(_info(a) for a in session.get_inputs()),
+            outputs=tuple(_info(a) for a in session.get_outputs()),
+        )
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        try:
+            values = self.session.run(None, feeds)
+        except Exception as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise BackendError(f"{self.path.name}: onnxruntime run failed: {first}") from e
+        return {info.name: value for info, value in zip(self.outputs, values, strict=True)}
+
+
+def _info(arg: ort.NodeArg) -> TensorInfo:
+    dtype = _ORT_TYPES.get(arg.type, arg.type)
+    shape = tuple(d if isinstance(d, int) else (d or "?") for d in arg.shape)
+    return TensorInfo(name=arg.name, dtype=dtype, shape=shape)
