@@ -18,6 +18,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 SEGMENT_FRAMES = 16  # sync frames per Synchformer segment
 SEGMENT_STRIDE = 8  # sync frames between segment starts
 TOKENS_PER_SEGMENT = 8  # one token per 2-frame temporal patch
@@ -69,3 +71,24 @@ def sequence_lengths(
         mel_frames=2 * latent,
         samples=2 * latent * hop_length,
     )
+
+
+def sync_index(sync_tokens: int, latent: int) -> np.ndarray:
+    """(L,) int64: the sync token each latent frame takes (``sync_cond[:, i] = sync[:, idx[i]]``).
+
+    Matches PyTorch's CPU ``F.interpolate(mode='nearest-exact')`` from ``Ls`` to ``L`` tokens
+    (checked against PyTorch 2.13 for Ls = 8, 16, …, 992 and L = 1, 4, …, 1498). Ideally
+    ``floor((i + 0.5)·Ls/L)``;
+    PyTorch rounds through float32 as follows, which moves some exact ties (e.g. Ls 8, L 428,
+    i 53) and must be copied exactly:
+
+        s   = float32(Ls) / float32(L)                      # float32 division
+        r   = float32((i + 0.5) * float64(s) - 0.5)         # float64 arithmetic, one rounding
+        idx = min(floor(float32(float64(r) + 0.5)), Ls - 1)
+    """
+    if sync_tokens < 1 or latent < 1:
+        raise ValueError(f"sync_tokens {sync_tokens} and latent {latent} must both be >= 1")
+    scale = np.float64(np.float32(sync_tokens) / np.float32(latent))
+    real = ((np.arange(latent, dtype=np.float64) + 0.5) * scale - 0.5).astype(np.float32)
+    idx = np.floor((real.astype(np.float64) + 0.5).astype(np.float32)).astype(np.int64)
+    return np.minimum(idx, sync_tokens - 1)
