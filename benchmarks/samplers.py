@@ -1,0 +1,481 @@
+"""Few-step flow-matching solvers: final-latent error against evaluations, solver × grid.
+
+Two problems, the same measurement:
+
+- **analytic** (always): data from a Gaussian mixture, x_t = (1 − t)·x₀ + t·x₁, so the
+  marginal velocity E[x₁ − x₀ | x_t] has a closed form (:class:`GaussianMixture`). The
+  reference is a float64 RK4 solve with 2000 steps; the solvers run in float32, as in the
+  runtime.
+- **network** (``--bundle DIR``): the exported conditioner and denoiser of a bundle
+  (docs/contract.md) through onnxruntime, classifier-free guidance 4.5 on the batch
+  [cond; uncond], seeded random features as conditions. The reference is a 200-step ``abm3``
+  solve of the same seed, cross-checked by a 200-step ``midpoint`` solve.
+
+The error is ‖x − x_ref‖₂ / ‖x_ref‖₂ over the whole final latent (B, L, C). The currency is
+evaluations (velocity_fn calls = batched denoiser passes), not steps: each solver gets the
+most steps that fit the budget (``steps_for_evaluations``), and a cell shows the count it
+used in parentheses when that is below the budget.
+
+Usage::
+
+    python benchmarks/samplers.py                                # analytic problems
+    python benchmarks/samplers.py --bundle DIR [--threads 2]     # + the network
+
+It prints markdown tables and writes ``benchmarks/results/samplers_<tag>.{json,md}`` with the
+machine, library versions and the command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from v2a_runtime import sampling
+
+RESULTS = Path(__file__).resolve().parent / "results"
+BUDGETS = (4, 6, 8, 12, 16, 25, 50)
+GRID_SPECS = ("uniform", "shifted", "shifted:shift=0.5", "logit_normal")
+
+# name -> (seed, components K, dims C, std range); "mixture" is the headline problem.
+PROBLEMS = {
+    "mixture": (0, 8, 8, (0.05, 0.5)),
+    "sharp": (0, 8, 8, (0.02, 0.1)),
+    "smooth": (0, 8, 8, (0.2, 0.6)),
+}
+
+
+# --- the analytic problem -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GaussianMixture:
+    """Data x₁ ~ Σ_k w_k N(μ_k, s_k² I) in C dims; noise x₀ ~ N(0, I); x_t = (1 − t)x₀ + t·x₁.
+
+    Given component k, (x₁, x_t) is jointly Gaussian with Var x_t = (1 − t)² + t²s_k² =: σ_k²,
+    so E[x₁ − x₀ | x_t, k] = μ_k + (t·s_k² − (1 − t))/σ_k² · (x_t − t·μ_k), and the marginal
+    velocity is that average weighted by the posterior p(k | x_t) ∝ w_k N(x_t; tμ_k, σ_k² I).
+    """
+
+    weights: np.ndarray  # (K,)
+    means: np.ndarray  # (K, C)
+    stds: np.ndarray  # (K,)
+
+    @property
+    def dims(self) -> int:
+        return self.means.shape[1]
+
+    def velocity(self, x: np.ndarray, t: float) -> np.ndarray:
+        """The exact marginal velocity at (x, t), in x's dtype. x: (..., C)."""
+        post, d, var = self._posterior(np.asarray(x, dtype=np.float64), t)
+        coef = (t * self.stds**2 - (1.0 - t)) / var  # (K,)
+        v_k = self.means + coef[:, None] * d  # (..., K, C)
+        return np.einsum("...k,...kc->...c", post, v_k).astype(x.dtype, copy=False)
+
+    def density(self, x: np.ndarray, t: float) -> np.ndarray:
+        """p_t(x), float64. x: (..., C) -> (...)."""
+        x = np.asarray(x, dtype=np.float64)
+        var = (1.0 - t) ** 2 + t**2 * self.stds**2  # (K,)
+        d2 = ((x[..., None, :] - t * self.means) ** 2).sum(-1)  # (..., K)
+        norm = (2.0 * np.pi * var) ** (-0.5 * self.dims)
+        return (self.weights * norm * np.exp(-0.5 * d2 / var)).sum(-1)
+
+    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """n data points x₁, (n, C) float64."""
+        k = rng.choice(len(self.weights), size=n, p=self.weights)
+        return self.means[k] + self.stds[k, None] * rng.standard_normal((n, self.dims))
+
+    def _posterior(self, x: np.ndarray, t: float):
+        var = (1.0 - t) ** 2 + t**2 * self.stds**2  # (K,)
+        d = x[..., None, :] - t * self.means  # (..., K, C)
+        logp = np.log(self.weights) - 0.5 * self.dims * np.log(var) - 0.5 * (d**2).sum(-1) / var
+        logp -= logp.max(-1, keepdims=True)
+        post = np.exp(logp)  # (..., K)
+        return post / post.sum(-1, keepdims=True), d, var
+
+
+def random_mixture(seed: int, components: int, dims: int, std_range=(0.05, 0.5)):
+    """A mixture with Dirichlet(3) weights, N(0, 1) means and log-uniform stds."""
+    rng = np.random.default_rng(seed)
+    lo, hi = std_range
+    return GaussianMixture(
+        weights=rng.dirichlet(np.full(components, 3.0)),
+        means=rng.standard_normal((components, dims)),
+        stds=np.exp(rng.uniform(np.log(lo), np.log(hi), components)),
+    )
+
+
+def rk4(velocity_fn: Callable, x0: np.ndarray, steps: int) -> np.ndarray:
+    """Classical RK4 on a uniform grid from 0 to 1, in float64 (the analytic reference)."""
+    x = np.asarray(x0, dtype=np.float64)
+    h = 1.0 / steps
+    for i in range(steps):
+        t = i * h
+        k1 = velocity_fn(x, t)
+        k2 = velocity_fn(x + 0.5 * h * k1, t + 0.5 * h)
+        k3 = velocity_fn(x + 0.5 * h * k2, t + 0.5 * h)
+        k4 = velocity_fn(x + h * k3, t + h)
+        x = x + (h / 6.0) * (k1 + 2.0 * k2 + 2.0 * k3 + k4)
+    return x
+
+
+def relative_error(x: np.ndarray, ref: np.ndarray) -> float:
+    ref = np.asarray(ref, dtype=np.float64)
+    return float(np.linalg.norm(np.asarray(x, dtype=np.float64) - ref) / np.linalg.norm(ref))
+
+
+# --- the measurement ----------------------------------------------------------------------
+
+
+def parse_grid(spec: str) -> tuple[str, dict[str, float]]:
+    """'shifted:shift=0.5' -> ('shifted', {'shift': 0.5})."""
+    name, _, rest = spec.partition(":")
+    params = {}
+    for item in filter(None, rest.split(",")):
+        key, _, value = item.partition("=")
+        params[key] = float(value)
+    sampling.time_grid(name, 1, **params)  # validates name and parameters
+    return name, params
+
+
+def accuracy_rows(
+    velocity_fn: Callable,
+    x0: np.ndarray,
+    reference: np.ndarray,
+    *,
+    solvers: Sequence[str] = tuple(sampling.SOLVERS),
+    grids: Sequence[str] = GRID_SPECS,
+    budgets: Sequence[int] = BUDGETS,
+) -> list[dict]:
+    """One row per (solver, grid, budget): steps, evaluations used, error vs reference."""
+    rows = []
+    for solver in solvers:
+        for spec in grids:
+            name, params = parse_grid(spec)
+            for budget in budgets:
+                steps = sampling.steps_for_evaluations(solver, budget)
+                counted = _Counted(velocity_fn)
+                ts = sampling.time_grid(name, steps, **params)
+                x = sampling.SOLVERS[solver](counted, x0, ts)
+                assert counted.calls == sampling.evaluations(solver, steps)
+                rows.append(
+                    {
+                        "solver": solver,
+                        "grid": spec,
+                        "budget": budget,
+                        "steps": steps,
+                        "evaluations": counted.calls,
+                        "error": relative_error(x, reference),
+                    }
+                )
+    return rows
+
+
+class _Counted:
+    """A velocity_fn wrapper that counts calls (benchmark bookkeeping only)."""
+
+    def __init__(self, fn: Callable):
+        self.fn, self.calls = fn, 0
+
+    def __call__(self, x, t):
+        self.calls += 1
+        return self.fn(x, t)
+
+
+def loop_overhead_us(shape: tuple[int, ...], steps: int = 25, repeats: int = 20) -> dict:
+    """Solver time per evaluation (µs) with a free velocity_fn: the loop's own cost."""
+    x0 = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
+    v = -0.5 * x0
+
+    def free(x, t):  # noqa: ARG001 (the contract's signature)
+        return v
+
+    out = {}
+    for solver, fn in sampling.SOLVERS.items():
+        ts = sampling.time_grid("uniform", steps)
+        best = min(_timed(fn, free, x0, ts) for _ in range(repeats))
+        out[solver] = 1e6 * best / sampling.evaluations(solver, steps)
+    return out
+
+
+def _timed(fn, velocity_fn, x0, ts) -> float:
+    start = time.perf_counter()
+    fn(velocity_fn, x0, ts)
+    return time.perf_counter() - start
+
+
+def run_analytic(name: str, *, batch=(64, 16), reference_steps=2000, **table) -> dict:
+    seed, components, dims, std_range = PROBLEMS[name]
+    mix = random_mixture(seed, components, dims, std_range)
+    x0 = np.random.default_rng(seed + 1).standard_normal((*batch, dims), dtype=np.float32)
+    reference = rk4(mix.velocity, x0, reference_steps)
+    check = rk4(mix.velocity, x0, reference_steps // 2)
+    ref200 = sampling.abm3(mix.velocity, x0, sampling.time_grid("uniform", 200))
+    return {
+        "problem": name,
+        "description": (
+            f"Gaussian mixture, K={components}, C={dims}, stds log-uniform in {std_range}, "
+            f"seed {seed}; x0 (B, L, C) = {x0.shape} float32"
+        ),
+        "reference": f"float64 RK4, {reference_steps} steps",
+        "reference_error": relative_error(check, reference),
+        "abm3_200_error": relative_error(ref200, reference),
+        "rows": accuracy_rows(mix.velocity, x0, reference, **table),
+    }
+
+
+# --- the network problem (a bundle's exported graphs) -------------------------------------
+
+
+def bundle_problem(
+    bundle: Path, *, duration: float, cfg: float, tracks: int, seed: int, threads: int | None
+):
+    """(velocity_fn, x0, info) for a bundle's denoiser with CFG on [cond; uncond].
+
+    Written against docs/contract.md (manifest.json, conditioner and denoiser I/O names).
+    The conditions come from seeded random features with the encoders' normalisation
+    (clip and text vectors L2-normalised), so no video or tokenizer is needed.
+    """
+    import onnxruntime as ort
+    from v2a_runtime.sequence import sequence_lengths
+
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+
+    def session(component):
+        path = bundle / manifest["components"][component]["file"]
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    conditioner, denoiser = session("conditioner"), session("denoiser")
+    audio, video = manifest["audio"], manifest["video"]
+    lengths = sequence_lengths(
+        duration,
+        sample_rate=audio["sample_rate"],
+        hop_length=audio["hop_length"],
+        clip_fps=video["clip_fps"],
+        sync_fps=video["sync_fps"],
+    )
+    width = {i.name: i.shape[-1] for i in conditioner.get_inputs()}
+    rng = np.random.default_rng(seed)
+
+    def unit(shape):
+        f = rng.standard_normal(shape, dtype=np.float32)
+        return f / np.linalg.norm(f, axis=-1, keepdims=True)
+
+    big_l, ls = lengths.latent, lengths.sync_tokens
+    sync_index = np.floor((np.arange(big_l, dtype=np.float32) + 0.5) * np.float32(ls / big_l))
+    feeds = {
+        "clip_features": unit((tracks, lengths.clip_frames, width["clip_features"])),
+        "sync_features": rng.standard_normal(
+            (tracks, ls, width["sync_features"]), dtype=np.float32
+        ),
+        "text_features": unit((tracks, 77, width["text_features"])),
+        "negative_text_features": unit((tracks, 77, width["negative_text_features"])),
+        "sync_index": np.minimum(sync_index, ls - 1).astype(np.int64),
+    }
+    names = [o.name for o in conditioner.get_outputs()]
+    conditions = dict(zip(names, conditioner.run(names, feeds), strict=True))
+    channels = audio["latent_channels"]
+    x0 = np.random.default_rng(seed).standard_normal((tracks, big_l, channels), dtype=np.float32)
+    timings: list[float] = []
+
+    def velocity_fn(x, t):
+        start = time.perf_counter()
+        batch = np.concatenate([x, x])  # (2B, L, C): [cond; uncond]
+        feed = {"x": batch, "t": np.full(2 * tracks, t, dtype=np.float32), **conditions}
+        (v,) = denoiser.run(["velocity"], feed)  # (2B, L, C)
+        out = cfg * v[:tracks] + (1.0 - cfg) * v[tracks:]
+        timings.append(time.perf_counter() - start)
+        return out
+
+    info = {
+        "bundle": str(bundle),
+        "variant": manifest["model"]["variant"],
+        "weights": manifest["model"].get("weights"),
+        "duration": duration,
+        "cfg": cfg,
+        "x0_shape": list(x0.shape),
+        "timings": timings,
+    }
+    return velocity_fn, x0, info
+
+
+def run_network(bundle: Path, *, duration, cfg, tracks, seed, threads, **table) -> dict:
+    velocity_fn, x0, info = bundle_problem(
+        bundle, duration=duration, cfg=cfg, tracks=tracks, seed=seed, threads=threads
+    )
+    reference = sampling.abm3(velocity_fn, x0, sampling.time_grid("uniform", 200))
+    check = sampling.midpoint(velocity_fn, x0, sampling.time_grid("uniform", 200))
+    timings = info.pop("timings")
+    eval_ms = 1e3 * float(np.median(timings))
+    rows = accuracy_rows(velocity_fn, x0, reference, **table)
+    return {
+        "problem": f"network:{info['variant']}",
+        "description": (
+            f"{info['variant']} bundle ({info['weights']} weights), {duration:g} s, CFG {cfg:g}, "
+            f"seed {seed}, x0 (B, L, C) = {tuple(x0.shape)}"
+        ),
+        "reference": "abm3, 200 uniform steps",
+        "reference_error": relative_error(check, reference),
+        "evaluation_ms": eval_ms,
+        "info": info,
+        "rows": rows,
+    }
+
+
+# --- reporting ----------------------------------------------------------------------------
+
+
+def markdown_table(result: dict) -> str:
+    rows = result["rows"]
+    budgets = sorted({r["budget"] for r in rows})
+    head = f"| solver | grid | {' | '.join(str(b) for b in budgets)} |"
+    lines = [head, "|" + "---|" * (len(budgets) + 2)]
+    keys = list(dict.fromkeys((r["solver"], r["grid"]) for r in rows))
+    for solver, grid in keys:
+        cells = []
+        for b in budgets:
+            (r,) = [r for r in rows if (r["solver"], r["grid"], r["budget"]) == (solver, grid, b)]
+            used = "" if r["evaluations"] == b else f" ({r['evaluations']})"
+            cells.append(f"{r['error']:.2e}{used}")
+        lines.append(f"| {solver} | {grid} | {' | '.join(cells)} |")
+    return "\n".join(lines)
+
+
+def summary(result: dict, budget: int = 8) -> str:
+    rows = result["rows"]
+    base = [
+        r for r in rows if (r["solver"], r["grid"], r["evaluations"]) == ("euler", "uniform", 25)
+    ]
+    fits = [r for r in rows if r["budget"] == budget]
+    if not fits:
+        return ""
+    best = min(fits, key=lambda r: r["error"])
+    text = (
+        f"best at {budget} evaluations: {best['solver']} on {best['grid']} "
+        f"({best['evaluations']} used), error {best['error']:.2e}"
+    )
+    if base:
+        text += f"; 25-step euler (uniform): {base[0]['error']:.2e}"
+        text += " -> " + ("not worse" if best["error"] <= base[0]["error"] else "WORSE")
+    return text
+
+
+def environment() -> dict:
+    versions = {"python": platform.python_version(), "numpy": np.__version__}
+    try:
+        import onnxruntime
+
+        versions["onnxruntime"] = onnxruntime.__version__
+    except ImportError:
+        pass
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).parent,
+            check=False,
+        ).stdout.strip()
+    except OSError:
+        commit = ""
+    return {
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor(),
+            "cpus": os.cpu_count(),
+        },
+        "versions": versions,
+        "git_commit": commit,
+        "command": " ".join(["python", *sys.argv]),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--problems", nargs="*", default=list(PROBLEMS), choices=list(PROBLEMS))
+    ap.add_argument("--bundle", type=Path, help="bundle directory for the network problem")
+    ap.add_argument("--duration", type=float, default=8.0)
+    ap.add_argument("--cfg", type=float, default=4.5)
+    ap.add_argument("--tracks", type=int, default=2, help="batch of seeds per run")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads")
+    ap.add_argument("--solvers", nargs="*", default=list(sampling.SOLVERS))
+    ap.add_argument("--grids", nargs="*", default=list(GRID_SPECS))
+    ap.add_argument("--budgets", nargs="*", type=int, default=list(BUDGETS))
+    ap.add_argument("--tag", default=None, help="results file tag (default: analytic/variant)")
+    args = ap.parse_args(argv)
+    for s in args.solvers:
+        sampling.get_solver(s)
+    table = {"solvers": args.solvers, "grids": args.grids, "budgets": args.budgets}
+
+    results = [run_analytic(p, **table) for p in args.problems]
+    if args.bundle is not None:
+        results.append(
+            run_network(
+                args.bundle,
+                duration=args.duration,
+                cfg=args.cfg,
+                tracks=args.tracks,
+                seed=args.seed,
+                threads=args.threads,
+                **table,
+            )
+        )
+    shape = tuple(results[-1]["info"]["x0_shape"]) if args.bundle else (1, 250, 8)
+    overhead = loop_overhead_us(shape)
+
+    md = [f"# Sampler accuracy ({environment()['date']})", ""]
+    for r in results:
+        md += [
+            f"## {r['problem']}: {r['description']}",
+            "",
+            f"Reference: {r['reference']} (its own error estimate {r['reference_error']:.1e}"
+            + (f"; abm3 with 200 steps: {r['abm3_200_error']:.1e}" if "abm3_200_error" in r else "")
+            + ").",
+            "",
+            "Relative L2 error of the final latent; columns are evaluation budgets, "
+            "(n) = evaluations used when fewer.",
+            "",
+            markdown_table(r),
+            "",
+            summary(r),
+            "",
+        ]
+    md += [
+        f"Solver loop overhead per evaluation, x {shape} float32 (µs): "
+        + ", ".join(f"{k} {v:.1f}" for k, v in overhead.items())
+    ]
+    if args.bundle:
+        md[-1] += f"; one denoiser evaluation: {results[-1]['evaluation_ms']:.2f} ms"
+    env = environment()
+    md += [
+        "",
+        f"Command: `{env['command']}`; machine: {env['machine']}; versions: "
+        f"{env['versions']}; commit {env['git_commit']}.",
+    ]
+    text = "\n".join(md) + "\n"
+    print(text)
+
+    tag = args.tag or (results[-1]["info"]["variant"] if args.bundle else "analytic")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    payload = {**env, "results": results, "loop_overhead_us": overhead, "shape": list(shape)}
+    (RESULTS / f"samplers_{tag}.json").write_text(json.dumps(payload, indent=1) + "\n")
+    (RESULTS / f"samplers_{tag}.md").write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
