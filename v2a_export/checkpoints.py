@@ -37,6 +37,7 @@ from v2a_export.models.configs import (
     CLIPTextConfig,
     CLIPVisionConfig,
     FlowConfig,
+    ModelConfig,
     SynchformerConfig,
     VAEConfig,
 )
@@ -99,24 +100,37 @@ def component_state_dict(raw: Mapping[str, Any], component: str) -> dict[str, to
     """The state dict of ``component`` inside a file's top-level mapping ``raw``."""
     if component not in COMPONENTS:
         raise ValueError(f"unknown component {component!r}; known: {', '.join(COMPONENTS)}")
-    sd: Mapping[str, Any] = raw
-    for wrapper in ("generator", "state_dict"):
-        if isinstance(sd.get(wrapper), Mapping):
-            sd = sd[wrapper]
+    sd = _unwrap(raw)
     out: dict[str, torch.Tensor] = {}
     for key, value in sd.items():
-        if component == "flow" and key in LEGACY_FLOW_KEYS:
+        key = component_key(key, component)
+        if key is None:
             continue
-        if component == "synchformer" and not key.startswith("vfeat_extractor."):
-            continue
-        if component == "clip" and key.startswith("module."):
-            key = key[len("module.") :]
-        if component == "vocoder":
-            key = _legacy_weight_norm_name(key)
         if not isinstance(value, torch.Tensor):
             raise CheckpointError(f"entry {key!r} is a {type(value).__name__}, not a tensor")
         out[key] = value
     return out
+
+
+def _unwrap(raw: Mapping[str, Any]) -> Mapping[str, Any]:
+    sd = raw
+    for wrapper in ("generator", "state_dict"):
+        if isinstance(sd.get(wrapper), Mapping):
+            sd = sd[wrapper]
+    return sd
+
+
+def component_key(key: str, component: str) -> str | None:
+    """The state-dict key a file key maps to for ``component``; None when it is ignored."""
+    if component == "flow" and key in LEGACY_FLOW_KEYS:
+        return None
+    if component == "synchformer" and not key.startswith("vfeat_extractor."):
+        return None
+    if component == "clip" and key.startswith("module."):
+        return key[len("module.") :]
+    if component == "vocoder":
+        return _legacy_weight_norm_name(key)
+    return key
 
 
 def _legacy_weight_norm_name(key: str) -> str:
@@ -293,7 +307,10 @@ def flow_config_from_state_dict(sd: Mapping[str, torch.Tensor]) -> FlowConfig:
 
 def identify(path: str | Path) -> Identified:
     """Read ``path`` and say which network and variant it holds (does not check every key)."""
-    raw = read_state_dict(path)
+    return identify_state_dict(read_state_dict(path), path)
+
+
+def identify_state_dict(raw: Mapping[str, Any], path: str | Path = "<state dict>") -> Identified:
     component = guess_component(raw)
     if component is None:
         keys = list(raw)[:_SHOW]
@@ -302,7 +319,10 @@ def identify(path: str | Path) -> Identified:
             f"known networks: {', '.join(COMPONENTS)}"
         )
     sd = component_state_dict(raw, component)
-    config = _DETECTORS[component](sd)
+    try:
+        config = _DETECTORS[component](sd)
+    except CheckpointError as e:
+        raise CheckpointError(f"{path}: {e}") from e
     variant = _match_variant(component, config)
     n_params = sum(v.numel() for v in sd.values())
     return Identified(component, variant, config, len(sd), n_params)
@@ -441,10 +461,141 @@ _DETECTORS = {
 }
 
 
+# --- whole-file checks and loading ------------------------------------------------------------
+
+
+def build_meta(component: str, config: Any) -> nn.Module:
+    """The network for ``component`` with ``config`` (as :func:`identify` returns), on meta."""
+    from v2a_export.models.bigvgan import BigVGAN
+    from v2a_export.models.clip import CLIP
+    from v2a_export.models.flow import MMAudio
+    from v2a_export.models.synchformer import Synchformer
+    from v2a_export.models.vae import VAE
+
+    with torch.device("meta"):
+        if component == "flow":
+            return MMAudio.from_config(config)
+        if component == "vae":
+            return VAE(config)
+        if component == "vocoder":
+            return BigVGAN(config)
+        if component == "synchformer":
+            return Synchformer(config)
+        if component == "clip":
+            return CLIP(*config)
+    raise ValueError(f"unknown component {component!r}; known: {', '.join(COMPONENTS)}")
+
+
+@dataclass(frozen=True)
+class Inspection:
+    """What ``v2a-export inspect-weights`` reports about one file."""
+
+    path: Path
+    found: Identified
+    diff: KeyDiff  # against the network built from the detected (or registered) config
+    dropped: tuple[str, ...]  # keys present in the file but ignored by design
+    dtypes: tuple[str, ...]
+
+    @property
+    def loads(self) -> bool:
+        return self.diff.ok
+
+
+def inspect_file(path: str | Path) -> Inspection:
+    """Identify ``path`` and check it strictly against the network it claims to be."""
+    path = Path(path)
+    raw = read_state_dict(path)
+    found = identify_state_dict(raw, path)
+    sd = component_state_dict(raw, found.component)
+    dropped = tuple(k for k in _unwrap(raw) if component_key(k, found.component) is None)
+    config = found.config
+    if found.variant != "custom":  # registered: its config also fixes the uninferable fields
+        config = _variant_config(VARIANTS[found.variant.split("/")[0]], found.component)
+    diff = diff_keys(expected_shapes(build_meta(found.component, config)), sd)
+    dtypes = tuple(sorted({str(v.dtype).removeprefix("torch.") for v in sd.values()}))
+    return Inspection(path, found, diff, dropped, dtypes)
+
+
+@dataclass(frozen=True)
+class WeightFiles:
+    """The five official files of a variant (spec/mmaudio.md §1.1, §3.1)."""
+
+    flow: Path  # weights/mmaudio_<variant>.pth
+    vae: Path  # ext_weights/v1-16.pth | v1-44.pth
+    vocoder: Path  # ext_weights/best_netG.pt | bigvgan_v2_44khz_128band_512x/bigvgan_generator.pt
+    synchformer: Path  # ext_weights/synchformer_state_dict.pth
+    clip: Path  # DFN5B-CLIP-ViT-H-14-384/open_clip_pytorch_model.bin
+
+    @staticmethod
+    def official_names(variant: str) -> dict[str, str]:
+        k16 = VARIANTS[variant].mel.sample_rate == 16000
+        return {
+            "flow": f"mmaudio_{variant}.pth",
+            "vae": "v1-16.pth" if k16 else "v1-44.pth",
+            "vocoder": "best_netG.pt" if k16 else "bigvgan_generator.pt",
+            "synchformer": "synchformer_state_dict.pth",
+            "clip": "open_clip_pytorch_model.bin",
+        }
+
+    @classmethod
+    def find(cls, weights_dir: str | Path, variant: str) -> WeightFiles:
+        """Locate the official file names of ``variant`` anywhere under ``weights_dir``."""
+        if variant not in VARIANTS or variant == "tiny":
+            official = [v for v in VARIANTS if v != "tiny"]
+            raise ValueError(f"variant {variant!r} has no official files; known: {official}")
+        root = Path(weights_dir)
+        if not root.is_dir():
+            raise CheckpointError(f"weights directory {root} not found")
+        found, missing = {}, []
+        for component, name in cls.official_names(variant).items():
+            hits = sorted(root.rglob(name))
+            if hits:
+                found[component] = hits[0]
+            else:
+                missing.append(name)
+        if missing:
+            raise CheckpointError(
+                f"{root}: missing official file(s) for {variant}: {', '.join(missing)} "
+                "(see docs: HF hkchengrex/MMAudio, GitHub release v0.1, "
+                "nvidia/bigvgan_v2_44khz_128band_512x, apple/DFN5B-CLIP-ViT-H-14-384)"
+            )
+        return cls(**found)
+
+
+def load_networks(config: ModelConfig, files: WeightFiles | str | Path, device: str = "cpu"):
+    """The five networks of ``config`` with weights from ``files`` (a :class:`WeightFiles` or
+    a directory holding the official file names), strictly checked, folded, in eval mode.
+
+    Each network is built on ``meta`` and the file's tensors are assigned to it, so a large
+    file is never held twice."""
+    from v2a_export.models.build import NETWORKS, Networks, build_networks
+
+    if not isinstance(files, WeightFiles):
+        files = WeightFiles.find(files, config.name)
+    skeleton = build_networks(config, device="meta")
+    modules = {}
+    for name in NETWORKS:
+        path = getattr(files, name)
+        module = skeleton.modules()[name]
+        load_into(
+            module, read_component(path, name), path=path, component=name, variant=config.name
+        )
+        if name in ("vae", "vocoder"):
+            module.remove_weight_norm()
+        modules[name] = module.to(device).eval()
+    return Networks(config=config, **modules)
+
+
 __all__ = [
     "COMPONENTS",
     "CheckpointError",
     "Identified",
+    "Inspection",
+    "WeightFiles",
+    "build_meta",
+    "identify_state_dict",
+    "inspect_file",
+    "load_networks",
     "KeyDiff",
     "LEGACY_FLOW_KEYS",
     "component_state_dict",
