@@ -219,13 +219,15 @@ def _packets(container, stream, path) -> Iterator[av.Packet]:
 def _decoded(packets: Iterator[av.Packet]) -> Iterator[av.VideoFrame]:
     """Decode packets, skipping those the decoder rejects; the final empty packets flush it."""
     skipped = 0
-    for packet in packets:
-        try:
-            yield from packet.decode()
-        except av.error.InvalidDataError:
-            skipped += 1
-    if skipped:
-        log.warning("skipped %d undecodable video packet(s)", skipped)
+    try:
+        for packet in packets:
+            try:
+                yield from packet.decode()
+            except av.error.InvalidDataError:
+                skipped += 1
+    finally:  # also when the consumer stops early
+        if skipped:
+            log.warning("skipped %d undecodable video packet(s)", skipped)
 
 
 def _timed(frames: Iterator[av.VideoFrame], t0: float, stream) -> Iterator[tuple]:
