@@ -85,15 +85,32 @@ def read_state_dict(path: str | Path) -> dict[str, Any]:
             # legacy (pre-zipfile) serialization cannot be memory-mapped
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        raise CheckpointError(
-            f"{path} holds objects other than tensors and plain containers; refusing to unpickle "
-            f"it (weights_only=True): {str(e).splitlines()[0]}"
-        ) from e
+        reason = _unpickling_reason(str(e))
+        if "Unsupported global" in reason:
+            raise CheckpointError(
+                f"{path} holds objects other than tensors and plain containers; refusing to "
+                f"unpickle it (weights_only=True): {reason}"
+            ) from e
+        raise CheckpointError(f"cannot read {path} as a PyTorch checkpoint: {reason}") from e
     except (RuntimeError, OSError, EOFError, ValueError) as e:
         raise CheckpointError(f"cannot read {path} as a PyTorch checkpoint: {e}") from e
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a state dict")
     return dict(obj)
+
+
+def _unpickling_reason(message: str) -> str:
+    """The informative line of torch's weights_only error (it spans several paragraphs)."""
+    lines = [ln.strip() for ln in message.splitlines() if ln.strip()]
+    for ln in lines:
+        if ln.startswith(("WeightsUnpickler error:", "Unsupported")):
+            reason = ln.removeprefix("WeightsUnpickler error:").strip()
+            if reason:
+                return reason.split(" Please use")[0]
+    for ln in lines:
+        if ln.startswith("Unsupported"):
+            return ln
+    return lines[0] if lines else "unreadable pickle"
 
 
 def component_state_dict(raw: Mapping[str, Any], component: str) -> dict[str, torch.Tensor]:
