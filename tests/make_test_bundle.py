@@ -92,10 +92,11 @@ class Text(nn.Module):
 
     def forward(self, token_ids):  # int64 (B, 77)
         a = token_ids.to(torch.float32)[..., None] * self.freqs  # (B, 77, Dt/2)
-        e = self.proj(torch.cat([a.sin(), a.cos()], dim=-1)) + self.pos  # (B, 77, Dt)
-        count = torch.arange(1, 78, dtype=torch.float32)[:, None]  # (77, 1)
-        h = torch.cumsum(e, dim=1) / count  # causal mean, (B, 77, Dt)
-        return nn.functional.normalize(h, dim=-1)
+        e = self.proj(torch.cat([a.sin(), a.cos()], dim=-1))  # (B, 77, Dt)
+        real = (token_ids != 0).to(torch.float32)[..., None]  # (B, 77, 1): 0 = padding
+        count = torch.cumsum(real, dim=1).clamp(min=1.0)  # (B, 77, 1)
+        h = torch.cumsum(e * real, dim=1) / count + self.pos  # causal mean of real tokens
+        return nn.functional.normalize(h, dim=-1)  # (B, 77, Dt)
 
 
 class Conditioner(nn.Module):
@@ -298,7 +299,9 @@ def _export(module: nn.Module, inputs: list, outputs: list, path: Path) -> None:
     )
 
 
-def build(out: Path = OUT, *, weights_note: str | None = None, seed: int = 0) -> Path:
+def build(
+    out: Path = OUT, *, variant: str = "test", weights_note: str | None = None, seed: int = 0
+) -> Path:
     """Export the seven graphs to ``out/onnx`` and write ``out/manifest.json``."""
     sys.path.insert(0, str(REPO))
     from v2a_runtime.backends import TensorInfo
@@ -341,7 +344,7 @@ def build(out: Path = OUT, *, weights_note: str | None = None, seed: int = 0) ->
     manifest = Manifest(
         model=ModelSpec(
             family="mmaudio",
-            variant="test",
+            variant=variant,
             weights="random",
             model_id=1,
             weights_note=weights_note

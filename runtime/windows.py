@@ -1,0 +1,93 @@
+"""Long videos in overlapping windows, and the equal-power cross-fade that joins them.
+
+A span no longer than the model's trained duration is one window. A longer span is covered by
+windows of the trained duration (the last one up to one ``unit`` longer, so the windows end
+exactly at the end of the span) whose starts are whole multiples of ``unit`` (1 s): at the
+model's frame rates (8 and 25 fps) and sample rates, a whole second is a whole number of clip
+frames, sync frames and audio samples, so a window cut from decoded frames is exactly the
+window decoded on its own. Consecutive windows overlap by at least ``overlap`` seconds and are
+spaced evenly; only neighbours overlap.
+
+In each overlap the outgoing window fades out with cos and the incoming one fades in with sin
+of the same ramp (equal power: cos² + sin² = 1), which keeps the loudness of two independent
+generations constant across the seam.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+UNIT = 1.0  # seconds; window starts are multiples of this
+
+
+@dataclass(frozen=True)
+class Window:
+    start: float  # seconds from the start of the span
+    duration: float  # seconds
+
+
+def plan_windows(
+    duration: float,
+    window: float,
+    *,
+    overlap: float = 1.0,
+    max_duration: float | None = None,
+    unit: float = UNIT,
+) -> tuple[Window, ...]:
+    """Windows covering ``[0, duration)``; one window when ``duration <= window``."""
+    if not duration > 0:
+        raise ValueError(f"duration must be > 0 s, got {duration!r}")
+    if not 0 <= overlap <= window - unit:
+        raise ValueError(
+            f"overlap must be between 0 and window - {unit:g} s = {window - unit:g} s, "
+            f"got {overlap!r}"
+        )
+    if duration <= window + 1e-9:
+        return (Window(0.0, float(duration)),)
+    max_duration = window + unit if max_duration is None else max_duration
+    last = math.floor((duration - window) / unit + 1e-9)  # in units
+    if duration - last * unit > max_duration + 1e-9:
+        last += 1  # the last window would be too long: start it later, make it shorter
+    if last == 0:
+        return (Window(0.0, float(duration)),)  # at most one unit longer than a window
+    step = max(1, math.floor((window - overlap) / unit + 1e-9))  # longest spacing, in units
+    n = 1 + math.ceil(last / step)
+    starts = [round(i * last / (n - 1)) * unit for i in range(n)]
+    windows = [Window(float(s), float(window)) for s in starts[:-1]]
+    windows.append(Window(float(starts[-1]), float(duration - starts[-1])))
+    for a, b in zip(windows[:-2], windows[2:], strict=True):
+        assert a.start + a.duration <= b.start + 1e-9, f"windows {a} and {b} overlap"
+    return tuple(windows)
+
+
+def crossfade(parts: list[np.ndarray], offsets: list[int], total: int) -> np.ndarray:
+    """Join ``parts`` (each float32 (K, n_i), placed at sample ``offsets[i]``) into (K, total).
+
+    Where part i and part i+1 overlap, part i fades out (cos) and part i+1 fades in (sin).
+    Samples beyond ``total`` are dropped; a gap (none with :func:`plan_windows`) stays silent.
+    """
+    if len(parts) != len(offsets) or not parts:
+        raise ValueError(f"need one offset per part, got {len(parts)} parts, {len(offsets)}")
+    k = parts[0].shape[0]
+    out = np.zeros((k, total), dtype=np.float32)
+    ends = [o + p.shape[1] for o, p in zip(offsets, parts, strict=True)]
+    for i, (part, offset) in enumerate(zip(parts, offsets, strict=True)):
+        gain = np.ones(part.shape[1], dtype=np.float32)
+        if i > 0 and ends[i - 1] > offset:  # fade in over the overlap with the previous part
+            n = min(ends[i - 1] - offset, part.shape[1])
+            gain[:n] *= np.sin(_ramp(n))
+        if i + 1 < len(parts) and ends[i] > offsets[i + 1]:  # fade out before the next part
+            n = min(ends[i] - offsets[i + 1], part.shape[1])
+            gain[part.shape[1] - n :] *= np.cos(_ramp(n))
+        stop = min(ends[i], total)
+        if stop > offset:
+            out[:, offset:stop] += part[:, : stop - offset] * gain[: stop - offset]  # (K, n)
+    return out
+
+
+def _ramp(n: int) -> np.ndarray:
+    """n angles rising from 0 to pi/2, centred in each sample: (j + 0.5) / n * pi / 2."""
+    return ((np.arange(n, dtype=np.float64) + 0.5) / n * (np.pi / 2)).astype(np.float32)
