@@ -141,3 +141,24 @@ def test_backend_errors(tmp_path):
         OrtSession.load(bad)
     with pytest.raises(BackendError, match=r"graph optimisation 'max'"):
         OrtSession.load(TEST_BUNDLE / "onnx" / "text.onnx", graph_optimization="max")
+
+
+def test_cuda_without_onnxruntime_gpu_says_what_to_install():
+    import onnxruntime
+
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        pytest.skip("onnxruntime-gpu is installed here")
+    with pytest.raises(
+        BackendError, match=r"needs onnxruntime-gpu \(pip install 'v2a-export\[gpu\]'"
+    ):
+        load_session(TEST_BUNDLE / "onnx" / "text.onnx", "cuda")
+
+
+def test_session_options_are_explicit():
+    session = OrtSession.load(
+        TEST_BUNDLE / "onnx" / "text.onnx", threads=1, graph_optimization="basic"
+    )
+    options = session.session.get_session_options()
+    assert options.intra_op_num_threads == 1 and options.inter_op_num_threads == 1
+    assert options.graph_optimization_level.name == "ORT_ENABLE_BASIC"
+    assert session.session.get_providers() == ["CPUExecutionProvider"]

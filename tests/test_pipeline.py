@@ -246,3 +246,16 @@ def test_bad_options_are_value_errors(pipe, override, message):
 def test_too_short_video_is_a_media_error(pipe):
     with pytest.raises(MediaError, match=r"shorter than one sync segment \(0.64 s"):
         pipe.generate(moving_video(0.5))
+
+
+def test_long_file_is_decoded_per_window_like_slices(pipe, tmp_path):
+    from media_videos import write_video
+
+    path = write_video(tmp_path / "long.avi", codec="mjpeg", pix_fmt="yuvj420p", frames=250,
+                       size=(48, 32), gop=25)  # fmt: skip
+    from_file = pipe.generate(path, steps=2, watermark=False)  # windows decoded with a seek
+    assert [(w.start, w.duration) for w in from_file.windows] == [(0, 8), (2, 8)]
+    frames = read_frames(path, clip_size=64, sync_size=64)  # decoded once, sliced
+    from_frames = pipe.generate(frames, steps=2, watermark=False)
+    np.testing.assert_array_equal(from_file.audio, from_frames.audio)
+    assert from_file.audio.shape == (1, 10 * SR)
