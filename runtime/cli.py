@@ -64,13 +64,13 @@ def main() -> None:
 
 
 @main.command()
-@click.argument("video", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("video", type=click.Path(path_type=Path))
 @click.option("-p", "--prompt", default="", help="What the soundtrack should contain.")
 @click.option("-n", "--negative", "negative_prompt", default="", help="What it should not.")
 @click.option(
     "-o",
     "--output",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=click.Path(path_type=Path),
     default=None,
     help="OUT.mp4/.mov/.m4v/.mkv/.webm/.avi (mux) or OUT.flac/.wav (audio only). "
     "[default: VIDEO's name + .v2a + VIDEO's extension]",
@@ -117,7 +117,7 @@ def main() -> None:
 )
 @click.option(
     "--key-file",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=click.Path(path_type=Path),
     default=None,
     help="Watermark key file. [default: $V2A_WATERMARK_KEY(_FILE), else the public demo key]",
 )
@@ -211,13 +211,11 @@ def _outputs(video: Path, output: Path | None, tracks: int, force: bool) -> list
     if output is None:
         ext = video.suffix.lower() if video.suffix.lower() in VIDEO_CONTAINERS else ".mp4"
         output = video.with_name(f"{video.stem}.v2a{ext}")
-    check_output(output, input_path=video, overwrite=force)  # extension, input, existing
     if tracks == 1 or output.suffix.lower() not in AUDIO_FORMATS:
-        return [output]
+        return [check_output(output, input_path=video, overwrite=force)]
+    check_output(output, input_path=video, overwrite=True)  # extension and directory
     paths = [output.with_name(f"{output.stem}-{k + 1}{output.suffix}") for k in range(tracks)]
-    for path in paths:
-        check_output(path, input_path=video, overwrite=force)
-    return paths
+    return [check_output(p, input_path=video, overwrite=force) for p in paths]
 
 
 def _write(

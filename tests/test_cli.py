@@ -205,6 +205,12 @@ FAILURES = {
         ["-o", "{tmp}/taken.mp4"],
         r"taken.mp4: already exists \(use --force to overwrite\)",
     ),
+    "existing track file without --force": (
+        lambda v, d: (d / "m-2.flac").write_bytes(b"precious") and v["h264_mp4_25fps_audio"],
+        ["-o", "{tmp}/m.flac", "--tracks", "2"],
+        r"m-2.flac: already exists \(use --force to overwrite\)",
+    ),
+    "input is a directory": (lambda _v, d: d, [], r"work: not a regular file"),
     "unreadable bundle": (
         lambda v, _d: v["h264_mp4_25fps_audio"],
         ["--bundle", "{tmp}"],
@@ -230,7 +236,7 @@ def test_failure_policy(videos, tmp_path, case):
     if "--bundle" not in args:
         args += ["--bundle", str(TEST_BUNDLE)]
     before = {p.name: digest(p) for p in work.rglob("*") if p.is_file()}
-    input_digest = digest(source) if source.exists() else None
+    input_digest = digest(source) if source.is_file() else None
     result = v2a("generate", source, *args, "--steps", 2)
     assert result.exit_code == 2, (result.stdout, result.stderr)
     lines = result.stderr.strip().splitlines()
