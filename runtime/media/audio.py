@@ -45,7 +45,7 @@ def write_audio(
     """
     path = check_output(path, overwrite=overwrite, allowed=tuple(AUDIO_FORMATS))
     data = np.clip(as_channels(audio), -1.0, 1.0).T  # (W, C), soundfile's layout
-    _check_rate(sample_rate)
+    check_rate(sample_rate)
     with atomic_output(path) as tmp:
         fmt = AUDIO_FORMATS[path.suffix.lower()]
         try:
@@ -83,6 +83,6 @@ def fit_length(audio: np.ndarray, samples: int) -> np.ndarray:
     return np.pad(audio, ((0, 0), (0, samples - audio.shape[1])))
 
 
-def _check_rate(sample_rate) -> None:
+def check_rate(sample_rate) -> None:
     if not (isinstance(sample_rate, (int, np.integer)) and 1000 <= sample_rate <= 384_000):
         raise ValueError(f"sample_rate must be an int in [1000, 384000] Hz, got {sample_rate!r}")

@@ -15,13 +15,21 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import av
 import numpy as np
 
-from .audio import BITRATE_PER_CHANNEL, _check_rate, as_channels, encode_track, fit_length
-from .files import VIDEO_CONTAINERS, MediaError, atomic_output, check_input, check_output
+from .audio import BITRATE_PER_CHANNEL, as_channels, check_rate, encode_track, fit_length
+from .files import (
+    VIDEO_CONTAINERS,
+    Container,
+    MediaError,
+    atomic_output,
+    check_input,
+    check_output,
+)
 from .probe import _reason, open_input, start_time, stream_duration, video_stream
 
 log = logging.getLogger(__name__)
@@ -51,64 +59,61 @@ def mux(
     )
     if isinstance(tracks, np.ndarray) or not tracks:
         raise ValueError("tracks must be a non-empty list of (W,) or (C, W) arrays")
-    tracks = [as_channels(t, f"track {k}") for k, t in enumerate(tracks)]
-    _check_rate(sample_rate)
-    spec = VIDEO_CONTAINERS[out_path.suffix.lower()]
-    with open_input(video_path) as source:
-        video = video_stream(source, video_path)
-        originals = list(source.streams.audio) if keep_original_audio else []
-        t0 = start_time(video)
-        length = stream_duration(source, video)
-        if length is None:
-            length = _packet_span(source, video)
-            source.seek(0)
-        with atomic_output(out_path) as tmp:
-            try:
-                _write(
-                    source,
-                    video,
-                    originals,
-                    tmp,
-                    out_path,
-                    spec,
-                    tracks,
-                    sample_rate,
-                    t0,
-                    length,
-                    title,
-                )
-            except av.error.FFmpegError as e:
-                raise MediaError(f"{out_path}: cannot write {spec.format} ({_reason(e)})") from e
+    check_rate(sample_rate)
+    job = _Job(
+        spec=VIDEO_CONTAINERS[out_path.suffix.lower()],
+        tracks=tuple(as_channels(t, f"track {k}") for k, t in enumerate(tracks)),
+        sample_rate=int(sample_rate),
+        title=title,
+        keep_original_audio=keep_original_audio,
+        out_path=out_path,
+    )
+    with open_input(video_path) as source, atomic_output(out_path) as tmp:
+        try:
+            _write(source, video_stream(source, video_path), tmp, job)
+        except av.error.FFmpegError as e:
+            raise MediaError(f"{out_path}: cannot write {job.spec.format} ({_reason(e)})") from e
 
 
-def _write(source, video, originals, tmp, out_path, spec, tracks, sample_rate, t0, length, title):
-    options = {"movflags": "+faststart"} if spec.format in ("mp4", "mov") else {}
-    with av.open(str(tmp), mode="w", format=spec.format, options=options) as out:
-        _check_codecs(out, [video, *originals], out_path, spec)
-        out_video = out.add_stream_from_template(video)
-        if video.language:
-            out_video.metadata["language"] = video.language
+@dataclass(frozen=True)
+class _Job:
+    spec: Container
+    tracks: tuple[np.ndarray, ...]  # (C, W) float32 each
+    sample_rate: int
+    title: str
+    keep_original_audio: bool
+    out_path: Path  # for messages; the data goes to a temporary file
+
+
+def _write(source, video, tmp: Path, job: _Job) -> None:
+    originals = list(source.streams.audio) if job.keep_original_audio else []
+    length = stream_duration(source, video)
+    if length is None:
+        length = _packet_span(source, video)
+        source.seek(0)
+    options = {"movflags": "+faststart"} if job.spec.format in ("mp4", "mov") else {}
+    with av.open(str(tmp), mode="w", format=job.spec.format, options=options) as out:
+        _check_codecs(out, [video, *originals], job)
+        copies = {video.index: _add_copy(out, video)}  # stream order: video, generated,
+        generated = _add_tracks(out, job)  # then the original audio
+        copies.update({s.index: _add_copy(out, s) for s in originals})
         out.metadata.update(
             {k: v for k, v in source.metadata.items() if k.lower() not in MUXER_OWNED}
         )
-        names = [
-            title if len(tracks) == 1 else f"{title} {k + 1}/{len(tracks)}"
-            for k in range(len(tracks))
-        ]
-        generated = [
-            _add_track(out, spec, sample_rate, t.shape[0], n, k == 0)
-            for k, (t, n) in enumerate(zip(tracks, names, strict=True))
-        ]
-        copies = {s.index: _add_copy(out, s) for s in originals}
-        copies[video.index] = out_video
-        kept = f"; original audio kept as track {len(tracks) + 1}" if originals else ""
-        out.metadata["comment"] = f"audio tracks 1-{len(tracks)}: {title}{kept}"
-
-        samples = round(length * sample_rate)
-        first = round(t0 * sample_rate)
+        kept = f"; original audio kept as track {len(generated) + 1}" if originals else ""
+        out.metadata["comment"] = f"audio tracks 1-{len(generated)}: {job.title}{kept}"
+        samples = round(length * job.sample_rate)
+        first = round(start_time(video) * job.sample_rate)  # audio starts with the picture
         pending = []  # encoded generated packets, in time order
-        for stream, audio in zip(generated, tracks, strict=True):
-            pending.extend(encode_track(stream, fit_length(audio, samples), sample_rate, first))
+        for stream, audio in zip(generated, job.tracks, strict=True):
+            if audio.shape[1] < samples - 0.1 * job.sample_rate:
+                log.warning(
+                    "%s: a track is %.2f s long, the video %.2f s; padding with silence",
+                    job.out_path,
+                    audio.shape[1] / job.sample_rate,
+                    length,
+                )
+            pending.extend(encode_track(stream, fit_length(audio, samples), job.sample_rate, first))
         pending.sort(key=_packet_time)
         _interleave(out, source, copies, pending)
 
@@ -130,24 +135,32 @@ def _interleave(out, source, copies, pending) -> None:
     out.mux(pending[i:])
 
 
-def _add_track(out, spec, sample_rate, channels, name, default):
-    rate = spec.audio_rate or _encoder_rate(spec.audio_codec, sample_rate)
-    stream = out.add_stream(spec.audio_codec, rate=rate)
-    stream.layout = "mono" if channels == 1 else "stereo"
-    if spec.audio_codec != "pcm_s16le":
-        stream.bit_rate = BITRATE_PER_CHANNEL * channels
-    stream.metadata["title"] = name
-    stream.metadata["handler_name"] = name
-    stream.disposition = av.stream.Disposition.default if default else av.stream.Disposition(0)
-    return stream
+def _add_tracks(out, job: _Job) -> list:
+    """One output stream per generated track; the first is the default track."""
+    streams = []
+    for k, audio in enumerate(job.tracks):
+        name = job.title if len(job.tracks) == 1 else f"{job.title} {k + 1}/{len(job.tracks)}"
+        rate = job.spec.audio_rate or _encoder_rate(job.spec.audio_codec, job.sample_rate)
+        stream = out.add_stream(job.spec.audio_codec, rate=rate)
+        stream.layout = "mono" if audio.shape[0] == 1 else "stereo"
+        if job.spec.audio_codec != "pcm_s16le":
+            stream.bit_rate = BITRATE_PER_CHANNEL * audio.shape[0]
+        stream.metadata["title"] = name
+        stream.metadata["handler_name"] = name  # what MP4/MOV players show
+        default = av.stream.Disposition.default
+        stream.disposition = default if k == 0 else av.stream.Disposition(0)
+        streams.append(stream)
+    return streams
 
 
 def _add_copy(out, stream):
+    """An output stream that takes the input stream's packets unchanged."""
     copy = out.add_stream_from_template(stream)
     for key in ("language", "title", "handler_name"):
         if key in stream.metadata:
             copy.metadata[key] = stream.metadata[key]
-    copy.disposition = av.stream.Disposition(0)
+    if stream.type == "audio":
+        copy.disposition = av.stream.Disposition(0)  # the generated track is the default
     return copy
 
 
@@ -158,15 +171,15 @@ def _encoder_rate(codec: str, rate: int) -> int:
     return rate
 
 
-def _check_codecs(out, streams, out_path: Path, spec) -> None:
+def _check_codecs(out, streams, job: _Job) -> None:
     supported = out.supported_codecs
     for stream in streams:
         name = stream.codec_context.name
         if name not in supported:
             raise MediaError(
-                f"{out_path}: the {spec.format} container cannot hold the input's {name} "
-                f"{stream.type} stream, which is copied without re-encoding; use an output "
-                f"extension of a container that can (e.g. the input's own)"
+                f"{job.out_path}: the {job.spec.format} container cannot hold the input's "
+                f"{name} {stream.type} stream, which is copied without re-encoding; use an "
+                f"output extension of a container that can (e.g. the input's own)"
             )
 
 
