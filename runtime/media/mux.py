@@ -1,7 +1,9 @@
 """Muxing generated audio into a copy of the input video, without re-encoding the picture.
 
 The output container follows the output extension (see ``files.VIDEO_CONTAINERS``): the video
-packets are copied unchanged (same bytes, same timestamps, display matrix kept); each generated
+packets are copied unchanged (same bytes, same timestamps, display matrix kept; into another
+container than the input's, FFmpeg may repackage the bitstream, e.g. H.264 start codes from
+MPEG-TS into MP4's length prefixes, but never re-encodes); each generated
 track is encoded (AAC for .mp4/.m4v/.mov, Opus for .mkv/.webm, 16-bit PCM for .avi), cut or
 padded to the video's duration and started at the video's first frame. Track order: the
 generated tracks first (the first one is the default track), then, with
