@@ -215,3 +215,40 @@ def test_index_pattern_round_trip():
     # the helper itself: every index reads back from a full-size picture (grid at x 20..140)
     for i in (0, 1, 255, 4095, 40000):
         assert read_index(index_image(i, 160, 120), (0, 20, 120, 140)) == i
+
+
+def test_resize_matches_reference_bicubic(tmp_path):
+    # The reference resizes full frames with torchvision's antialiased bicubic; we use
+    # FFmpeg's bicubic scaler. Same decoded picture in, |difference| <= 8/255, mean <= 0.5.
+    torch = pytest.importorskip("torch")
+    width, height = 640, 360
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    red = 128 + 100 * np.sin(xx / 23 + yy / 31)
+    green = 128 + 100 * np.cos(xx / 17 - yy / 29)
+    picture = np.stack([red, green, 128 + 80 * np.sin((xx + yy) / 41)], axis=-1)  # (H, W, 3)
+    picture += np.random.default_rng(0).normal(0, 20, picture.shape)  # fine detail
+    picture[100:200, 300:310] = 255  # a hard edge
+    picture = picture.clip(0, 255).astype(np.uint8)  # (H, W, 3)
+    path = tmp_path / "smooth.mkv"
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv444p"
+        stream.options = {"crf": "0", "preset": "ultrafast"}
+        for _ in range(17):
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(picture, format="rgb24")))
+        out.mux(stream.encode(None))
+    with av.open(str(path)) as container:
+        decoded = next(container.decode(video=0)).to_ndarray(format="rgb24")  # (H, W, 3)
+    frames = read_frames(path, clip_size=384, sync_size=224)
+
+    def reference(size):
+        x = torch.from_numpy(decoded).permute(2, 0, 1)[None].float()  # (1, 3, H, W)
+        y = torch.nn.functional.interpolate(x, size=size, mode="bicubic", antialias=True)
+        return y.round().clamp(0, 255)[0].permute(1, 2, 0).numpy()  # (h, w, 3)
+
+    new_w = int(224 * width / height)  # short side 224, then the centre crop
+    left = int(round((new_w - 224) / 2))
+    for ours, ref in ((frames.clip[0], reference((384, 384))),
+                      (frames.sync[0], reference((224, new_w))[:, left : left + 224])):  # fmt: skip
+        diff = np.abs(ours.astype(np.float32) - ref)
+        assert diff.max() <= 8 and diff.mean() <= 0.5, (diff.max(), diff.mean())
