@@ -260,3 +260,37 @@ def test_weight_files_find_official_names(tmp_path):
         WeightFiles.find(tmp_path, "large_44k_v2")
     with pytest.raises(ValueError, match="no official files"):
         WeightFiles.find(tmp_path, "tiny")
+
+
+# parity fixture -> network whose seeded random init (fixtures README §2.2) made its weights
+SEEDED = {
+    "flow_v1": "flow",
+    "flow_v2": "flow",
+    "vae_16k": "vae",
+    "vae_44k": "vae",
+    "bigvgan_16k": "vocoder",
+    "bigvgan_v2_44k": "vocoder",
+    "synchformer": "synchformer",
+    "clip": "clip",
+}
+
+
+@pytest.mark.parametrize("fixture", sorted(SEEDED))
+def test_seeded_init_reproduces_fixture_weights(fixtures_dir, fixture):
+    """build_networks' random weights are the fixtures' recipe: with the fixture's seed every
+    parameter is bit-identical (BigVGAN's conv_post gain was rescaled by the fixture author)."""
+    from v2a_export.checkpoints import build_meta
+    from v2a_export.fixtures import load_fixture
+    from v2a_export.models.build import randomize_network
+
+    fx = load_fixture(fixtures_dir / "parity" / f"{fixture}.json")
+    network = SEEDED[fixture]
+    found = identify_state_dict(fx.weights)
+    meta = build_meta(network, found.config)
+    module = meta.to_empty(device="cpu")
+    for name, buf in module.named_buffers():  # persistent buffers (filters, data stats) as stored
+        buf.copy_(fx.weights[name])
+    randomize_network(module, network, fx.spec["seeds"]["weights"])
+    got = module.state_dict()
+    differ = [k for k, v in got.items() if not torch.equal(v, fx.weights[k])]
+    assert differ == (["conv_post.weight_g"] if network == "vocoder" else [])

@@ -8,7 +8,8 @@ Random weights follow fixtures README §2.2 so that no zero-initialised path is 
 parameter is overwritten, in ``named_parameters()`` order, from one generator seeded with
 ``seed`` — U(±sqrt(3/fan_in)) for ndim ≥ 2, 1 + 0.1·N for 1-D ``*weight``, 0.05·N for other
 1-D tensors, 0.1·N for 0-D — with the per-network overrides of the fixtures' ``weight_init``
-(flow latent statistics and null features; BigVGAN weight-norm gains).
+(flow latent statistics and null features, VAE raw MPConv scales, BigVGAN weight-norm
+gains, embeddings). With a fixture's weight seed the draw reproduces its weights exactly.
 """
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ def build_networks(
             module = build_module(config, name)
         if device.type != "meta":
             if seed is not None:
-                randomize_(module, seed + k, overrides=_OVERRIDES.get(name))
+                randomize_network(module, name, seed + k)
             if fold and name in ("vae", "vocoder"):
                 module.remove_weight_norm()
         modules[name] = module.eval()
@@ -144,6 +145,59 @@ def _vocoder_overrides(name: str, p: torch.Tensor, gen: torch.Generator) -> torc
     return None
 
 
-_OVERRIDES: dict[str, Draw] = {"flow": _flow_overrides, "vocoder": _vocoder_overrides}
+def _vae_overrides(name: str, p: torch.Tensor, gen: torch.Generator) -> torch.Tensor | None:
+    if name.endswith("learnable_gain"):
+        return 0.5 * torch.randn((), generator=gen)
+    if p.ndim == 3:  # raw MPConv1D weight (out, in, k): N(0, 1) times a per-channel U(0.2, 2.2)
+        factor = 0.2 + 2.0 * torch.rand(p.shape[0], generator=gen)
+        return torch.randn(tuple(p.shape), generator=gen) * factor.view(-1, 1, 1)
+    return None
 
-__all__ = ["NETWORKS", "Networks", "build_module", "build_networks", "default_draw", "randomize_"]
+
+def _synchformer_overrides(name: str, p: torch.Tensor, gen: torch.Generator) -> torch.Tensor | None:
+    if name.endswith(("cls_token", "pos_embed", "temp_embed")):
+        return 0.5 * torch.randn(tuple(p.shape), generator=gen)
+    return None
+
+
+def _clip_overrides(name: str, p: torch.Tensor, gen: torch.Generator) -> torch.Tensor | None:
+    shape = tuple(p.shape)
+    embeddings = (
+        "token_embedding.weight",
+        "positional_embedding",
+        "visual.class_embedding",
+        "visual.positional_embedding",
+    )
+    if name in embeddings:
+        return 0.5 * torch.randn(shape, generator=gen)
+    if name in ("visual.proj", "text_projection"):  # (in, out): fan-in is the row count
+        return (torch.rand(shape, generator=gen) * 2 - 1) * math.sqrt(3.0 / shape[0])
+    return None
+
+
+OVERRIDES: dict[str, Draw] = {
+    "clip": _clip_overrides,
+    "synchformer": _synchformer_overrides,
+    "flow": _flow_overrides,
+    "vae": _vae_overrides,
+    "vocoder": _vocoder_overrides,
+}
+
+
+def randomize_network(module: nn.Module, name: str, seed: int) -> nn.Module:
+    """The fixture recipe for network ``name`` (one of :data:`NETWORKS`). With a fixture's
+    ``seeds.weights`` this reproduces its safetensors bit for bit (BigVGAN: except the
+    data-dependent rescale of ``conv_post.weight_g``)."""
+    return randomize_(module, seed, overrides=OVERRIDES[name])
+
+
+__all__ = [
+    "NETWORKS",
+    "OVERRIDES",
+    "Networks",
+    "build_module",
+    "build_networks",
+    "default_draw",
+    "randomize_",
+    "randomize_network",
+]
