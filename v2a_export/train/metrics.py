@@ -1,16 +1,18 @@
 """Evaluation metrics on the procedural world: sync, material, prompt control. Torch-free.
 
 **Onsets** (:func:`detect_onsets`). Onset strength is a band-wise spectral flux in dB: the
-power of 20 log-spaced bands (60 Hz – 7.9 kHz) of a 16 ms Hann STFT with a 4 ms hop, the rise
-``max(0, L[t] - L[t - 2])`` in dB of each band, averaged over the bands. Because it is a mean
-of dB rises, a stationary ambience (however loud) contributes a small, steady value and a
-narrow-band one (crickets, rain) is diluted, while an impact rises in many bands at once.
+power of 32 mel-spaced bands (50 Hz – 7.9 kHz) of a 32 ms Hann STFT with a 4 ms hop (levels
+floored 70 dB below the clip's loudest band), the rise of each band over the maximum of the
+frames 16–24 ms earlier, clipped to 0..20 dB, averaged over the bands. Because it is a mean
+of clipped dB rises, a stationary ambience (however loud) contributes a small, steady value
+and a narrow-band one (crickets, rain) is diluted, while an impact rises in many bands.
 A frame is an onset candidate when its strength is a local maximum within ±28 ms and exceeds
 the running median over ±0.25 s by ``ONSET_DELTA_DB``. Each candidate is refined to sample
-precision on the signal band-passed (zero phase) to 300–3800 Hz, between the wind band and
-the cricket and rain bands, where every material's attack has energy: from the energy peak
-near the candidate (−8 to +12 ms), walk back to where the 1 ms energy envelope falls below
-15 % of its rise above the background of the preceding 20–60 ms.
+precision: a 16th-order linear predictor fitted to the 14–70 ms before it whitens whatever was
+already sounding (ringing modes, ambience), the squared Hilbert envelope of the prediction
+error (0.5 ms smoothing) is searched for its peak 8 ms before to 12 ms after the candidate,
+and the onset is where, walking back from that peak, the envelope falls below 15 % of its
+rise above the preceding background.
 
 **Sync** (:func:`match_onsets`, :func:`evaluate_clip`). Detected onsets are matched one to
 one to the true event times within ±40 ms (``TOLERANCE``), closest pairs first. True events
@@ -32,7 +34,7 @@ matched detected onset.
 
 **Prompt control** (:func:`band_level_db`). An ambience's level is the median, over 64 ms
 frames (hop 32 ms), of the signal's mean-square power inside the ambience's band, in dB
-(a full-band sine of amplitude 1 reads about −3 dB). The median ignores the sparse impacts.
+(a sine of amplitude 1 inside the band reads −3 dB). The median ignores the sparse impacts.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ ONSET_N_FFT = 512  # 32 ms at 16 kHz
 ONSET_HOP = 64  # 4 ms
 ONSET_LAG = (4, 6)  # frames: the reference is the max over frames t-6 .. t-4
 ONSET_BANDS = 32
+ONSET_RANGE = 1e-7  # band levels are floored 70 dB below the clip's loudest
 ONSET_RISE_CLIP_DB = 20.0  # per band, so one narrow band cannot make an onset
 ONSET_DELTA_DB = 5.0  # mean-band dB rise above the running median
 ONSET_MEDIAN_S = 0.25  # half-width of the running median
@@ -101,8 +104,9 @@ def onset_strength(audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndar
     x = np.asarray(audio, dtype=np.float64)
     frames = _frames(x, ONSET_N_FFT, ONSET_HOP) * np.hanning(ONSET_N_FFT)  # (T, n)
     power = np.abs(np.fft.rfft(frames, axis=1)) ** 2  # (T, F)
-    level = 10.0 * np.log10(power @ _band_matrix(ONSET_N_FFT, ONSET_BANDS, sample_rate)
-                            + 1e-10)  # (T, nb)
+    band = power @ _band_matrix(ONSET_N_FFT, ONSET_BANDS, sample_rate)  # (T, nb)
+    floor = ONSET_RANGE * band.max(initial=0.0) + 1e-12  # quieter than this counts as silence
+    level = 10.0 * np.log10(band + floor)  # (T, nb)
     lo, hi = ONSET_LAG
     ref = np.full_like(level, np.inf)
     ref[hi:] = np.max([level[hi - lag: len(level) - lag] for lag in range(lo, hi + 1)], axis=0)
@@ -293,12 +297,12 @@ def calibration_set(seeds: range | list[int], sample_rate: int = SAMPLE_RATE
 DEFAULT_CLASSIFIER = MaterialClassifier(
     materials=("metal", "wood", "glass", "rubber"),
     centres=(
-        (9.88686, 9.213712, -8.007565, -0.122901, 0.390273),
-        (8.393448, 8.213712, -6.716929, -0.006185, -0.366572),
-        (11.122285, 11.125656, -8.486801, -2.996107, 0.301094),
-        (6.86598, 6.773139, -6.597498, 0.000412, -0.659293),
+        (9.88686, 9.213712, -8.014155, -0.122901, 0.390273),
+        (8.393448, 8.213712, -6.746236, -0.006106, -0.363987),
+        (11.122276, 11.125656, -8.524792, -2.997095, 0.302235),
+        (6.86163, 6.773139, -6.617116, 0.000415, -0.659293),
     ),
-    scale=(0.300644, 0.329719, 0.496775, 0.1, 0.20663),
+    scale=(0.297872, 0.329719, 0.528747, 0.1, 0.207162),
 )
 
 

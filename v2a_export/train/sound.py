@@ -13,7 +13,7 @@ speed: the peak gain is ``0.35 * (speed / 6 m/s) ** 0.9`` (about −23 dBFS at 1
 
 - wind: white noise band-passed to 40–300 Hz, with slow gusts (0.08–0.4 Hz modulation);
 - rain: about 800 drops per second (impulses with ±4 dB random level) band-passed to
-  5.6–7.8 kHz, plus a broadband hiss 22 dB lower;
+  6–7.8 kHz, plus a broadband (0.8–7.8 kHz) hiss 30 dB lower;
 - crickets: one or two crickets, each a 4.3–4.8 kHz carrier pulsed at 40–60 Hz in chirps
   that fill about 70 % of a 0.3–0.45 s period;
 - none: faint low-passed room tone at −72 dBFS (also added under the other three).
@@ -143,11 +143,11 @@ def _rain(n: int, rng: np.random.Generator, sample_rate: int) -> np.ndarray:
     drops = np.zeros(n)
     k = rng.poisson(800.0 * n / sample_rate)
     drops[rng.integers(0, max(n, 1), k)] += 10.0 ** (rng.normal(0.0, 4.0, k) / 20.0)
-    x = signal.sosfilt(_bandpass(lo, hi, 4, sample_rate), drops)
+    x = signal.sosfilt(_bandpass(lo, hi, 6, sample_rate), drops)
     x /= max(np.sqrt(np.mean(x * x)), 1e-12)
     hiss = signal.sosfilt(_bandpass(800.0, 7800.0, 2, sample_rate), rng.standard_normal(n))
     hiss /= max(np.sqrt(np.mean(hiss * hiss)), 1e-12)
-    return x + 10.0 ** (-22.0 / 20.0) * hiss
+    return x + 10.0 ** (-30.0 / 20.0) * hiss
 
 
 def _crickets(n: int, rng: np.random.Generator, sample_rate: int) -> np.ndarray:

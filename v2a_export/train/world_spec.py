@@ -24,7 +24,7 @@ Ambiences (background look → sound → the frequency band it owns for the prom
 | ambience | look | sound | band (Hz) | noun |
 |---|---|---|---|---|
 | wind | blue sky gradient, drifting clouds | low-passed noise with slow gusts | 40–300 | wind |
-| rain | dark slate grey, falling streaks | dense patter, strongest 5.6–7.8 kHz | 5600–7800 | rain |
+| rain | dark slate grey, falling streaks | dense patter, strongest 6–7.8 kHz | 6000–7800 | rain |
 | crickets | night sky with stars | pulsed 4.3–4.8 kHz chirps | 4000–5200 | crickets |
 | none | plain light wall | very faint room tone (about −72 dBFS) | — | (not named) |
 
@@ -119,7 +119,7 @@ class AmbienceSpec:
 
 AMBIENCES: dict[str, AmbienceSpec] = {
     "wind": AmbienceSpec("wind", "wind", (40.0, 300.0), -34.0),
-    "rain": AmbienceSpec("rain", "rain", (5600.0, 7800.0), -36.0),
+    "rain": AmbienceSpec("rain", "rain", (6000.0, 7800.0), -36.0),
     "crickets": AmbienceSpec("crickets", "crickets", (4000.0, 5200.0), -36.0),
     "none": AmbienceSpec("none", None, None, -72.0),
 }
