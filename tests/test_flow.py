@@ -19,7 +19,7 @@ from v2a_export.fixtures import check_fixture, compare, load_fixture  # noqa: E4
 from v2a_export.fixtures.flow import build  # noqa: E402
 from v2a_export.models.configs import TINY, VARIANTS  # noqa: E402
 from v2a_export.models.flow import MMAudio  # noqa: E402
-from v2a_export.models.layers import rope_table  # noqa: E402
+from v2a_export.models.layers import rope_frequencies, rope_table  # noqa: E402
 
 FLOW_FIXTURES = ("flow_v1", "flow_v2")
 
@@ -139,8 +139,8 @@ def test_rope_scale_as_tensor_equals_python_float():
     # the conditioner forms the clip scale L/Lc as a float32 tensor (graph-friendly); upstream
     # multiplies float32 frequencies by the Python float: both round the scale to float32
     for n, nc in ((345, 64), (250, 64), (63, 16), (431, 80)):
-        a = rope_table(nc, 64, n / nc)
-        b = rope_table(nc, 64, torch.scalar_tensor(n, dtype=torch.float32) / nc)
+        a = rope_table(nc, rope_frequencies(64), n / nc)
+        b = rope_table(nc, rope_frequencies(64), torch.scalar_tensor(n, dtype=torch.float32) / nc)
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 

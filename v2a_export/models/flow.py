@@ -34,6 +34,7 @@ from v2a_export.models.layers import (
     JointBlock,
     MMDitSingleBlock,
     TimestepEmbedder,
+    rope_frequencies,
     rope_table,
 )
 
@@ -87,6 +88,7 @@ class MMAudio(nn.Module):
         self.latent_dim, self.hidden_dim, self.num_heads = latent_dim, hidden_dim, num_heads
         self.head_dim = hidden_dim // num_heads
         self.text_seq_len, self.v2 = text_seq_len, v2
+        self._rope_freqs = rope_frequencies(self.head_dim)  # CPU constant, see TimestepEmbedder
         act = nn.SiLU if v2 else nn.SELU
         H = hidden_dim
 
@@ -149,9 +151,10 @@ class MMAudio(nn.Module):
         """latent_rope (L, hd/2, 2) and clip_rope (Lc, hd/2, 2), float32. The clip positions
         are scaled by L/Lc (float32(L)/float32(Lc)) to lie on the latent time axis."""
         device = self.latent_mean.device
+        freqs = self._rope_freqs.to(device)
         scale = torch.scalar_tensor(latent_len, dtype=torch.float32, device=device) / clip_len
-        latent_rope = rope_table(latent_len, self.head_dim, 1.0, device)
-        clip_rope = rope_table(clip_len, self.head_dim, scale, device)
+        latent_rope = rope_table(latent_len, freqs)
+        clip_rope = rope_table(clip_len, freqs, scale)
         return latent_rope, clip_rope
 
     def sync_index(self, sync_len: int, latent_len: int) -> Tensor:

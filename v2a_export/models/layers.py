@@ -92,13 +92,14 @@ class TimestepEmbedder(nn.Module):
         self.freq_dim = freq_dim
         self.max_period = max_period
         self.mlp = nn.Sequential(nn.Linear(freq_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
+        # A plain CPU constant, not a buffer: it exists even when the module is built on
+        # ``meta``, survives ``load_state_dict(assign=True)``, and an exported graph carries
+        # torch's exact values (another library's ``pow`` differs by an ulp in some entries).
+        self._freqs = time_frequencies(freq_dim, max_period)
 
     def frequencies(self, device: torch.device | None = None) -> Tensor:
-        """(freq_dim/2,) float32, formed exactly like the reference buffer: the torch float32
-        ``pow`` of ``10000 ** (arange(0, F, 2) / F)``, inverted, then scaled by 1e4/max_period."""
-        exponent = torch.arange(0, self.freq_dim, 2, dtype=torch.float32, device=device)
-        freqs = 1.0 / (10000 ** (exponent / self.freq_dim))
-        return (10000 / self.max_period) * freqs
+        """(freq_dim/2,) float32, exactly the reference buffer (:func:`time_frequencies`)."""
+        return self._freqs.to(device)
 
     def sinusoid(self, t: Tensor) -> Tensor:
         """t (B,) → (B, freq_dim) = cat(cos(t·f), sin(t·f)), the argument a float32 product."""
@@ -112,23 +113,32 @@ class TimestepEmbedder(nn.Module):
 # --- rotary position embedding ---------------------------------------------------------------
 
 
-def rope_frequencies(head_dim: int, device: torch.device | None = None) -> Tensor:
-    """(head_dim/2,) float32 ``1 / 10000 ** (arange(0, hd, 2) / hd)``."""
-    exponent = torch.arange(0, head_dim, 2, dtype=torch.float32, device=device)
+def time_frequencies(freq_dim: int, max_period: float) -> Tensor:
+    """(freq_dim/2,) float32 time-embedding frequencies on the CPU, formed like the reference
+    buffer: the torch float32 ``pow`` of ``10000 ** (arange(0, F, 2) / F)``, inverted, then
+    scaled by ``1e4 / max_period`` (v2: up to 1e4, where one ulp of a frequency visibly moves
+    the sinusoid)."""
+    exponent = torch.arange(0, freq_dim, 2, dtype=torch.float32, device="cpu")
+    freqs = 1.0 / (10000 ** (exponent / freq_dim))
+    return (10000 / max_period) * freqs
+
+
+def rope_frequencies(head_dim: int) -> Tensor:
+    """(head_dim/2,) float32 ``1 / 10000 ** (arange(0, hd, 2) / hd)`` on the CPU."""
+    exponent = torch.arange(0, head_dim, 2, dtype=torch.float32, device="cpu")
     return 1.0 / (ROPE_THETA ** (exponent / head_dim))
 
 
-def rope_table(
-    length: int, head_dim: int, scale: float | Tensor = 1.0, device: torch.device | None = None
-) -> Tensor:
-    """(length, head_dim/2, 2) float32 table of (cos, sin)(n · (f_i · scale)).
+def rope_table(length: int, freqs: Tensor, scale: float | Tensor = 1.0) -> Tensor:
+    """(length, hd/2, 2) float32 table of (cos, sin)(n · (f_i · scale)) for the base
+    frequencies ``freqs`` (hd/2,) (:func:`rope_frequencies`).
 
     The frequencies are scaled first (float32), then multiplied by the position, as in the
     reference. ``scale`` is 1 for the latent stream and L/Lc for the clip stream ("aligned
     RoPE"); it may be a 0-d float32 tensor so an exported graph computes it from sizes.
     """
-    freqs = rope_frequencies(head_dim, device) * scale  # (hd/2,)
-    pos = torch.arange(length, dtype=torch.float32, device=device)  # (N,)
+    freqs = freqs * scale  # (hd/2,)
+    pos = torch.arange(length, dtype=torch.float32, device=freqs.device)  # (N,)
     angle = pos[:, None] * freqs[None, :]  # (N, hd/2)
     return torch.stack([torch.cos(angle), torch.sin(angle)], dim=-1)  # (N, hd/2, 2)
 
