@@ -25,6 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import click
+import numpy as np
 
 from . import __version__, sampling
 from .backends import BACKENDS
@@ -230,6 +231,9 @@ def _write(
     """Mux into one video, or write one audio file per track; all or nothing."""
     tracks = list(result.audio)  # K arrays (W,)
     if outputs[0].suffix.lower() in VIDEO_CONTAINERS:
+        # The muxed track starts with the video; a span from --start begins that much later.
+        lead = np.zeros(round(result.options.start * result.sample_rate), dtype=np.float32)
+        tracks = [np.concatenate([lead, t]) for t in tracks]
         mux(
             video,
             outputs[0],

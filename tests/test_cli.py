@@ -248,3 +248,18 @@ def test_failure_policy(videos, tmp_path, case):
     assert after == before  # nothing written, nothing changed (an existing output included)
     if input_digest is not None:
         assert digest(source) == input_digest
+
+
+def test_span_from_start_lands_at_its_time_in_the_video(videos, tmp_path):
+    out = tmp_path / "span.mp4"
+    result = generate(videos["h264_mp4_25fps_audio"], out, "--start", 1.0, "--duration", 0.8)
+    assert result.exit_code == 0, result.stderr
+    (track,) = audio_streams(out)
+    samples, rate = track["samples"][0], track["rate"]
+    assert abs(samples.shape[0] / rate - video_duration(out)) <= 1024 / rate + 1e-3
+
+    def rms(a, b):
+        return np.sqrt(np.mean(samples[int(a * rate) : int(b * rate)] ** 2))
+
+    assert rms(0.0, 0.9) < 1e-3 and rms(1.9, 2.0) < 1e-3  # silence outside [1.0, 1.8)
+    assert rms(1.1, 1.7) > 0.01
