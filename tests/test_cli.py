@@ -263,3 +263,15 @@ def test_span_from_start_lands_at_its_time_in_the_video(videos, tmp_path):
 
     assert rms(0.0, 0.9) < 1e-3 and rms(1.9, 2.0) < 1e-3  # silence outside [1.0, 1.8)
     assert rms(1.1, 1.7) > 0.01
+
+
+def test_keep_original_audio(videos, tmp_path):
+    source = videos["h264_mp4_25fps_audio"]  # has a 440 Hz tone track
+    out = tmp_path / "both.mp4"
+    assert generate(source, out, "--keep-original-audio").exit_code == 0
+    generated, original = audio_streams(out)
+    assert generated["metadata"]["handler_name"] == "v2a generated (test)"  # MP4: handler name
+    spectrum = np.abs(np.fft.rfft(original["samples"][0]))
+    assert np.argmax(spectrum) * original["rate"] / original["samples"].shape[1] == pytest.approx(
+        440, abs=3
+    )
