@@ -3,9 +3,11 @@
 **Onsets** (:func:`detect_onsets`). Onset strength is a band-wise spectral flux in dB: the
 power of 32 mel-spaced bands (50 Hz – 7.9 kHz) of a 32 ms Hann STFT with a 4 ms hop (levels
 floored 70 dB below the clip's loudest band), the rise of each band over the maximum of the
-frames 16–24 ms earlier, clipped to 0..20 dB, averaged over the bands. Because it is a mean
-of clipped dB rises, a stationary ambience (however loud) contributes a small, steady value
-and a narrow-band one (crickets, rain) is diluted, while an impact rises in many bands.
+frames 16–24 ms earlier, clipped to 0..20 dB, averaged over the 16 most rising bands.
+Because it is a mean of clipped dB rises over half the bands, a stationary ambience (however
+loud) contributes a small, steady value and a narrow-band one (a cricket chirp, rain) is
+diluted, while an impact rises in many bands; broadband noise (a vocoder's floor) only hides
+the bands it covers.
 A frame is an onset candidate when its strength is a local maximum within ±28 ms and exceeds
 the running median over ±0.25 s by ``ONSET_DELTA_DB``. Each candidate is refined to sample
 precision: a 16th-order linear predictor fitted to the 14–70 ms before it whitens whatever was
@@ -58,6 +60,7 @@ ONSET_LAG = (4, 6)  # frames: the reference is the max over frames t-6 .. t-4
 ONSET_BANDS = 32
 ONSET_RANGE = 1e-7  # band levels are floored 70 dB below the clip's loudest
 ONSET_RISE_CLIP_DB = 20.0  # per band, so one narrow band cannot make an onset
+ONSET_TOP_BANDS = 16  # the strength is the mean rise of the 16 most rising bands
 ONSET_DELTA_DB = 5.0  # mean-band dB rise above the running median
 ONSET_MEDIAN_S = 0.25  # half-width of the running median
 REFINE_LPC_ORDER = 16  # whitening of the 14–70 ms before a candidate
@@ -111,7 +114,7 @@ def onset_strength(audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndar
     ref = np.full_like(level, np.inf)
     ref[hi:] = np.max([level[hi - lag: len(level) - lag] for lag in range(lo, hi + 1)], axis=0)
     rise = np.clip(level - ref, 0.0, ONSET_RISE_CLIP_DB)  # (T, nb); 0 for the first frames
-    return rise.mean(axis=1)
+    return np.sort(rise, axis=1)[:, -ONSET_TOP_BANDS:].mean(axis=1)
 
 
 def detect_onsets(audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
