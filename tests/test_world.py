@@ -204,6 +204,22 @@ def test_write_video_round_trip(tmp_path):
         world.write_video(s, tmp_path / "clip.gif")
 
 
+def test_decoded_times_match_the_runtime_decoder(tmp_path):
+    from v2a_runtime.media import read_frames
+
+    s = next(s for s in map(world.make_scene, SEEDS) if any(o.role == "air" for o in s.objects))
+    s = world.make_scene(s.seed, 2.0)
+    frames = read_frames(world.write_video(s, tmp_path / "clip.mkv", size=64), clip_size=64,
+                         sync_size=64)
+    assert frames.clip.shape == (16, 64, 64, 3) and frames.sync.shape == (50, 64, 64, 3)
+    clip = world.render_frames(s, world.decoded_times(2.0, 8.0), 64)
+    sync = world.render_frames(s, world.decoded_times(2.0, 25.0), 64)
+    assert np.abs(frames.clip.astype(int) - clip).mean() < 4.0
+    assert np.abs(frames.sync.astype(int) - sync).mean() < 4.0
+    np.testing.assert_array_equal(world.decoded_times(2.0, 25.0), world.frame_times(2.0, 25.0))
+    np.testing.assert_allclose(world.decoded_times(1.0, 8.0)[:4], [0.0, 0.16, 0.28, 0.40])
+
+
 def test_audio_stems(scenes):
     s = scenes[0]
     stems = world.render_stems(s)

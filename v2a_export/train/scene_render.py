@@ -3,8 +3,10 @@
 ``render_frames(scene, times, size)`` draws the view (``x in [0, 2] m``,
 ``y in [-0.25, 1.75] m``) at the exact instants ``times`` (seconds), so a trainer renders
 the 8 fps semantic stream and the 25 fps sync stream directly at model resolution, with no
-codec. Pixels are sampled at their centres; every edge is anti-aliased by a signed distance
-field (coverage ``clip(0.5 - d / pixel, 0, 1)``), so sub-pixel motion is visible at 64 px.
+codec (``decoded_times`` gives the instants the runtime's decoder would show for each stream
+of a 25 fps video, so training matches inference). Pixels are sampled at their centres;
+every edge is anti-aliased by a signed distance field (coverage ``clip(0.5 - d / pixel, 0,
+1)``), so sub-pixel motion is visible at 64 px.
 
 Layers, back to front:
 
@@ -60,8 +62,21 @@ def render_frames(scene: Scene, times: np.ndarray, size: int = 64) -> np.ndarray
 
 
 def frame_times(duration: float, fps: float) -> np.ndarray:
-    """Instants of the frames of a ``duration``-second stream at ``fps``: i / fps."""
-    return np.arange(int(round(duration * fps))) / fps
+    """Instants of the ``int(fps * duration)`` frames of a stream at ``fps``: i / fps."""
+    return np.arange(int(fps * duration + 1e-9)) / fps
+
+
+def decoded_times(duration: float, fps: float, video_fps: float = 25.0) -> np.ndarray:
+    """Instants of the frames the runtime's decoder picks for a ``fps`` stream from a video
+    written at ``video_fps`` (``write_video``): sample-and-hold, target k / fps gets the first
+    video frame at or after it (within 1 µs), as in ``v2a_runtime.media.read_frames``.
+
+    Render the training streams at these times so they match what inference decodes: for the
+    8 fps CLIP stream of a 25 fps video, frame k shows ``ceil(25 k / 8) / 25``, up to 40 ms
+    after ``k / 8``.
+    """
+    k = np.arange(int(fps * duration + 1e-9))
+    return np.ceil((k / fps - 1e-6) * video_fps) / video_fps
 
 
 def write_video(scene: Scene, path: str | Path, size: int = 256, fps: int = 25) -> Path:

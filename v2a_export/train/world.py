@@ -7,7 +7,8 @@ selects an ambience. Everything is torch-free (numpy, scipy; PyAV only to write 
 
     from v2a_export.train import world
     scene = world.make_scene(world.HELD_OUT_SEED_BASE + 7, duration=8.0)
-    frames = world.render_frames(scene, world.frame_times(scene.duration, 25), size=64)
+    clip = world.render_frames(scene, world.decoded_times(scene.duration, 8.0), size=64)
+    sync = world.render_frames(scene, world.decoded_times(scene.duration, 25.0), size=64)
     audio = world.render_audio(scene)            # float32 (W,), 16 kHz
     truth = scene.ground_truth()                 # JSON-ready: events, ambience, caption
     world.write_video(scene, "scene.mp4")        # silent H.264, 256 px, 25 fps
@@ -19,7 +20,7 @@ ground truth), :mod:`.scene_render` (frames, video), :mod:`.sound` (synthesis),
 """
 
 from .scene import Event, Scene, WorldObject, make_scene
-from .scene_render import frame_times, render_frames, write_video
+from .scene_render import decoded_times, frame_times, render_frames, write_video
 from .sound import AudioStems, render_audio, render_stems
 from .world_spec import (
     AMBIENCE_NAMES,
@@ -50,6 +51,7 @@ __all__ = [
     "Scene",
     "WorldObject",
     "caption",
+    "decoded_times",
     "frame_times",
     "held_out_seeds",
     "is_held_out",
