@@ -95,7 +95,9 @@ def _band_matrix(n_fft: int, n_bands: int, sample_rate: int) -> np.ndarray:
     m = np.zeros((len(freqs), n_bands))
     for b in range(n_bands):
         m[idx[b]: idx[b + 1], b] = 1.0
-    return m[:, m.sum(axis=0) > 0]
+    m = m[:, m.sum(axis=0) > 0]
+    m.flags.writeable = False  # cached: shared by every caller
+    return m
 
 
 def _mel(f: float) -> float:
@@ -382,9 +384,13 @@ def _pct(values: np.ndarray, q: float) -> float:
 def evaluate_clip(audio: np.ndarray, truth: dict, sample_rate: int = SAMPLE_RATE,
                   classifier: MaterialClassifier | None = None) -> ClipMetrics:
     """Score ``audio`` (W,) against ``truth`` (``Scene.ground_truth()`` or its JSON)."""
-    events = truth["events"]
-    times = np.array([e["time"] for e in events], dtype=np.float64)
-    materials = [e["material"] for e in events]
+    try:
+        events = sorted(truth["events"], key=lambda e: e["time"])
+        times = np.array([e["time"] for e in events], dtype=np.float64)
+        materials = [e["material"] for e in events]
+    except (KeyError, TypeError) as e:
+        raise ValueError(f"truth must be a ground-truth dict with events (time, material): "
+                         f"{e!r}") from e
     detected = detect_onsets(audio, sample_rate)
     pairs = match_onsets(detected, times)
     det_of = {j: i for i, j in pairs}

@@ -31,6 +31,7 @@ from __future__ import annotations
 import os
 from fractions import Fraction
 from pathlib import Path
+from types import MappingProxyType
 
 import numpy as np
 
@@ -241,12 +242,12 @@ class _Look:
         return fields
 
 
-_PALETTE = {  # (top of the sky, horizon, ground), linear 0..1 sRGB values
+_PALETTE = MappingProxyType({  # (top of the sky, horizon, ground), 0..1 sRGB values
     "wind": ((0.42, 0.64, 0.90), (0.78, 0.87, 0.97), (0.33, 0.55, 0.26)),
     "rain": ((0.28, 0.31, 0.36), (0.42, 0.45, 0.50), (0.20, 0.22, 0.25)),
     "crickets": ((0.02, 0.03, 0.10), (0.09, 0.11, 0.24), (0.04, 0.10, 0.05)),
     "none": ((0.89, 0.86, 0.79), (0.86, 0.83, 0.76), (0.66, 0.65, 0.63)),
-}
+})
 
 
 def _draw_objects(img: np.ndarray, scene: Scene, times: np.ndarray, look: _Look) -> None:

@@ -123,9 +123,14 @@ def ambience_sound(ambience: str, n: int, rng: np.random.Generator,
     return x
 
 
-@lru_cache(maxsize=16)
 def _bandpass(lo: float, hi: float, order: int, sample_rate: int) -> np.ndarray:
-    return signal.butter(order, [lo, hi], btype="bandpass", fs=sample_rate, output="sos")
+    return np.array(_bandpass_design(lo, hi, order, sample_rate))  # scipy wants it writable
+
+
+@lru_cache(maxsize=16)
+def _bandpass_design(lo: float, hi: float, order: int, sample_rate: int) -> tuple:
+    sos = signal.butter(order, [lo, hi], btype="bandpass", fs=sample_rate, output="sos")
+    return tuple(map(tuple, sos))
 
 
 def _wind(n: int, rng: np.random.Generator, sample_rate: int) -> np.ndarray:

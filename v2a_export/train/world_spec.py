@@ -39,6 +39,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
+from types import MappingProxyType
 
 SAMPLE_RATE = 16000  # Hz, the tiny model's rate
 GRAVITY = 9.81  # m/s^2
@@ -81,7 +82,7 @@ class MaterialSpec:
 
 SHAPES = ("square", "rectangle", "diamond", "circle")
 
-MATERIALS: dict[str, MaterialSpec] = {
+MATERIALS: MappingProxyType[str, MaterialSpec] = MappingProxyType({
     "metal": MaterialSpec(
         "metal", "clangs", "square", (172, 178, 190), (0.11, 0.15), (0.11, 0.15), 0.40,
         f0=(450.0, 800.0), ratios=(1.0, 2.76, 5.40, 8.93), amplitudes=(1.0, 0.45, 0.3, 0.2),
@@ -103,7 +104,7 @@ MATERIALS: dict[str, MaterialSpec] = {
         decay=(0.018, 0.035), decay_slope=0.3, click_gain=0.5, click_cutoff=1500.0,
         click_ms=2.5,
     ),
-}
+})
 MATERIAL_NAMES = tuple(MATERIALS)
 
 
@@ -117,12 +118,12 @@ class AmbienceSpec:
     level_db: float  # RMS of the ambience stem, dBFS
 
 
-AMBIENCES: dict[str, AmbienceSpec] = {
+AMBIENCES: MappingProxyType[str, AmbienceSpec] = MappingProxyType({
     "wind": AmbienceSpec("wind", "wind", (40.0, 300.0), -34.0),
     "rain": AmbienceSpec("rain", "rain", (6000.0, 7800.0), -36.0),
     "crickets": AmbienceSpec("crickets", "crickets", (4000.0, 5200.0), -36.0),
     "none": AmbienceSpec("none", None, None, -72.0),
-}
+})
 AMBIENCE_NAMES = tuple(AMBIENCES)
 NAMED_AMBIENCES = tuple(a for a, s in AMBIENCES.items() if s.noun is not None)
 
