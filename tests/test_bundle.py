@@ -161,4 +161,5 @@ def test_session_options_are_explicit():
     options = session.session.get_session_options()
     assert options.intra_op_num_threads == 1 and options.inter_op_num_threads == 1
     assert options.graph_optimization_level.name == "ORT_ENABLE_BASIC"
+    assert options.use_deterministic_compute
     assert session.session.get_providers() == ["CPUExecutionProvider"]

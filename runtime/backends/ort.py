@@ -69,6 +69,9 @@ def session_options(options: OrtOptions) -> ort.SessionOptions:
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.intra_op_num_threads = options.threads or 0  # 0 = onnxruntime picks (one per core)
     so.inter_op_num_threads = 1
+    # Same seed, same backend -> same output (DESIGN.md §8), also on CUDA, whose fastest
+    # kernels may otherwise pick run-dependent algorithms; the CPU kernels are deterministic.
+    so.use_deterministic_compute = True
     so.log_severity_level = 3  # errors only: warnings go to stderr, the CLI owns the terminal
     return so
 
