@@ -168,5 +168,11 @@ def _describe_config(component: str, cfg) -> str:
     )
 
 
+# Commands that live in their own modules.
+from v2a_export.export.commands import export_cmd, validate_cmd  # noqa: E402
+
+main.add_command(export_cmd)
+main.add_command(validate_cmd)
+
 if __name__ == "__main__":
     main()

@@ -1,0 +1,588 @@
+"""Write and re-validate a bundle (DESIGN.md §5, docs/contract.md "Bundle layout").
+
+:func:`export_bundle` loads the weights, exports each requested component
+(:mod:`~v2a_export.export.onnx_export`), gates it (:mod:`~v2a_export.export.parity`), copies the
+tokenizer vocabulary, writes ``manifest.json`` through ``v2a_runtime.bundle.write_manifest``,
+runs the end-to-end check through the runtime pipeline on the finished bundle and writes
+``reports/parity.json`` and ``reports/export.json``. Everything is written into a sibling
+temporary directory that replaces ``out`` only when complete, so an interrupted export leaves
+no half bundle.
+
+Alongside the manifest, ``model_config.json`` holds the full :class:`ModelConfig` and the
+manifest's ``parity.reference`` says which weights the graphs were checked against (for random
+weights: the seed), so :func:`validate_bundle` can rebuild the same PyTorch networks and re-run
+the gate.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+from v2a_runtime.backends import TensorInfo, load_session
+from v2a_runtime.bundle import (
+    COMPONENTS,
+    MANIFEST,
+    AudioSpec,
+    BundleError,
+    ComponentSpec,
+    FileSpec,
+    Manifest,
+    ModelSpec,
+    SamplerSpec,
+    SequenceSpec,
+    TokenizerSpec,
+    VideoSpec,
+    check_io,
+    describe_file,
+    load_bundle,
+    write_manifest,
+)
+from v2a_runtime.sampling import DEFAULT_GRID, DEFAULT_SOLVER, DEFAULT_STEPS
+from v2a_runtime.sequence import TEXT_TOKENS
+from v2a_runtime.tokenizer import DEFAULT_VOCAB
+
+from v2a_export.export.descriptors import SequenceRules, descriptors
+from v2a_export.export.onnx_export import OPSET, ExportResult, export_component
+from v2a_export.export.parity import (
+    FP32_THRESHOLDS,
+    ComponentParity,
+    ParityPlan,
+    ParityReport,
+    check_component,
+    check_end_to_end,
+)
+from v2a_export.export.weights import LoadedWeights, WeightSource, load_weights
+from v2a_export.export.wrappers import pinned_tables, wrap
+from v2a_export.models.configs import VARIANTS, ModelConfig
+from v2a_export.reference import DEFAULT_CFG
+
+_LOGGER = logging.getLogger(__name__)
+
+CONFIG_FILE = "model_config.json"
+PARITY_REPORT = "reports/parity.json"
+EXPORT_REPORT = "reports/export.json"
+TOKENIZER_FILE = "tokenizer/bpe_simple_vocab_16e6.txt.gz"
+TRAINED_DURATION = 8.0  # MMAudio's training clips; long videos use windows of this length
+SPACE_MARGIN = 1.15  # ONNX files are the fp32 parameters plus graph and slack
+
+
+class ExportInputError(ValueError):
+    """A user mistake (bad output directory, no disk space, unknown component): one line."""
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    components: tuple[str, ...] = COMPONENTS
+    max_duration: float = 10.0  # longest single window the graphs serve
+    plan: ParityPlan = ParityPlan()
+    packaged_tokenizer: bool = False  # True: tokenizer.file null (v2a_runtime's own copy)
+    model_id: int | None = None  # None: 1 + the variant's index in VARIANTS, 0 for custom
+    weights_note: str | None = None  # None: generated from the weight source
+    threads: int | None = None  # onnxruntime threads for the gate (None: all cores)
+
+
+@dataclass(frozen=True)
+class Event:
+    """Progress for a callback: ``stage`` of ``component`` reached ``done`` of ``total``."""
+
+    component: str  # a component name, or "weights" / "end_to_end" / "bundle"
+    stage: str  # "load", "export", "parity", "write"
+    done: int
+    total: int
+
+
+Callback = Callable[[Event], None]
+
+
+@dataclass(frozen=True)
+class BundleResult:
+    root: Path
+    manifest: Manifest | None  # None for a partial export into a directory without a bundle
+    report: ParityReport
+    exports: dict[str, ExportResult]
+    weights: str  # random / trained / official
+    seconds: float
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+# --- export ----------------------------------------------------------------------------------
+
+
+def export_bundle(
+    config: ModelConfig,
+    source: WeightSource,
+    out: str | Path,
+    options: ExportOptions = ExportOptions(),
+    *,
+    callback: Callback | None = None,
+) -> BundleResult:
+    """Export ``options.components`` of ``config`` with weights from ``source`` into ``out``."""
+    started = time.perf_counter()
+    out = Path(out)
+    emit = callback or (lambda _e: None)
+    previous = _check_output(out, options, config, source)
+    check_free_space(out, config, options.components)
+    if options.max_duration < SequenceRules.of(config).min_duration:
+        raise ExportInputError(
+            f"--max-duration {options.max_duration} s is below one sync segment "
+            f"({SequenceRules.of(config).min_duration:.2f} s)"
+        )
+    emit(Event("weights", "load", 0, 1))
+    loaded = load_weights(config, source)
+    emit(Event("weights", "load", 1, 1))
+    work = out.parent / f".{out.name}.partial-{os.getpid()}"
+    shutil.rmtree(work, ignore_errors=True)
+    try:
+        (work / "onnx").mkdir(parents=True)
+        (work / "reports").mkdir()
+        result = _export_into(work, config, loaded, source, options, previous, emit)
+        _replace_dir(work, out)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    manifest = load_bundle(out).manifest if result[0] else None
+    return BundleResult(
+        root=out,
+        manifest=manifest,
+        report=result[1],
+        exports=result[2],
+        weights=loaded.kind,
+        seconds=time.perf_counter() - started,
+        notes=result[3],
+    )
+
+
+def _export_into(work, config, loaded: LoadedWeights, source, options, previous, emit):
+    """Export, gate and describe everything inside ``work``; returns (complete, report,
+    exports, notes)."""
+    rules = SequenceRules.of(config)
+    descs = descriptors(config)
+    plan = options.plan
+    exports, parity = {}, {}
+    for name in options.components:
+        exports[name], parity[name] = _export_one(
+            work, name, loaded, descs[name], rules, plan, options.threads, emit
+        )
+    notes: list[str] = []
+    specs = {name: _component_spec(work, exports[name], descs[name]) for name in exports}
+    if previous is not None:
+        for name, spec in previous.manifest.components.items():
+            if name not in specs:
+                _copy_component(previous.root, work, spec)
+                specs[name] = spec
+        kept = sorted(set(COMPONENTS) - set(exports))
+        notes.append(f"kept {', '.join(kept)} from {previous.root}")
+    config.to_json(work / CONFIG_FILE)
+    tokenizer = _tokenizer(work, options.packaged_tokenizer)
+    complete = set(specs) == set(COMPONENTS)
+    report = ParityReport(parity, None, tuple(notes))
+    if complete:
+        manifest = _manifest(config, loaded, source, options, specs, tokenizer, None)
+        write_manifest(work, manifest)
+        if plan.e2e_duration is not None:
+            emit(Event("end_to_end", "parity", 0, 1))
+            e2e = check_end_to_end(loaded.networks, work, plan, threads=options.threads)
+            emit(Event("end_to_end", "parity", 1, 1))
+            report = ParityReport(parity, e2e, tuple(notes))
+        summary = _parity_section(report, loaded, source, plan, previous)
+        write_manifest(work, replace(manifest, parity=summary))
+    else:
+        notes.append(
+            f"partial export ({len(specs)} of {len(COMPONENTS)} components): no {MANIFEST} "
+            "written; export all components for a bundle"
+        )
+        report = ParityReport(parity, None, tuple(notes))
+    _write_json(work / PARITY_REPORT, report.to_dict())
+    _write_json(work / EXPORT_REPORT, _export_report(config, loaded, exports, plan))
+    return complete, report, exports, tuple(notes)
+
+
+def _export_one(work, name, loaded, desc, rules, plan, threads, emit):
+    nets = loaded.networks
+    steps = 1 + len(plan.cases(desc))
+    emit(Event(name, "export", 0, steps))
+    module = wrap(nets, name)
+    example = desc.sample_inputs(plan.export_sizes(rules), seed=plan.seed + 1000)
+    result = export_component(
+        module, desc, work / "onnx" / f"{name}.onnx", example, pins=pinned_tables(nets, name)
+    )
+    emit(Event(name, "export", 1, steps))
+    session = load_session(result.path, threads=threads)
+    parity = check_component(
+        module,
+        desc,
+        session,
+        rules,
+        plan,
+        threshold=FP32_THRESHOLDS[name],
+        on_case=lambda i, _n: emit(Event(name, "parity", 1 + i, steps)),
+    )
+    return result, parity
+
+
+def _component_spec(root: Path, result: ExportResult, desc) -> ComponentSpec:
+    rel = result.path.relative_to(root).as_posix()
+    fs = describe_file(root, rel)
+    external = None
+    if result.external_data is not None:
+        external = describe_file(root, result.external_data.relative_to(root).as_posix())
+    return ComponentSpec(
+        file=rel,
+        sha256=fs.sha256,
+        bytes=fs.bytes,
+        inputs=tuple(TensorInfo(t.name, t.dtype, t.shape) for t in desc.inputs),
+        outputs=tuple(TensorInfo(t.name, t.dtype, t.shape) for t in desc.outputs),
+        precision="fp32",
+        opset=result.opset,
+        external_data=external,
+    )
+
+
+def _tokenizer(work: Path, packaged: bool) -> TokenizerSpec:
+    if packaged:
+        return TokenizerSpec(file=None, context_length=TEXT_TOKENS)
+    (work / TOKENIZER_FILE).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(DEFAULT_VOCAB, work / TOKENIZER_FILE)
+    fs = describe_file(work, TOKENIZER_FILE)
+    return TokenizerSpec(file=TOKENIZER_FILE, context_length=TEXT_TOKENS, sha256=fs.sha256)
+
+
+def _manifest(config, loaded, source, options, specs, tokenizer, parity) -> Manifest:
+    flow = loaded.networks.flow
+    rules = SequenceRules.of(config)
+    return Manifest(
+        model=ModelSpec(
+            family="mmaudio",
+            variant=config.name,
+            weights=loaded.kind,
+            weights_note=options.weights_note or weights_note(loaded, source),
+            model_id=default_model_id(config) if options.model_id is None else options.model_id,
+        ),
+        audio=AudioSpec(
+            sample_rate=config.mel.sample_rate,
+            hop_length=config.mel.hop_length,
+            n_mels=config.vae.data_dim,
+            latent_channels=config.flow.latent_dim,
+            latent_rate=config.latent_rate,
+            latent_mean=tuple(float(v) for v in flow.latent_mean.detach().flatten()),
+            latent_std=tuple(float(v) for v in flow.latent_std.detach().flatten()),
+        ),
+        video=VideoSpec(
+            clip_fps=config.streams.clip_fps,
+            clip_size=config.streams.clip_size,
+            sync_fps=config.streams.sync_fps,
+            sync_size=config.streams.sync_size,
+        ),
+        sequence=SequenceSpec(
+            min_duration=rules.min_duration,
+            max_duration=float(options.max_duration),
+            trained_duration=min(TRAINED_DURATION, float(options.max_duration)),
+            text_tokens=TEXT_TOKENS,
+        ),
+        tokenizer=tokenizer,
+        sampler=SamplerSpec(
+            solver=DEFAULT_SOLVER, steps=DEFAULT_STEPS, grid=DEFAULT_GRID, cfg=DEFAULT_CFG
+        ),
+        components={name: specs[name] for name in COMPONENTS},
+        versions=library_versions(),
+        parity=parity,
+    )
+
+
+def weights_note(loaded: LoadedWeights, source: WeightSource) -> str:
+    if loaded.kind == "random":
+        return (
+            f"RANDOM WEIGHTS (seed {source.seed}): the real architecture, untrained; exported to "
+            "test the export and the pipeline. The audio it makes is noise."
+        )
+    files = ", ".join(f"{n}={p.name}" for n, p in loaded.files.items()) or str(source.file)
+    return f"{loaded.kind} weights from {source.describe()} ({files})"
+
+
+def default_model_id(config: ModelConfig) -> int:
+    """1 + the variant's position in VARIANTS (tiny = 1); 0 for a custom config."""
+    names = list(VARIANTS)
+    if config.name in VARIANTS and VARIANTS[config.name] == config:
+        return 1 + names.index(config.name)
+    return 0
+
+
+def library_versions() -> dict[str, str]:
+    import numpy
+    import onnx
+    import onnxruntime
+    import onnxscript
+    import torch
+
+    from v2a_export import __version__
+
+    return {
+        "v2a_export": __version__,
+        "exporter": f"torch.onnx.export(dynamo=True), opset {OPSET}",
+        "torch": torch.__version__,
+        "onnx": onnx.__version__,
+        "onnxscript": onnxscript.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "numpy": numpy.__version__,
+    }
+
+
+def _parity_section(report, loaded, source, plan, previous) -> dict:
+    section = report.manifest_summary()
+    if previous is not None and previous.manifest.parity:
+        kept = previous.manifest.parity.get("components", {})
+        for name, entry in kept.items():
+            if name not in section["components"]:
+                section["components"][name] = {**entry, "from_previous_export": True}
+    section["reference"] = {
+        "weights": loaded.kind,
+        "seed": source.seed,
+        "source": None if source.random else source.describe(),
+        "config": CONFIG_FILE,
+    }
+    section["plan"] = _jsonable_plan(plan)
+    return section
+
+
+def _jsonable_plan(plan: ParityPlan) -> dict:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(plan).items()}
+
+
+def _export_report(config, loaded, exports, plan) -> dict:
+    return {
+        "variant": config.name,
+        "weights": loaded.kind,
+        "trace_sizes": plan.export_sizes(SequenceRules.of(config)),
+        "components": {
+            name: {
+                "file": r.path.name,
+                "bytes": r.bytes,
+                "external_data": r.external_data.name if r.external_data else None,
+                "seconds": round(r.seconds, 3),
+                "nodes": r.nodes,
+                "opset": r.opset,
+                "pinned_constants": list(r.pinned),
+            }
+            for name, r in exports.items()
+        },
+        "versions": library_versions(),
+    }
+
+
+def _write_json(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+
+
+# --- output directory and disk space ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Previous:
+    root: Path
+    manifest: Manifest
+
+
+def _check_output(out: Path, options: ExportOptions, config, source) -> _Previous | None:
+    """Refuse an unusable output; return the bundle already there for a partial export."""
+    unknown = [c for c in options.components if c not in COMPONENTS]
+    if unknown or not options.components:
+        raise ExportInputError(
+            f"unknown component(s) {unknown or '(none given)'}; choose from {', '.join(COMPONENTS)}"
+        )
+    if out.exists() and not out.is_dir():
+        raise ExportInputError(f"output {out} is a file; give a directory for the bundle")
+    if not out.exists() or not any(out.iterdir()):
+        return None
+    if not (out / MANIFEST).is_file() and not (out / EXPORT_REPORT).is_file():
+        raise ExportInputError(
+            f"output {out} is a non-empty directory without a {MANIFEST}; choose a new or "
+            "empty directory (an existing bundle or partial export is replaced)"
+        )
+    if set(options.components) == set(COMPONENTS) or not (out / MANIFEST).is_file():
+        return None  # replaces the old bundle or partial export
+    try:
+        old = load_bundle(out)
+    except BundleError as e:
+        raise ExportInputError(f"cannot update {out} with some components: {e}") from e
+    ref = (old.manifest.parity or {}).get("reference", {})
+    same = (
+        old.manifest.model.variant == config.name
+        and ref.get("seed") == source.seed
+        and (ref.get("source") == (None if source.random else source.describe()))
+    )
+    if not same:
+        raise ExportInputError(
+            f"{out} holds a bundle of other weights or another variant "
+            f"({old.manifest.model.variant}, {ref or 'unknown source'}); export all components "
+            "or choose another directory"
+        )
+    return _Previous(out, old.manifest)
+
+
+def estimate_bytes(config: ModelConfig, components: tuple[str, ...]) -> int:
+    """Bytes the ONNX files of ``components`` will take (fp32 parameters, with margin)."""
+    from v2a_export.models.build import build_networks
+
+    from .descriptors import NETWORK_OF
+
+    skeleton = build_networks(config, device="meta").modules()
+    networks = {NETWORK_OF[c] for c in components}
+    params = sum(p.numel() for n in networks for p in skeleton[n].parameters())
+    if "conditioner" in components and "denoiser" in components:
+        params += sum(p.numel() for p in skeleton["flow"].parameters()) // 10  # shared inputs
+    return int(params * 4 * SPACE_MARGIN) + 8 * 1024**2
+
+
+def check_free_space(out: Path, config: ModelConfig, components: tuple[str, ...]) -> None:
+    need = estimate_bytes(config, components)
+    probe = out if out.exists() else next(p for p in out.resolve().parents if p.exists())
+    free = shutil.disk_usage(probe).free
+    if free < need:
+        raise ExportInputError(
+            f"not enough disk space for {out}: the export needs about {need / 1e9:.2f} GB, "
+            f"{free / 1e9:.2f} GB free on {probe}"
+        )
+
+
+def _copy_component(src_root: Path, dst_root: Path, spec: ComponentSpec) -> None:
+    files = [spec.file] + ([spec.external_data.file] if spec.external_data else [])
+    for rel in files:
+        (dst_root / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src_root / rel, dst_root / rel)
+
+
+def _replace_dir(work: Path, out: Path) -> None:
+    """Move the finished ``work`` to ``out``; an existing ``out`` is removed only after."""
+    old = None
+    if out.exists():
+        old = out.parent / f".{out.name}.old-{os.getpid()}"
+        os.replace(out, old)
+    os.replace(work, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+# --- validate --------------------------------------------------------------------------------
+
+
+def validate_bundle(
+    root: str | Path,
+    source: WeightSource | None = None,
+    *,
+    plan: ParityPlan | None = None,
+    threads: int | None = None,
+    write: bool = True,
+    callback: Callback | None = None,
+) -> ParityReport:
+    """Re-run the parity gate of the bundle at ``root`` against the PyTorch networks: rebuilt
+    from the recorded seed for random weights, else loaded from ``source``. ``write`` stores the
+    result in ``reports/parity.json`` and the manifest's ``parity`` section."""
+    root = Path(root)
+    emit = callback or (lambda _e: None)
+    bundle = load_bundle(root)  # hashes and schema
+    manifest = bundle.manifest
+    recorded = manifest.parity or {}
+    config = _bundle_config(root, manifest)
+    source = _validation_source(manifest, recorded, source)
+    plan = plan or _recorded_plan(recorded)
+    emit(Event("weights", "load", 0, 1))
+    loaded = load_weights(config, source)
+    emit(Event("weights", "load", 1, 1))
+    rules = SequenceRules.of(config)
+    parity: dict[str, ComponentParity] = {}
+    for name, desc in descriptors(config).items():
+        steps = len(plan.cases(desc))
+        emit(Event(name, "parity", 0, steps))
+        session = load_session(bundle.path(name), threads=threads)
+        check_io(name, manifest.components[name], session)
+        parity[name] = check_component(
+            wrap(loaded.networks, name),
+            desc,
+            session,
+            rules,
+            plan,
+            threshold=FP32_THRESHOLDS[name],
+            on_case=lambda i, n, name=name: emit(Event(name, "parity", i, n)),
+        )
+    e2e = None
+    if plan.e2e_duration is not None:
+        emit(Event("end_to_end", "parity", 0, 1))
+        e2e = check_end_to_end(loaded.networks, root, plan, threads=threads)
+        emit(Event("end_to_end", "parity", 1, 1))
+    report = ParityReport(parity, e2e)
+    if write:
+        summary = _parity_section(report, loaded, source, plan, None)
+        _write_json(root / PARITY_REPORT, report.to_dict())
+        write_manifest(root, replace(manifest, parity=summary))
+    return report
+
+
+def _bundle_config(root: Path, manifest: Manifest) -> ModelConfig:
+    path = root / CONFIG_FILE
+    if path.is_file():
+        return ModelConfig.from_json(path)
+    if manifest.model.variant in VARIANTS:
+        return VARIANTS[manifest.model.variant]
+    raise ExportInputError(
+        f"bundle {root} has no {CONFIG_FILE} and its variant {manifest.model.variant!r} is not "
+        f"registered; cannot rebuild the PyTorch networks"
+    )
+
+
+def _validation_source(manifest, recorded, source) -> WeightSource:
+    if source is not None:
+        return source
+    seed = (recorded.get("reference") or {}).get("seed")
+    if manifest.model.weights == "random" and isinstance(seed, int):
+        return WeightSource(seed=seed)
+    raise ExportInputError(
+        f"the bundle holds {manifest.model.weights} weights; pass the same weights to validate "
+        "against (--weights DIR or --weights-file F)"
+    )
+
+
+def _recorded_plan(recorded: dict) -> ParityPlan:
+    saved = recorded.get("plan")
+    if not isinstance(saved, dict):
+        return ParityPlan()
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()}
+    try:
+        return ParityPlan(**kwargs)
+    except (TypeError, ValueError):
+        _LOGGER.warning("recorded parity plan %s is unusable; using the default", saved)
+        return ParityPlan()
+
+
+def bundle_files(root: Path, manifest: Manifest) -> list[FileSpec]:
+    """Every hashed file of a bundle (components, external data, tokenizer)."""
+    out = []
+    for c in manifest.components.values():
+        out.append(FileSpec(c.file, c.sha256, c.bytes))
+        if c.external_data is not None:
+            out.append(c.external_data)
+    t = manifest.tokenizer
+    if t.file is not None and t.sha256 is not None:
+        out.append(FileSpec(t.file, t.sha256, (root / t.file).stat().st_size))
+    return out
+
+
+__all__ = [
+    "CONFIG_FILE",
+    "EXPORT_REPORT",
+    "PARITY_REPORT",
+    "BundleResult",
+    "Event",
+    "ExportInputError",
+    "ExportOptions",
+    "check_free_space",
+    "estimate_bytes",
+    "export_bundle",
+    "validate_bundle",
+]

@@ -1,0 +1,179 @@
+"""Where an export's weights come from, and the networks they give.
+
+- **random** (no weights given): fixture-style seeded weights (``build_networks(seed=...)``),
+  reproducible from the seed the bundle records, so ``validate`` rebuilds the same networks.
+  Large networks are built on the ``meta`` device and materialised straight into their random
+  values (no default initialisation of a billion parameters first); the values are identical to
+  ``build_networks(config, seed=seed)``.
+- **a directory** (``--weights DIR``): one file per network, under the official file names of
+  the variant (spec/mmaudio.md §3.1) or named after the network (``flow.safetensors``,
+  ``vae.pth``, ... with any suffix of :data:`v2a_export.checkpoints.SUFFIXES`).
+- **one file** (``--weights-file F``): every network in one state dict under the prefixes
+  ``clip.``, ``synchformer.``, ``flow.``, ``vae.``, ``vocoder.`` (e.g. a trainer's checkpoint).
+
+Weights are "official" when an official variant is loaded from its official file names,
+"trained" otherwise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from v2a_export.checkpoints import (
+    SUFFIXES,
+    CheckpointError,
+    WeightFiles,
+    load_into,
+    load_networks,
+    read_state_dict,
+)
+from v2a_export.models.build import (
+    NETWORKS,
+    Networks,
+    build_module,
+    build_networks,
+    randomize_network,
+)
+from v2a_export.models.configs import VARIANTS, ModelConfig
+
+KINDS = ("random", "trained", "official")
+
+
+@dataclass(frozen=True)
+class WeightSource:
+    """What to load: ``seed`` for random weights, or a directory, or a single file."""
+
+    seed: int | None = None
+    directory: Path | None = None
+    file: Path | None = None
+
+    def __post_init__(self) -> None:
+        given = [x is not None for x in (self.seed, self.directory, self.file)]
+        if sum(given) != 1:
+            raise ValueError("give exactly one of a seed, a weights directory or a weights file")
+
+    @property
+    def random(self) -> bool:
+        return self.seed is not None
+
+    def describe(self) -> str:
+        if self.seed is not None:
+            return f"random weights (seed {self.seed})"
+        return str(self.directory if self.directory is not None else self.file)
+
+
+@dataclass(frozen=True)
+class LoadedWeights:
+    networks: Networks
+    kind: str  # one of KINDS
+    files: dict[str, Path]  # network -> file (empty for random weights)
+
+
+def load_weights(config: ModelConfig, source: WeightSource) -> LoadedWeights:
+    """The networks of ``config`` (eval mode, folded) from ``source``."""
+    if source.seed is not None:
+        return LoadedWeights(random_networks(config, source.seed), "random", {})
+    if source.directory is not None:
+        files, official = find_weight_files(source.directory, config)
+        nets = load_networks(config, WeightFiles(**files))
+        return LoadedWeights(nets, "official" if official else "trained", files)
+    return LoadedWeights(load_single_file(config, source.file), "trained", {})
+
+
+def random_networks(config: ModelConfig, seed: int) -> Networks:
+    """``build_networks(config, seed=seed)``, building buffer-free networks on ``meta`` and
+    materialising them directly into their random draw."""
+    modules = {}
+    for k, name in enumerate(NETWORKS):
+        with torch.device("meta"):
+            module = build_module(config, name)
+        if any(True for _ in module.buffers()):  # buffers hold constants: build for real
+            module = build_networks_one(config, name, seed + k)
+        else:
+            module = module.to_empty(device="cpu")
+            randomize_network(module, name, seed + k)
+        modules[name] = module.eval()
+    return Networks(config=config, **modules)
+
+
+def build_networks_one(config: ModelConfig, name: str, seed: int) -> torch.nn.Module:
+    module = build_module(config, name)
+    randomize_network(module, name, seed)
+    if name in ("vae", "vocoder"):
+        module.remove_weight_norm()
+    return module
+
+
+def find_weight_files(directory: Path, config: ModelConfig) -> tuple[dict[str, Path], bool]:
+    """Network -> file under ``directory``, and whether the official names were used."""
+    root = Path(directory)
+    if not root.is_dir():
+        what = "is not a directory" if root.exists() else "does not exist"
+        raise CheckpointError(f"weights directory {root} {what}")
+    if config.name in VARIANTS and config.name != "tiny":
+        names = WeightFiles.official_names(config.name)
+        found = {n: sorted(root.rglob(f)) for n, f in names.items()}
+        if all(found.values()):
+            return {n: hits[0] for n, hits in found.items()}, True
+    files, missing = {}, []
+    for name in NETWORKS:
+        hits = sorted(p for s in SUFFIXES for p in root.rglob(f"{name}{s}"))
+        if hits:
+            files[name] = hits[0]
+        else:
+            missing.append(name)
+    if missing:
+        official = ""
+        if config.name in VARIANTS and config.name != "tiny":
+            names = ", ".join(WeightFiles.official_names(config.name).values())
+            official = f" or the official names ({names})"
+        raise CheckpointError(
+            f"weights directory {root}: no file for {', '.join(missing)}; expected "
+            f"<network>{{{','.join(SUFFIXES)}}} for each of {', '.join(NETWORKS)}{official}"
+        )
+    return files, False
+
+
+def load_single_file(config: ModelConfig, path: Path) -> Networks:
+    """Networks from one state dict whose keys are ``<network>.<key>``."""
+    raw = read_state_dict(path)
+    parts: dict[str, dict[str, torch.Tensor]] = {n: {} for n in NETWORKS}
+    unknown = []
+    for key, value in raw.items():
+        head, _, rest = key.partition(".")
+        if head in parts and rest:
+            parts[head][rest] = value
+        else:
+            unknown.append(key)
+    if unknown:
+        raise CheckpointError(
+            f"{path}: keys outside the networks {', '.join(NETWORKS)}: {unknown[:5]}"
+            f"{' ...' if len(unknown) > 5 else ''}"
+        )
+    empty = [n for n, sd in parts.items() if not sd]
+    if empty:
+        raise CheckpointError(f"{path}: no weights for {', '.join(empty)} (keys '<network>.*')")
+    skeleton = build_networks(config, device="meta")
+    modules = {}
+    for name in NETWORKS:
+        module = load_into(
+            skeleton.modules()[name], parts[name], path=path, component=name, variant=config.name
+        )
+        if name in ("vae", "vocoder"):
+            module.remove_weight_norm()
+        modules[name] = module.eval()
+    return Networks(config=config, **modules)
+
+
+__all__ = [
+    "KINDS",
+    "LoadedWeights",
+    "WeightSource",
+    "find_weight_files",
+    "load_single_file",
+    "load_weights",
+    "random_networks",
+]
