@@ -439,6 +439,8 @@ class Summary:
 
 
 def summarize(clips: list[ClipMetrics] | tuple[ClipMetrics, ...]) -> Summary:
+    """Pool clips: hit rate over all onsets, offsets over all hits, false onsets over the
+    total duration, material accuracy over all scored events."""
     if not clips:
         raise ValueError("summarize needs at least one ClipMetrics, got none")
     offsets = np.array([o for c in clips for o in c.offsets_ms])
