@@ -44,7 +44,7 @@ from v2a_runtime import sampling
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BUDGETS = (4, 6, 8, 12, 16, 25, 50)
-GRID_SPECS = ("uniform", "shifted", "shifted:shift=0.5", "logit_normal")
+GRID_SPECS = ("uniform", "shifted", "shifted:shift=3", "logit_normal")
 
 # name -> (seed, components K, dims C, std range); "mixture" is the headline problem.
 PROBLEMS = {
@@ -213,7 +213,7 @@ def _timed(fn, velocity_fn, x0, ts) -> float:
     return time.perf_counter() - start
 
 
-def run_analytic(name: str, *, batch=(64, 16), reference_steps=2000, **table) -> dict:
+def run_analytic(name: str, *, batch=(256, 16), reference_steps=2000, **table) -> dict:
     seed, components, dims, std_range = PROBLEMS[name]
     mix = random_mixture(seed, components, dims, std_range)
     x0 = np.random.default_rng(seed + 1).standard_normal((*batch, dims), dtype=np.float32)
@@ -233,18 +233,41 @@ def run_analytic(name: str, *, batch=(64, 16), reference_steps=2000, **table) ->
     }
 
 
-# --- the network problem (a bundle's exported graphs) -------------------------------------
+# --- the network problem ------------------------------------------------------------------
 
 
-def bundle_problem(
-    bundle: Path, *, duration: float, cfg: float, tracks: int, seed: int, threads: int | None
-):
-    """(velocity_fn, x0, info) for a bundle's denoiser with CFG on [cond; uncond].
+@dataclass(frozen=True)
+class Network:
+    """A denoiser plus its CFG conditions: everything a network velocity_fn needs."""
 
-    Written against docs/contract.md (manifest.json, conditioner and denoiser I/O names).
-    The conditions come from seeded random features with the encoders' normalisation
-    (clip and text vectors L2-normalised), so no video or tokenizer is needed.
-    """
+    name: str  # "tiny bundle (random weights)", ...
+    denoise: Callable[[dict], np.ndarray]  # feeds -> velocity (2B, L, C)
+    conditions: dict  # conditioner outputs (contract names), batch 2B = [cond; uncond]
+    x0: np.ndarray  # (B, L, C) float32 noise
+
+
+def condition_features(rng, tracks: int, lengths, widths: dict) -> dict:
+    """Seeded conditioner inputs with the encoders' normalisation (clip and text vectors are
+    L2-normalised, spec/mmaudio.md §1.3, §1.5), so no video or tokenizer is needed."""
+    from v2a_runtime.sequence import sync_index
+
+    def unit(shape):
+        f = rng.standard_normal(shape, dtype=np.float32)
+        return f / np.linalg.norm(f, axis=-1, keepdims=True)
+
+    return {
+        "clip_features": unit((tracks, lengths.clip_frames, widths["clip_features"])),
+        "sync_features": rng.standard_normal(
+            (tracks, lengths.sync_tokens, widths["sync_features"]), dtype=np.float32
+        ),
+        "text_features": unit((tracks, 77, widths["text_features"])),
+        "negative_text_features": unit((tracks, 77, widths["negative_text_features"])),
+        "sync_index": sync_index(lengths.sync_tokens, lengths.latent),
+    }
+
+
+def bundle_network(bundle: Path, *, duration, tracks, seed, threads) -> Network:
+    """The conditioner and denoiser graphs of a bundle (docs/contract.md) on onnxruntime CPU."""
     import onnxruntime as ort
     from v2a_runtime.sequence import sequence_lengths
 
@@ -266,71 +289,93 @@ def bundle_problem(
         clip_fps=video["clip_fps"],
         sync_fps=video["sync_fps"],
     )
-    width = {i.name: i.shape[-1] for i in conditioner.get_inputs()}
     rng = np.random.default_rng(seed)
-
-    def unit(shape):
-        f = rng.standard_normal(shape, dtype=np.float32)
-        return f / np.linalg.norm(f, axis=-1, keepdims=True)
-
-    big_l, ls = lengths.latent, lengths.sync_tokens
-    sync_index = np.floor((np.arange(big_l, dtype=np.float32) + 0.5) * np.float32(ls / big_l))
-    feeds = {
-        "clip_features": unit((tracks, lengths.clip_frames, width["clip_features"])),
-        "sync_features": rng.standard_normal(
-            (tracks, ls, width["sync_features"]), dtype=np.float32
-        ),
-        "text_features": unit((tracks, 77, width["text_features"])),
-        "negative_text_features": unit((tracks, 77, width["negative_text_features"])),
-        "sync_index": np.minimum(sync_index, ls - 1).astype(np.int64),
-    }
+    widths = {i.name: i.shape[-1] for i in conditioner.get_inputs()}
     names = [o.name for o in conditioner.get_outputs()]
-    conditions = dict(zip(names, conditioner.run(names, feeds), strict=True))
-    channels = audio["latent_channels"]
-    x0 = np.random.default_rng(seed).standard_normal((tracks, big_l, channels), dtype=np.float32)
-    timings: list[float] = []
+    outputs = conditioner.run(names, condition_features(rng, tracks, lengths, widths))
+    shape = (tracks, lengths.latent, audio["latent_channels"])
+    model = manifest["model"]
+    return Network(
+        name=f"{model['variant']} bundle ({model.get('weights')} weights), {duration:g} s",
+        denoise=lambda feeds: denoiser.run(["velocity"], feeds)[0],
+        conditions=dict(zip(names, outputs, strict=True)),
+        x0=rng.standard_normal(shape, dtype=np.float32),
+    )
+
+
+def torch_network(variant: str, *, duration, tracks, seed, threads) -> Network:
+    """The project's PyTorch flow network with seeded random weights, called through the same
+    two entry points the exported graphs are made from (``conditioner``, ``denoiser``)."""
+    import torch
+    from v2a_runtime.sequence import sequence_lengths
+
+    from v2a_export.models.build import build_module, randomize_
+    from v2a_export.models.configs import get_config
+
+    if threads:
+        torch.set_num_threads(threads)
+    config = get_config(variant)
+    flow = randomize_(build_module(config, "flow"), seed).eval()
+    lengths = sequence_lengths(
+        duration, sample_rate=config.mel.sample_rate, hop_length=config.mel.hop_length
+    )
+    widths = {
+        "clip_features": config.flow.clip_dim,
+        "sync_features": config.flow.sync_dim,
+        "text_features": config.flow.text_dim,
+        "negative_text_features": config.flow.text_dim,
+    }
+    rng = np.random.default_rng(seed)
+    feeds = condition_features(rng, tracks, lengths, widths)
+    names = ("clip_tokens", "text_tokens", "global_cond", "sync_cond", "latent_rope", "clip_rope")
+    with torch.no_grad():
+        outputs = flow.conditioner(*(torch.from_numpy(a) for a in feeds.values()))
+
+    @torch.no_grad()
+    def denoise(feed):
+        args = [torch.from_numpy(feed[k]) for k in ("x", "t", *names)]
+        return flow.denoiser(*args).numpy()
+
+    shape = (tracks, lengths.latent, config.flow.latent_dim)
+    return Network(
+        name=f"{variant} torch (random weights, seed {seed}), {duration:g} s",
+        denoise=denoise,
+        conditions={k: o.numpy() for k, o in zip(names, outputs, strict=True)},
+        x0=rng.standard_normal(shape, dtype=np.float32),
+    )
+
+
+def cfg_velocity(net: Network, cfg: float, timings: list[float]) -> Callable:
+    """velocity_fn(x, t): one denoiser pass on [x; x] with [cond; uncond], then
+    v = w·v_cond + (1 − w)·v_uncond (spec/mmaudio.md §1.7)."""
+    tracks = net.x0.shape[0]
 
     def velocity_fn(x, t):
         start = time.perf_counter()
-        batch = np.concatenate([x, x])  # (2B, L, C): [cond; uncond]
-        feed = {"x": batch, "t": np.full(2 * tracks, t, dtype=np.float32), **conditions}
-        (v,) = denoiser.run(["velocity"], feed)  # (2B, L, C)
+        feed = {"x": np.concatenate([x, x]), "t": np.full(2 * tracks, t, dtype=np.float32)}
+        v = net.denoise({**feed, **net.conditions})  # (2B, L, C)
         out = cfg * v[:tracks] + (1.0 - cfg) * v[tracks:]
         timings.append(time.perf_counter() - start)
         return out
 
-    info = {
-        "bundle": str(bundle),
-        "variant": manifest["model"]["variant"],
-        "weights": manifest["model"].get("weights"),
-        "duration": duration,
-        "cfg": cfg,
-        "x0_shape": list(x0.shape),
-        "timings": timings,
-    }
-    return velocity_fn, x0, info
+    return velocity_fn
 
 
-def run_network(bundle: Path, *, duration, cfg, tracks, seed, threads, **table) -> dict:
-    velocity_fn, x0, info = bundle_problem(
-        bundle, duration=duration, cfg=cfg, tracks=tracks, seed=seed, threads=threads
-    )
-    reference = sampling.abm3(velocity_fn, x0, sampling.time_grid("uniform", 200))
-    check = sampling.midpoint(velocity_fn, x0, sampling.time_grid("uniform", 200))
-    timings = info.pop("timings")
+def run_network(net: Network, *, cfg: float, reference_steps: int = 200, **table) -> dict:
+    timings: list[float] = []
+    velocity_fn, x0 = cfg_velocity(net, cfg, timings), net.x0
+    reference = sampling.abm3(velocity_fn, x0, sampling.time_grid("uniform", reference_steps))
+    # The half-step solve's error bounds the reference's (3rd order: about 8x smaller).
+    half = sampling.abm3(velocity_fn, x0, sampling.time_grid("uniform", reference_steps // 2))
     eval_ms = 1e3 * float(np.median(timings))
-    rows = accuracy_rows(velocity_fn, x0, reference, **table)
     return {
-        "problem": f"network:{info['variant']}",
-        "description": (
-            f"{info['variant']} bundle ({info['weights']} weights), {duration:g} s, CFG {cfg:g}, "
-            f"seed {seed}, x0 (B, L, C) = {tuple(x0.shape)}"
-        ),
-        "reference": "abm3, 200 uniform steps",
-        "reference_error": relative_error(check, reference),
+        "problem": f"network: {net.name}",
+        "description": f"CFG {cfg:g}, x0 (B, L, C) = {tuple(x0.shape)}",
+        "reference": f"abm3, {reference_steps} uniform steps",
+        "reference_error": relative_error(half, reference),
         "evaluation_ms": eval_ms,
-        "info": info,
-        "rows": rows,
+        "x0_shape": list(x0.shape),
+        "rows": accuracy_rows(velocity_fn, x0, reference, **table),
     }
 
 
@@ -353,23 +398,46 @@ def markdown_table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def summary(result: dict, budget: int = 8) -> str:
+def summary(result: dict) -> str:
+    """Bullets: the best solver × grid at 8 and 12 evaluations, and the default sampler, each
+    against MMAudio's 25-step Euler on the uniform grid."""
     rows = result["rows"]
-    base = [
-        r for r in rows if (r["solver"], r["grid"], r["evaluations"]) == ("euler", "uniform", 25)
-    ]
-    fits = [r for r in rows if r["budget"] == budget]
-    if not fits:
-        return ""
-    best = min(fits, key=lambda r: r["error"])
-    text = (
-        f"best at {budget} evaluations: {best['solver']} on {best['grid']} "
-        f"({best['evaluations']} used), error {best['error']:.2e}"
-    )
-    if base:
-        text += f"; 25-step euler (uniform): {base[0]['error']:.2e}"
-        text += " -> " + ("not worse" if best["error"] <= base[0]["error"] else "WORSE")
-    return text
+
+    def find(solver, grid, evaluations):
+        hits = [
+            r
+            for r in rows
+            if (r["solver"], r["grid"], r["evaluations"]) == (solver, grid, evaluations)
+        ]
+        return hits[0] if hits else None
+
+    base = find("euler", "uniform", 25)
+
+    def versus(r):
+        if base is None:
+            return ""
+        verdict = "not worse" if r["error"] <= base["error"] else "WORSE"
+        return (
+            f" vs 25-step euler {base['error']:.2e}: {verdict} ({r['error'] / base['error']:.2f}x)"
+        )
+
+    lines = []
+    for budget in (8, 12):
+        fits = [r for r in rows if r["budget"] == budget]
+        if fits:
+            best = min(fits, key=lambda r: r["error"])
+            lines.append(
+                f"- best at {budget} evaluations: {best['solver']} on {best['grid']} "
+                f"({best['evaluations']} used), {best['error']:.2e}{versus(best)}"
+            )
+    solver, grid, steps = sampling.DEFAULT_SOLVER, sampling.DEFAULT_GRID, sampling.DEFAULT_STEPS
+    default = find(solver, grid, sampling.evaluations(solver, steps))
+    if default is not None:
+        lines.append(
+            f"- default ({solver}, {grid}, {steps} steps = {default['evaluations']} evaluations): "
+            f"{default['error']:.2e}{versus(default)}"
+        )
+    return "\n".join(lines)
 
 
 def environment() -> dict:
@@ -407,34 +475,41 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--problems", nargs="*", default=list(PROBLEMS), choices=list(PROBLEMS))
     ap.add_argument("--bundle", type=Path, help="bundle directory for the network problem")
-    ap.add_argument("--duration", type=float, default=8.0)
+    ap.add_argument(
+        "--torch-variant", help="also run the PyTorch flow network of this variant, random weights"
+    )
+    ap.add_argument("--duration", type=float, default=8.0, help="seconds (network problems)")
     ap.add_argument("--cfg", type=float, default=4.5)
-    ap.add_argument("--tracks", type=int, default=2, help="batch of seeds per run")
+    ap.add_argument("--tracks", type=int, default=1, help="noise seeds per run (batch B)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads")
+    ap.add_argument("--threads", type=int, default=None, help="intra-op threads")
+    ap.add_argument("--reference-steps", type=int, default=200, help="network reference steps")
     ap.add_argument("--solvers", nargs="*", default=list(sampling.SOLVERS))
     ap.add_argument("--grids", nargs="*", default=list(GRID_SPECS))
     ap.add_argument("--budgets", nargs="*", type=int, default=list(BUDGETS))
-    ap.add_argument("--tag", default=None, help="results file tag (default: analytic/variant)")
+    ap.add_argument("--tag", default="analytic", help="results file tag")
     args = ap.parse_args(argv)
     for s in args.solvers:
         sampling.get_solver(s)
     table = {"solvers": args.solvers, "grids": args.grids, "budgets": args.budgets}
+    setup = {
+        "duration": args.duration,
+        "tracks": args.tracks,
+        "seed": args.seed,
+        "threads": args.threads,
+    }
+    nets = []
+    if args.bundle is not None:
+        nets.append(bundle_network(args.bundle, **setup))
+    if args.torch_variant is not None:
+        nets.append(torch_network(args.torch_variant, **setup))
 
     results = [run_analytic(p, **table) for p in args.problems]
-    if args.bundle is not None:
+    for net in nets:
         results.append(
-            run_network(
-                args.bundle,
-                duration=args.duration,
-                cfg=args.cfg,
-                tracks=args.tracks,
-                seed=args.seed,
-                threads=args.threads,
-                **table,
-            )
+            run_network(net, cfg=args.cfg, reference_steps=args.reference_steps, **table)
         )
-    shape = tuple(results[-1]["info"]["x0_shape"]) if args.bundle else (1, 250, 8)
+    shape = tuple(nets[0].x0.shape) if nets else (1, 250, 8)
     overhead = loop_overhead_us(shape)
 
     md = [f"# Sampler accuracy ({environment()['date']})", ""]
@@ -442,7 +517,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         md += [
             f"## {r['problem']}: {r['description']}",
             "",
-            f"Reference: {r['reference']} (its own error estimate {r['reference_error']:.1e}"
+            f"Reference: {r['reference']} (difference to half its steps {r['reference_error']:.1e}"
             + (f"; abm3 with 200 steps: {r['abm3_200_error']:.1e}" if "abm3_200_error" in r else "")
             + ").",
             "",
@@ -458,8 +533,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"Solver loop overhead per evaluation, x {shape} float32 (µs): "
         + ", ".join(f"{k} {v:.1f}" for k, v in overhead.items())
     ]
-    if args.bundle:
-        md[-1] += f"; one denoiser evaluation: {results[-1]['evaluation_ms']:.2f} ms"
+    for r in results:
+        if "evaluation_ms" in r:
+            md[-1] += f"; one evaluation of {r['problem']}: {r['evaluation_ms']:.1f} ms"
     env = environment()
     md += [
         "",
@@ -469,7 +545,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     text = "\n".join(md) + "\n"
     print(text)
 
-    tag = args.tag or (results[-1]["info"]["variant"] if args.bundle else "analytic")
+    tag = args.tag
     RESULTS.mkdir(parents=True, exist_ok=True)
     payload = {**env, "results": results, "loop_overhead_us": overhead, "shape": list(shape)}
     (RESULTS / f"samplers_{tag}.json").write_text(json.dumps(payload, indent=1) + "\n")
