@@ -30,7 +30,6 @@ from v2a_runtime.bundle import (
     COMPONENTS,
     MANIFEST,
     AudioSpec,
-    BundleError,
     ComponentSpec,
     FileSpec,
     Manifest,
@@ -48,7 +47,7 @@ from v2a_runtime.sampling import DEFAULT_GRID, DEFAULT_SOLVER, DEFAULT_STEPS
 from v2a_runtime.sequence import TEXT_TOKENS
 from v2a_runtime.tokenizer import DEFAULT_VOCAB
 
-from v2a_export.export.descriptors import SequenceRules, descriptors
+from v2a_export.export.descriptors import NETWORK_OF, SequenceRules, descriptors
 from v2a_export.export.onnx_export import OPSET, ExportResult, export_component
 from v2a_export.export.parity import (
     FP32_THRESHOLDS,
@@ -60,6 +59,7 @@ from v2a_export.export.parity import (
 )
 from v2a_export.export.weights import LoadedWeights, WeightSource, load_weights
 from v2a_export.export.wrappers import pinned_tables, wrap
+from v2a_export.models.build import NETWORKS
 from v2a_export.models.configs import VARIANTS, ModelConfig
 from v2a_export.reference import DEFAULT_CFG
 
@@ -123,44 +123,51 @@ def export_bundle(
     *,
     callback: Callback | None = None,
 ) -> BundleResult:
-    """Export ``options.components`` of ``config`` with weights from ``source`` into ``out``."""
+    """Export ``options.components`` of ``config`` with weights from ``source`` into ``out``.
+
+    ``out`` may be new, empty, or hold a bundle or partial export: a full export replaces it;
+    an export of some components keeps the others when they come from the same weights, and
+    the manifest (and the end-to-end check) is written once all seven are present.
+    """
     started = time.perf_counter()
     out = Path(out)
     emit = callback or (lambda _e: None)
-    previous = _check_output(out, options, config, source)
+    kept = _existing(out, options, config, source)
     check_free_space(out, config, options.components)
     if options.max_duration < SequenceRules.of(config).min_duration:
         raise ExportInputError(
             f"--max-duration {options.max_duration} s is below one sync segment "
             f"({SequenceRules.of(config).min_duration:.2f} s)"
         )
+    complete = kept is not None and set(kept.specs) | set(options.components) == set(COMPONENTS)
+    complete = complete or set(options.components) == set(COMPONENTS)
+    need = NETWORKS if complete else tuple({NETWORK_OF[c] for c in options.components})
     emit(Event("weights", "load", 0, 1))
-    loaded = load_weights(config, source)
+    loaded = load_weights(config, source, need)
     emit(Event("weights", "load", 1, 1))
     work = out.parent / f".{out.name}.partial-{os.getpid()}"
     shutil.rmtree(work, ignore_errors=True)
     try:
         (work / "onnx").mkdir(parents=True)
         (work / "reports").mkdir()
-        result = _export_into(work, config, loaded, source, options, previous, emit)
+        report, exports, notes = _export_into(work, config, loaded, source, options, kept, emit)
         _replace_dir(work, out)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    manifest = load_bundle(out).manifest if result[0] else None
+    exports = {n: _moved(r, work, out) for n, r in exports.items()}
     return BundleResult(
         root=out,
-        manifest=manifest,
-        report=result[1],
-        exports=result[2],
+        manifest=load_bundle(out).manifest if (out / MANIFEST).is_file() else None,
+        report=report,
+        exports=exports,
         weights=loaded.kind,
         seconds=time.perf_counter() - started,
-        notes=result[3],
+        notes=notes,
     )
 
 
-def _export_into(work, config, loaded: LoadedWeights, source, options, previous, emit):
-    """Export, gate and describe everything inside ``work``; returns (complete, report,
-    exports, notes)."""
+def _export_into(work, config, loaded: LoadedWeights, source, options, kept, emit):
+    """Export, gate and describe everything inside ``work``."""
     rules = SequenceRules.of(config)
     descs = descriptors(config)
     plan = options.plan
@@ -169,20 +176,18 @@ def _export_into(work, config, loaded: LoadedWeights, source, options, previous,
         exports[name], parity[name] = _export_one(
             work, name, loaded, descs[name], rules, plan, options.threads, emit
         )
-    notes: list[str] = []
     specs = {name: _component_spec(work, exports[name], descs[name]) for name in exports}
-    if previous is not None:
-        for name, spec in previous.manifest.components.items():
-            if name not in specs:
-                _copy_component(previous.root, work, spec)
-                specs[name] = spec
-        kept = sorted(set(COMPONENTS) - set(exports))
-        notes.append(f"kept {', '.join(kept)} from {previous.root}")
+    notes: list[str] = []
+    if kept is not None and set(kept.specs) - set(specs):
+        names = sorted(set(kept.specs) - set(specs))
+        for name in names:
+            _copy_component(kept.root, work, kept.specs[name])
+            specs[name] = kept.specs[name]
+        notes.append(f"kept {', '.join(names)} from the earlier export in {kept.root}")
     config.to_json(work / CONFIG_FILE)
-    tokenizer = _tokenizer(work, options.packaged_tokenizer)
-    complete = set(specs) == set(COMPONENTS)
     report = ParityReport(parity, None, tuple(notes))
-    if complete:
+    if set(specs) == set(COMPONENTS):
+        tokenizer = _tokenizer(work, options.packaged_tokenizer)
         manifest = _manifest(config, loaded, source, options, specs, tokenizer, None)
         write_manifest(work, manifest)
         if plan.e2e_duration is not None:
@@ -190,17 +195,21 @@ def _export_into(work, config, loaded: LoadedWeights, source, options, previous,
             e2e = check_end_to_end(loaded.networks, work, plan, threads=options.threads)
             emit(Event("end_to_end", "parity", 1, 1))
             report = ParityReport(parity, e2e, tuple(notes))
-        summary = _parity_section(report, loaded, source, plan, previous)
-        write_manifest(work, replace(manifest, parity=summary))
+        section = _parity_section(report, loaded, source, plan, kept)
+        write_manifest(work, replace(manifest, parity=section))
     else:
         notes.append(
-            f"partial export ({len(specs)} of {len(COMPONENTS)} components): no {MANIFEST} "
-            "written; export all components for a bundle"
+            f"partial export ({len(specs)} of {len(COMPONENTS)} components): no {MANIFEST} yet; "
+            "export the others into the same directory (--components) to complete the bundle"
         )
         report = ParityReport(parity, None, tuple(notes))
-    _write_json(work / PARITY_REPORT, report.to_dict())
-    _write_json(work / EXPORT_REPORT, _export_report(config, loaded, exports, plan))
-    return complete, report, exports, tuple(notes)
+    details = report.to_dict()
+    if kept is not None:
+        for name, entry in kept.details.items():
+            details["components"].setdefault(name, {**entry, "from_previous_export": True})
+    _write_json(work / PARITY_REPORT, details)
+    _write_json(work / EXPORT_REPORT, _export_report(config, loaded, source, exports, plan, kept))
+    return report, exports, tuple(notes)
 
 
 def _export_one(work, name, loaded, desc, rules, plan, threads, emit):
@@ -333,19 +342,34 @@ def library_versions() -> dict[str, str]:
     }
 
 
-def _parity_section(report, loaded, source, plan, previous) -> dict:
-    section = report.manifest_summary()
-    if previous is not None and previous.manifest.parity:
-        kept = previous.manifest.parity.get("components", {})
-        for name, entry in kept.items():
-            if name not in section["components"]:
-                section["components"][name] = {**entry, "from_previous_export": True}
-    section["reference"] = {
+def _reference(loaded: LoadedWeights, source: WeightSource) -> dict:
+    """Which weights the graphs were checked against (validate rebuilds them from this)."""
+    return {
         "weights": loaded.kind,
         "seed": source.seed,
         "source": None if source.random else source.describe(),
         "config": CONFIG_FILE,
     }
+
+
+def _parity_section(report, loaded, source, plan, kept) -> dict:
+    section = report.manifest_summary()
+    comps = section["components"]
+    if kept is not None:
+        for name, entry in kept.summaries.items():
+            comps.setdefault(name, {**entry, "from_previous_export": True})
+        old = sum(1 for e in comps.values() if e.get("from_previous_export"))
+        ok = [n for n, e in comps.items() if e.get("passed")]
+        worst = max((e.get("worst_rel_l2") or 0.0 for e in comps.values()), default=0.0)
+        text = f"{len(ok)}/{len(comps)} components pass (worst rel_l2 {worst:.1e}; {old} from "
+        text += "an earlier export)"
+        if len(ok) < len(comps):
+            text += f"; FAILED: {', '.join(n for n in comps if n not in ok)}"
+        tail = report.summary().partition("; end to end")
+        section["summary"] = text + (tail[1] + tail[2] if tail[1] else "")
+        section["passed"] = bool(section["passed"]) and len(ok) == len(comps)
+    section["components"] = {n: comps[n] for n in COMPONENTS if n in comps}
+    section["reference"] = _reference(loaded, source)
     section["plan"] = _jsonable_plan(plan)
     return section
 
@@ -354,23 +378,27 @@ def _jsonable_plan(plan: ParityPlan) -> dict:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(plan).items()}
 
 
-def _export_report(config, loaded, exports, plan) -> dict:
+def _export_report(config, loaded, source, exports, plan, kept) -> dict:
+    entries = {
+        name: {
+            "file": r.path.relative_to(r.path.parent.parent).as_posix(),
+            "bytes": r.bytes,
+            "external_data": r.external_data.name if r.external_data else None,
+            "seconds": round(r.seconds, 3),
+            "nodes": r.nodes,
+            "opset": r.opset,
+            "pinned_constants": list(r.pinned),
+        }
+        for name, r in exports.items()
+    }
+    if kept is not None:
+        for name, entry in kept.exports.items():
+            entries.setdefault(name, entry)
     return {
         "variant": config.name,
-        "weights": loaded.kind,
+        "reference": _reference(loaded, source),
         "trace_sizes": plan.export_sizes(SequenceRules.of(config)),
-        "components": {
-            name: {
-                "file": r.path.name,
-                "bytes": r.bytes,
-                "external_data": r.external_data.name if r.external_data else None,
-                "seconds": round(r.seconds, 3),
-                "nodes": r.nodes,
-                "opset": r.opset,
-                "pinned_constants": list(r.pinned),
-            }
-            for name, r in exports.items()
-        },
+        "components": {n: entries[n] for n in COMPONENTS if n in entries},
         "versions": library_versions(),
     }
 
@@ -384,13 +412,18 @@ def _write_json(path: Path, data: dict) -> None:
 
 
 @dataclass(frozen=True)
-class _Previous:
+class _Kept:
+    """The components already in OUT (a bundle, or a partial export of the same weights)."""
+
     root: Path
-    manifest: Manifest
+    specs: dict[str, ComponentSpec]
+    summaries: dict[str, dict]  # manifest parity entries
+    details: dict[str, dict]  # reports/parity.json entries
+    exports: dict[str, dict]  # reports/export.json entries
 
 
-def _check_output(out: Path, options: ExportOptions, config, source) -> _Previous | None:
-    """Refuse an unusable output; return the bundle already there for a partial export."""
+def _existing(out: Path, options: ExportOptions, config, source) -> _Kept | None:
+    """Refuse an unusable output; describe the components a partial export keeps."""
     unknown = [c for c in options.components if c not in COMPONENTS]
     if unknown or not options.components:
         raise ExportInputError(
@@ -400,37 +433,66 @@ def _check_output(out: Path, options: ExportOptions, config, source) -> _Previou
         raise ExportInputError(f"output {out} is a file; give a directory for the bundle")
     if not out.exists() or not any(out.iterdir()):
         return None
-    if not (out / MANIFEST).is_file() and not (out / EXPORT_REPORT).is_file():
+    if not (out / EXPORT_REPORT).is_file():
         raise ExportInputError(
-            f"output {out} is a non-empty directory without a {MANIFEST}; choose a new or "
-            "empty directory (an existing bundle or partial export is replaced)"
+            f"output {out} is a non-empty directory that holds no v2a-export output; choose a "
+            "new or empty directory (an earlier bundle or partial export is replaced)"
         )
-    if set(options.components) == set(COMPONENTS) or not (out / MANIFEST).is_file():
-        return None  # replaces the old bundle or partial export
+    if set(options.components) == set(COMPONENTS):
+        return None  # a full export replaces whatever is there
     try:
-        old = load_bundle(out)
-    except BundleError as e:
-        raise ExportInputError(f"cannot update {out} with some components: {e}") from e
-    ref = (old.manifest.parity or {}).get("reference", {})
-    same = (
-        old.manifest.model.variant == config.name
-        and ref.get("seed") == source.seed
-        and (ref.get("source") == (None if source.random else source.describe()))
-    )
-    if not same:
+        record = json.loads((out / EXPORT_REPORT).read_text(encoding="utf-8"))
+        details = json.loads((out / PARITY_REPORT).read_text(encoding="utf-8"))["components"]
+    except (OSError, ValueError, KeyError) as e:
+        raise ExportInputError(f"cannot read the earlier export in {out}: {e}") from e
+    ref = record.get("reference") or {}
+    want = {"seed": source.seed, "source": None if source.random else source.describe()}
+    if record.get("variant") != config.name or any(ref.get(k) != v for k, v in want.items()):
         raise ExportInputError(
-            f"{out} holds a bundle of other weights or another variant "
-            f"({old.manifest.model.variant}, {ref or 'unknown source'}); export all components "
-            "or choose another directory"
+            f"{out} holds an export of other weights or another variant "
+            f"({record.get('variant')}, {ref or 'unknown weights'}); export all components or "
+            "choose another directory"
         )
-    return _Previous(out, old.manifest)
+    names = [n for n in record.get("components", {}) if n in COMPONENTS]
+    manifest = load_bundle(out).manifest if (out / MANIFEST).is_file() else None
+    descs = descriptors(config)
+    specs, summaries = {}, {}
+    for name in names:
+        entry = record["components"][name]
+        if manifest is not None:
+            specs[name] = manifest.components[name]
+        else:
+            specs[name] = _spec_from_files(out, entry, descs[name])
+        summaries[name] = (details.get(name) or {}).get("summary") or {"passed": False}
+    return _Kept(
+        root=out,
+        specs=specs,
+        summaries=summaries,
+        details={n: details[n] for n in names if n in details},
+        exports={n: record["components"][n] for n in names},
+    )
+
+
+def _spec_from_files(root: Path, entry: dict, desc) -> ComponentSpec:
+    fs = describe_file(root, entry["file"])
+    external = None
+    if entry.get("external_data"):
+        external = describe_file(root, f"onnx/{entry['external_data']}")
+    return ComponentSpec(
+        file=fs.file,
+        sha256=fs.sha256,
+        bytes=fs.bytes,
+        inputs=tuple(TensorInfo(t.name, t.dtype, t.shape) for t in desc.inputs),
+        outputs=tuple(TensorInfo(t.name, t.dtype, t.shape) for t in desc.outputs),
+        precision="fp32",
+        opset=entry.get("opset"),
+        external_data=external,
+    )
 
 
 def estimate_bytes(config: ModelConfig, components: tuple[str, ...]) -> int:
     """Bytes the ONNX files of ``components`` will take (fp32 parameters, with margin)."""
     from v2a_export.models.build import build_networks
-
-    from .descriptors import NETWORK_OF
 
     skeleton = build_networks(config, device="meta").modules()
     networks = {NETWORK_OF[c] for c in components}
@@ -452,10 +514,23 @@ def check_free_space(out: Path, config: ModelConfig, components: tuple[str, ...]
 
 
 def _copy_component(src_root: Path, dst_root: Path, spec: ComponentSpec) -> None:
+    """Hard-link (or copy) a kept component's files; the old directory is removed later."""
     files = [spec.file] + ([spec.external_data.file] if spec.external_data else [])
     for rel in files:
         (dst_root / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src_root / rel, dst_root / rel)
+        try:
+            os.link(src_root / rel, dst_root / rel)
+        except OSError:
+            shutil.copyfile(src_root / rel, dst_root / rel)
+
+
+def _moved(result: ExportResult, work: Path, out: Path) -> ExportResult:
+    external = result.external_data
+    return replace(
+        result,
+        path=out / result.path.relative_to(work),
+        external_data=None if external is None else out / external.relative_to(work),
+    )
 
 
 def _replace_dir(work: Path, out: Path) -> None:

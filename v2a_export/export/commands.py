@@ -181,12 +181,6 @@ def export_cmd(
         model_id=model_id,
         threads=threads,
     )
-    if source.random:
-        click.echo(
-            f"WARNING: no --weights given: exporting RANDOM weights (seed {seed}); the bundle "
-            "is for testing and says so in its manifest",
-            err=True,
-        )
     bars = _Bars(quiet)
     try:
         result = export_bundle(config, source, out, options, callback=bars)
@@ -296,7 +290,11 @@ def _print_summary(result) -> None:
     for note in result.notes:
         click.echo(f"  note: {note}")
     if result.weights == "random":
-        click.echo("  RANDOM WEIGHTS: this bundle is for testing; its audio is noise.")
+        click.echo(
+            "WARNING: no --weights: RANDOM weights (the manifest says so); this bundle tests the "
+            "export and the pipeline, its audio is noise",
+            err=True,
+        )
 
 
 def _print_parity(report) -> None:

@@ -28,6 +28,7 @@ from v2a_export.checkpoints import (
     WeightFiles,
     load_into,
     load_networks,
+    read_component,
     read_state_dict,
 )
 from v2a_export.models.build import (
@@ -72,39 +73,64 @@ class LoadedWeights:
     files: dict[str, Path]  # network -> file (empty for random weights)
 
 
-def load_weights(config: ModelConfig, source: WeightSource) -> LoadedWeights:
-    """The networks of ``config`` (eval mode, folded) from ``source``."""
+def load_weights(
+    config: ModelConfig, source: WeightSource, networks: tuple[str, ...] = NETWORKS
+) -> LoadedWeights:
+    """The networks of ``config`` (eval mode, folded) from ``source``. Only ``networks`` are
+    materialised; the others stay on the ``meta`` device (an export of some components of a
+    large model never holds the rest in memory)."""
+    unknown = [n for n in networks if n not in NETWORKS]
+    if unknown:
+        raise ValueError(f"unknown networks {unknown}; known: {', '.join(NETWORKS)}")
     if source.seed is not None:
-        return LoadedWeights(random_networks(config, source.seed), "random", {})
+        return LoadedWeights(random_networks(config, source.seed, networks), "random", {})
     if source.directory is not None:
         files, official = find_weight_files(source.directory, config)
-        nets = load_networks(config, WeightFiles(**files))
-        return LoadedWeights(nets, "official" if official else "trained", files)
-    return LoadedWeights(load_single_file(config, source.file), "trained", {})
+        kind = "official" if official else "trained"
+        return LoadedWeights(_load_files(config, files, networks), kind, files)
+    return LoadedWeights(load_single_file(config, source.file, networks), "trained", {})
 
 
-def random_networks(config: ModelConfig, seed: int) -> Networks:
-    """``build_networks(config, seed=seed)``, building buffer-free networks on ``meta`` and
-    materialising them directly into their random draw."""
+def random_networks(
+    config: ModelConfig, seed: int, networks: tuple[str, ...] = NETWORKS
+) -> Networks:
+    """``build_networks(config, seed=seed)`` for ``networks`` (the others stay on ``meta``).
+    Buffer-free networks are built on ``meta`` and materialised directly into their random
+    draw, so a billion parameters are not default-initialised first; the values are the same."""
     modules = {}
     for k, name in enumerate(NETWORKS):
         with torch.device("meta"):
             module = build_module(config, name)
-        if any(True for _ in module.buffers()):  # buffers hold constants: build for real
-            module = build_networks_one(config, name, seed + k)
+        if name not in networks:
+            pass
+        elif any(True for _ in module.buffers()):  # buffers hold constants: build for real
+            module = build_module(config, name)
+            randomize_network(module, name, seed + k)
         else:
             module = module.to_empty(device="cpu")
             randomize_network(module, name, seed + k)
+        if name in networks and name in ("vae", "vocoder"):
+            module.remove_weight_norm()
         modules[name] = module.eval()
     return Networks(config=config, **modules)
 
 
-def build_networks_one(config: ModelConfig, name: str, seed: int) -> torch.nn.Module:
-    module = build_module(config, name)
-    randomize_network(module, name, seed)
-    if name in ("vae", "vocoder"):
-        module.remove_weight_norm()
-    return module
+def _load_files(config: ModelConfig, files: dict[str, Path], networks: tuple[str, ...]):
+    """``load_networks`` restricted to ``networks`` (file tensors assigned to meta modules)."""
+    if set(networks) == set(NETWORKS):
+        return load_networks(config, WeightFiles(**files))
+    skeleton = build_networks(config, device="meta").modules()
+    modules = {}
+    for name in NETWORKS:
+        module = skeleton[name]
+        if name in networks:
+            path = files[name]
+            sd = read_component(path, name)
+            load_into(module, sd, path=path, component=name, variant=config.name)
+            if name in ("vae", "vocoder"):
+                module.remove_weight_norm()
+        modules[name] = module.eval()
+    return Networks(config=config, **modules)
 
 
 def find_weight_files(directory: Path, config: ModelConfig) -> tuple[dict[str, Path], bool]:
@@ -137,7 +163,9 @@ def find_weight_files(directory: Path, config: ModelConfig) -> tuple[dict[str, P
     return files, False
 
 
-def load_single_file(config: ModelConfig, path: Path) -> Networks:
+def load_single_file(
+    config: ModelConfig, path: Path, networks: tuple[str, ...] = NETWORKS
+) -> Networks:
     """Networks from one state dict whose keys are ``<network>.<key>``."""
     raw = read_state_dict(path)
     parts: dict[str, dict[str, torch.Tensor]] = {n: {} for n in NETWORKS}
@@ -159,11 +187,11 @@ def load_single_file(config: ModelConfig, path: Path) -> Networks:
     skeleton = build_networks(config, device="meta")
     modules = {}
     for name in NETWORKS:
-        module = load_into(
-            skeleton.modules()[name], parts[name], path=path, component=name, variant=config.name
-        )
-        if name in ("vae", "vocoder"):
-            module.remove_weight_norm()
+        module = skeleton.modules()[name]
+        if name in networks:
+            load_into(module, parts[name], path=path, component=name, variant=config.name)
+            if name in ("vae", "vocoder"):
+                module.remove_weight_norm()
         modules[name] = module.eval()
     return Networks(config=config, **modules)
 
