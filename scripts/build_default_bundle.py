@@ -1,37 +1,57 @@
 """Rebuild the bundle shipped inside v2a_runtime (runtime/default_bundle/), so that
 ``v2a generate VIDEO`` works right after ``pip install``.
 
-    python scripts/build_default_bundle.py            # needs torch (pip install -e ".[export]")
+    python scripts/build_default_bundle.py                    # random weights (seed 0)
+    python scripts/build_default_bundle.py --weights DIR      # trained tiny weights
 
-Until the exporter (v2a_export.export) and the trained ``tiny`` model exist, the shipped
-bundle holds the placeholder networks of tests/make_test_bundle.py: the contract's exact
-I/O at the ``tiny`` widths with random weights. Its manifest says so (``weights: random``),
-and the CLI prints a note on every run. The ONNX files are byte-identical to the test
-bundle's (same generator, same seed), so git stores them once.
+It runs the real exporter (``v2a-export export --variant tiny``) with the parity gate and the
+end-to-end check, and refuses to replace the shipped bundle if the gate fails. ``--weights DIR``
+takes one file per network (``flow.safetensors``, ``vae.safetensors``, ``vocoder...``,
+``synchformer...``, ``clip...``; see v2a_export.export.weights). Without it the networks get
+seeded random weights: the manifest says ``weights: random`` and the CLI notes it on every run.
+
+The bundle uses the CLIP vocabulary packaged with v2a_runtime (``tokenizer.file: null``) instead
+of a second 1.3 MB copy. Needs torch: ``pip install -e ".[export]"``.
 """
 
 from __future__ import annotations
 
-import shutil
+import argparse
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "runtime" / "default_bundle"
-NOTE = (
-    "placeholder networks with the contract's I/O at the tiny widths and random weights "
-    "(scripts/build_default_bundle.py); not the MMAudio architecture; the output is noise"
-)
 
 
-def main() -> None:
-    sys.path.insert(0, str(REPO / "tests"))
-    from make_test_bundle import build
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--weights", type=Path, help="directory of trained tiny weights")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random weights")
+    parser.add_argument("--out", type=Path, default=OUT, help=f"default: {OUT}")
+    parser.add_argument("--note", help="weights_note for the manifest (e.g. the training command)")
+    args = parser.parse_args(argv)
 
-    if OUT.exists():
-        shutil.rmtree(OUT)
-    print(build(OUT, variant="placeholder", weights_note=NOTE))
+    from v2a_export.export.bundle import ExportOptions, export_bundle, replace_dir
+    from v2a_export.export.weights import WeightSource
+    from v2a_export.models.configs import get_config
+
+    if args.weights is not None:
+        source = WeightSource(directory=args.weights)
+    else:
+        source = WeightSource(seed=args.seed)
+    options = ExportOptions(packaged_tokenizer=True, weights_note=args.note)
+    staging = args.out.parent / f".{args.out.name}.staging"
+    result = export_bundle(get_config("tiny"), source, staging, options)
+    print(result.report.summary())
+    if not result.report.passed:
+        print(f"parity gate FAILED; {args.out} left unchanged (see {staging})", file=sys.stderr)
+        return 1
+    replace_dir(staging, args.out)
+    size = sum(r.bytes for r in result.exports.values())
+    print(f"{args.out}: {result.weights} weights, {size:,} bytes of ONNX")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

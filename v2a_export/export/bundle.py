@@ -151,7 +151,7 @@ def export_bundle(
         (work / "onnx").mkdir(parents=True)
         (work / "reports").mkdir()
         report, exports, notes = _export_into(work, config, loaded, source, options, kept, emit)
-        _replace_dir(work, out)
+        replace_dir(work, out)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     exports = {n: _moved(r, work, out) for n, r in exports.items()}
@@ -533,7 +533,7 @@ def _moved(result: ExportResult, work: Path, out: Path) -> ExportResult:
     )
 
 
-def _replace_dir(work: Path, out: Path) -> None:
+def replace_dir(work: Path, out: Path) -> None:
     """Move the finished ``work`` to ``out``; an existing ``out`` is removed only after."""
     old = None
     if out.exists():
@@ -659,5 +659,6 @@ __all__ = [
     "check_free_space",
     "estimate_bytes",
     "export_bundle",
+    "replace_dir",
     "validate_bundle",
 ]
