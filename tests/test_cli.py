@@ -130,7 +130,7 @@ def test_info():
 
 def test_shipped_default_bundle_works(videos, tmp_path):
     result = v2a("info")
-    assert result.exit_code == 0 and "weights random" in result.stdout
+    assert result.exit_code == 0 and "all files verified" in result.stdout
     out = tmp_path / "default.wav"
     result = v2a("generate", videos["mjpeg_avi_30fps"], "-o", out, "--steps", 2, "-q")
     assert result.exit_code == 0 and out.is_file() and result.stderr == ""
