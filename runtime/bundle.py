@@ -20,6 +20,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
+from . import sampling
 from .backends.base import Session, TensorInfo
 
 SCHEMA_VERSION = 1
@@ -114,12 +115,13 @@ class TokenizerSpec:
 
 @dataclass(frozen=True)
 class SamplerSpec:
-    """The bundle's default sampler (the CLI's defaults for --solver/--steps/--cfg)."""
+    """The bundle's default sampler (the CLI's defaults for --solver/--steps/--grid/--cfg);
+    omitted fields take v2a_runtime.sampling's measured defaults."""
 
-    solver: str = "euler"
-    steps: int = 25
-    grid: str = "uniform"
-    cfg: float = 4.5
+    solver: str = sampling.DEFAULT_SOLVER
+    steps: int = sampling.DEFAULT_STEPS
+    grid: str = sampling.DEFAULT_GRID
+    cfg: float = 4.5  # MMAudio's guidance weight
 
 
 @dataclass(frozen=True)
