@@ -53,7 +53,9 @@ def data_prediction(x: np.ndarray, t: float, v: np.ndarray) -> np.ndarray:
 # --- solvers -------------------------------------------------------------------------------
 
 
-def euler(velocity_fn: VelocityFn, x: np.ndarray, ts: np.ndarray, *, callback=None):
+def euler(
+    velocity_fn: VelocityFn, x: np.ndarray, ts: np.ndarray, *, callback: Callback | None = None
+) -> np.ndarray:
     """Explicit Euler: MMAudio's sampler (spec/mmaudio.md §1.8). One evaluation per step."""
     t = _times(ts)
     for i in range(len(t) - 1):
@@ -63,7 +65,9 @@ def euler(velocity_fn: VelocityFn, x: np.ndarray, ts: np.ndarray, *, callback=No
     return x
 
 
-def heun(velocity_fn: VelocityFn, x: np.ndarray, ts: np.ndarray, *, callback=None):
+def heun(
+    velocity_fn: VelocityFn, x: np.ndarray, ts: np.ndarray, *, callback: Callback | None = None
+) -> np.ndarray:
     """Heun's 2nd-order method (Karras et al. 2022, Algorithm 1); the step into t = 1 is Euler.
 
     Two evaluations per step, one for the step into t = 1: 2N − 1 on a full grid. Dropping
@@ -82,7 +86,9 @@ def heun(velocity_fn: VelocityFn, x: np.ndarray, ts: np.ndarray, *, callback=Non
     return x
 
 
-def midpoint(velocity_fn: VelocityFn, x: np.ndarray, ts: np.ndarray, *, callback=None):
+def midpoint(
+    velocity_fn: VelocityFn, x: np.ndarray, ts: np.ndarray, *, callback: Callback | None = None
+) -> np.ndarray:
     """Explicit midpoint rule (2nd-order Runge–Kutta; Hairer, Nørsett & Wanner I, §II.1).
 
     Two evaluations per step, at t and t + h/2, so never at t = 1: 2N.
@@ -97,7 +103,9 @@ def midpoint(velocity_fn: VelocityFn, x: np.ndarray, ts: np.ndarray, *, callback
     return x
 
 
-def ab2(velocity_fn: VelocityFn, x: np.ndarray, ts: np.ndarray, *, callback=None):
+def ab2(
+    velocity_fn: VelocityFn, x: np.ndarray, ts: np.ndarray, *, callback: Callback | None = None
+) -> np.ndarray:
     """Two-step Adams–Bashforth for variable steps (Hairer, Nørsett & Wanner I, §III.5).
 
     Reuses the previous evaluation; the first step is Euler. One evaluation per step: N.
@@ -118,7 +126,9 @@ def ab2(velocity_fn: VelocityFn, x: np.ndarray, ts: np.ndarray, *, callback=None
     return x
 
 
-def dpmpp_2m(velocity_fn: VelocityFn, x: np.ndarray, ts: np.ndarray, *, callback=None):
+def dpmpp_2m(
+    velocity_fn: VelocityFn, x: np.ndarray, ts: np.ndarray, *, callback: Callback | None = None
+) -> np.ndarray:
     """DPM-Solver++(2M) (Lu et al. 2022, arXiv 2211.01095, Algorithm 2) with α = t, σ = 1 − t.
 
     Works on the data prediction x̂₁ and λ = log(t / (1 − t)). A step is first order (and
@@ -143,7 +153,9 @@ def dpmpp_2m(velocity_fn: VelocityFn, x: np.ndarray, ts: np.ndarray, *, callback
     return x
 
 
-def abm3(velocity_fn: VelocityFn, x: np.ndarray, ts: np.ndarray, *, callback=None):
+def abm3(
+    velocity_fn: VelocityFn, x: np.ndarray, ts: np.ndarray, *, callback: Callback | None = None
+) -> np.ndarray:
     """Adams–Bashforth–Moulton in PEC mode (Hairer, Nørsett & Wanner I, §III.1), order ≤ 3.
 
     An AB2 predictor, then a 3rd-order Adams–Moulton corrector that uses the evaluation at
