@@ -310,7 +310,7 @@ def logit_normal_grid(steps: int, mean: float = 0.0, std: float = 1.0) -> np.nda
     """Equal training probability per step: t_i = sigmoid(mean + std·Φ⁻¹(i / steps)).
 
     MMAudio trains with t ~ logit-normal(0, 1) (spec/mmaudio.md §1.8; Esser et al. 2024,
-    eq. 19), so each step spans the same share of the times the network saw.
+    §3.1), so each step spans the same share of the times the network saw.
     """
     _check_steps(steps)
     mean = _check_param("mean", mean)
