@@ -131,9 +131,15 @@ class Pipeline:
     ) -> Pipeline:
         """Load and check ``bundle_dir`` (None = the bundle shipped with v2a_runtime)."""
         bundle = load_bundle(DEFAULT_BUNDLE if bundle_dir is None else bundle_dir, verify=verify)
-        sessions = {}
+        if backend == "tensorrt":  # the bundle's engines (engines/engines.json), keys checked
+            from .backends.tensorrt import load_engines
+
+            sessions = load_engines(bundle, verify=verify)
+        else:
+            sessions = {
+                n: load_session(bundle.path(n), backend, threads=threads) for n in COMPONENTS
+            }
         for name in COMPONENTS:
-            sessions[name] = load_session(bundle.path(name), backend, threads=threads)
             check_io(name, bundle.manifest.components[name], sessions[name])
         tokenizer = Tokenizer.load(
             bundle.tokenizer_path, context_length=bundle.manifest.tokenizer.context_length

@@ -3,10 +3,13 @@
 ``load_session(path, backend)`` is the seam the pipeline uses. Backends today:
 
 - ``cpu``  — onnxruntime, CPUExecutionProvider;
-- ``cuda`` — onnxruntime with CUDAExecutionProvider (needs onnxruntime-gpu).
+- ``cuda`` — onnxruntime with CUDAExecutionProvider (needs onnxruntime-gpu);
+- ``tensorrt`` — a bundle's prebuilt TensorRT engines (``v2a-export build-engines``); loaded
+  per bundle by :func:`v2a_runtime.backends.tensorrt.load_engines` (engine cache checks, one
+  shared scratch allocation), not per graph file: ``Pipeline.load(bundle, "tensorrt")``.
 
-A TensorRT backend and device-resident (IO-binding) variants plug in here by adding a name
-to :data:`BACKENDS` and a loader returning an object that satisfies :class:`Session`.
+Device-resident (IO-binding) variants plug in here by adding a name to :data:`BACKENDS` and a
+loader returning an object that satisfies :class:`Session`.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from pathlib import Path
 from .base import BackendError, Dim, Session, TensorInfo
 from .ort import OrtOptions, OrtSession
 
-BACKENDS = ("cpu", "cuda")
+BACKENDS = ("cpu", "cuda", "tensorrt")
 
 
 def load_session(
@@ -29,6 +32,12 @@ def load_session(
     """Load the graph at ``path`` on ``backend`` (one of :data:`BACKENDS`)."""
     if backend not in BACKENDS:
         raise BackendError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+    if backend == "tensorrt":
+        raise BackendError(
+            f"{path}: the tensorrt backend runs a bundle's prebuilt engines, not a graph file; "
+            "load the bundle (Pipeline.load(bundle, backend='tensorrt')) after "
+            "v2a-export build-engines BUNDLE"
+        )
     return OrtSession.load(
         path, device=backend, threads=threads, graph_optimization=graph_optimization
     )
