@@ -300,7 +300,11 @@ TINY = ModelConfig(
     ),
     clip_text=CLIPTextConfig(width=32, heads=4, layers=2),
     mel=MEL_16K,
-    streams=StreamConfig(clip_size=64, sync_size=64),
+    # 25 fps clip stream (official: 8): MMAudio's sync tokens reach the latent frames through
+    # a length interpolation that runs up to 0.32 s away from the frames the tokens saw
+    # (segments overlap by half, the gather assumes they tile); the clip tokens are aligned to
+    # the latent by RoPE, so at the video's frame rate they carry contact times to ±20 ms.
+    streams=StreamConfig(clip_fps=25.0, clip_size=64, sync_size=64),
 )
 
 VARIANTS: dict[str, ModelConfig] = {
