@@ -382,21 +382,41 @@ def check_end_to_end(
     """The runtime pipeline on the bundle vs the PyTorch reference pipeline (same frames, prompt,
     seed and x0). The runtime draws track k's noise as ``default_rng(seed + k)
     .standard_normal((L, C), float32)``; the reference gets that array as x0."""
-    from v2a_runtime.media import Frames
     from v2a_runtime.pipeline import Pipeline
+
+    if plan.e2e_duration is None:
+        raise ValueError("plan.e2e_duration is None: no end-to-end check planned")
+    got, want = end_to_end_audio(nets, Pipeline.load(bundle_dir, threads=threads), plan)
+    m = Metrics.of(got, want)
+    return EndToEnd(
+        duration=plan.e2e_duration,
+        steps=plan.e2e_steps,
+        cfg=plan.e2e_cfg,
+        seed=plan.seed,
+        prompt=plan.e2e_prompt,
+        samples=int(got.shape[0]),
+        metrics=m,
+        threshold=END_TO_END,
+        failures=END_TO_END.failures(m),
+    )
+
+
+@torch.no_grad()
+def end_to_end_audio(nets, pipe, plan: ParityPlan) -> tuple[np.ndarray, np.ndarray]:
+    """(runtime waveform, reference waveform), both (W,) float32 and clipped to [-1, 1]: the
+    loaded runtime pipeline ``pipe`` and the PyTorch reference on the same random frames,
+    prompt, seed and x0 (Euler, uniform grid, ``plan``'s steps and cfg, no watermark)."""
+    from v2a_runtime.media import Frames
     from v2a_runtime.tokenizer import Tokenizer
 
     from v2a_export.reference import ReferencePipeline
 
-    if plan.e2e_duration is None:
-        raise ValueError("plan.e2e_duration is None: no end-to-end check planned")
     config = nets.config
     d, s = plan.e2e_duration, config.streams
     n = SequenceRules.of(config).sizes(d)
     rng = np.random.default_rng(plan.seed)
     clip = rng.integers(0, 256, (n["F"], s.clip_size, s.clip_size, 3), dtype=np.uint8)
     sync = rng.integers(0, 256, (int(d * s.sync_fps), s.sync_size, s.sync_size, 3), np.uint8)
-    pipe = Pipeline.load(bundle_dir, threads=threads)
     result = pipe.generate(
         Frames(clip=clip, sync=sync, start=0.0, duration=float(d)),
         prompt=plan.e2e_prompt,
@@ -424,18 +444,7 @@ def check_end_to_end(
         cfg=plan.e2e_cfg,
     )
     want = ref.waveform[0, : got.shape[0]].clamp(-1.0, 1.0).numpy()  # the runtime clips too
-    m = Metrics.of(got, want)
-    return EndToEnd(
-        duration=d,
-        steps=plan.e2e_steps,
-        cfg=plan.e2e_cfg,
-        seed=plan.seed,
-        prompt=plan.e2e_prompt,
-        samples=int(got.shape[0]),
-        metrics=m,
-        threshold=END_TO_END,
-        failures=END_TO_END.failures(m),
-    )
+    return got, want
 
 
 __all__ = [
@@ -452,4 +461,5 @@ __all__ = [
     "Threshold",
     "check_component",
     "check_end_to_end",
+    "end_to_end_audio",
 ]

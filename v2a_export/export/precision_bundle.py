@@ -1,0 +1,375 @@
+"""Low-precision bundles: convert an fp32 bundle, and validate one against PyTorch fp32.
+
+:func:`convert_bundle` calibrates on the fp32 bundle (:func:`calibration_inputs`: the runtime
+pipeline on a rendered video, several durations), converts every requested component
+(:func:`convert_graph`), and writes a new bundle: the converted ``onnx/*.onnx``, a manifest whose
+components say their ``precision`` and list ``fp32_nodes`` as ``"<node>: <reason>"``, and
+``reports/precision.json`` (policy, calibration plan, per component: counts per reason, every
+fp32 node, Casts added, output errors measured on the calibration inputs). The fp32 bundle's
+parity section is kept as the record of the weights (seed or source) and marked as not yet
+validated at the new precision; :func:`validate_precision_bundle` then runs the precision-aware
+gate (:mod:`precision_gate`) and writes the real parity section.
+
+Everything is written into a sibling temporary directory that replaces ``out`` only when
+complete (``out`` may be ``src``: conversion in place).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import onnx
+from v2a_runtime.backends import TensorInfo, load_session
+from v2a_runtime.bundle import (
+    COMPONENTS,
+    ComponentSpec,
+    Manifest,
+    check_io,
+    describe_file,
+    load_bundle,
+    write_manifest,
+)
+
+from v2a_export.export.bundle import CONFIG_FILE, PARITY_REPORT, Event, replace_dir
+from v2a_export.export.descriptors import SequenceRules, descriptors
+from v2a_export.export.onnx_export import EXTERNAL_DATA_THRESHOLD
+from v2a_export.export.parity import (
+    FP32_THRESHOLDS,
+    CaseCheck,
+    EndToEnd,
+    Metrics,
+    ParityPlan,
+    ParityReport,
+    check_component,
+    end_to_end_audio,
+)
+from v2a_export.export.precision import GraphPrecision, convert_graph
+from v2a_export.export.precision_calibrate import CalibrationPlan, calibration_inputs
+from v2a_export.export.precision_gate import (
+    CastingSession,
+    MelError,
+    TwinSession,
+    end_to_end_threshold,
+    is_low,
+    mel_error_db,
+    threshold_for,
+)
+from v2a_export.export.precision_types import GraphIO, PrecisionPolicy
+
+PRECISION_REPORT = "reports/precision.json"
+Callback = Callable[[Event], None]
+
+
+@dataclass(frozen=True)
+class PrecisionResult:
+    root: Path
+    policy: PrecisionPolicy
+    components: dict[str, GraphPrecision]
+    calibration: CalibrationPlan
+    seconds: float
+
+
+def convert_bundle(
+    src: str | Path,
+    out: str | Path,
+    policy: PrecisionPolicy,
+    calibration: CalibrationPlan | None = None,
+    *,
+    components: tuple[str, ...] = COMPONENTS,
+    threads: int | None = None,
+    callback: Callback | None = None,
+) -> PrecisionResult:
+    """Convert ``components`` of the fp32 bundle ``src`` to ``policy.target``; write to ``out``."""
+    started = time.perf_counter()
+    calibration = calibration or CalibrationPlan()
+    src, out = Path(src), Path(out)
+    emit = callback or (lambda _e: None)
+    unknown = [c for c in components if c not in COMPONENTS]
+    if unknown or not components:
+        raise ValueError(f"unknown component(s) {unknown}; choose from {', '.join(COMPONENTS)}")
+    bundle = load_bundle(src)
+    manifest = bundle.manifest
+    already = {n: c.precision for n, c in manifest.components.items() if c.precision != "fp32"}
+    if already:
+        raise ValueError(
+            f"bundle {src} is not an fp32 bundle ({already}); convert the fp32 export instead"
+        )
+    if out.exists() and out != src and any(out.iterdir()):
+        raise ValueError(f"output {out} exists and is not empty; choose a new directory")
+    emit(Event("calibration", "calibrate", 0, 1))
+    feeds = calibration_inputs(src, calibration, threads=threads)
+    emit(Event("calibration", "calibrate", 1, 1))
+    work = out.parent / f".{out.name}.precision-{os.getpid()}"
+    shutil.rmtree(work, ignore_errors=True)
+    try:
+        shutil.copytree(src, work, ignore=shutil.ignore_patterns("*.onnx", "*.onnx.data"))
+        (work / "onnx").mkdir(exist_ok=True)
+        reports, specs = {}, dict(manifest.components)
+        for name in COMPONENTS:
+            spec = manifest.components[name]
+            if name not in components:
+                _copy(src, work, spec)
+                continue
+            emit(Event(name, "convert", 0, 1))
+            model = onnx.load(str(bundle.path(name)))
+            converted, reports[name] = convert_graph(
+                model, policy, feeds=feeds[name], threads=threads
+            )
+            specs[name] = _save(work, spec, converted, policy, reports[name])
+            emit(Event(name, "convert", 1, 1))
+        recorded = dict(manifest.parity or {})
+        recorded.update(
+            passed=False,
+            summary=f"converted to {policy.target.value}: not validated yet "
+            f"(run v2a-export validate)",
+        )
+        write_manifest(work, replace(manifest, components=specs, parity=recorded))
+        _write_json(work / PRECISION_REPORT, _report(policy, calibration, reports, feeds))
+        replace_dir(work, out)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return PrecisionResult(out, policy, reports, calibration, time.perf_counter() - started)
+
+
+def _copy(src: Path, work: Path, spec: ComponentSpec) -> None:
+    files = [spec.file] + ([spec.external_data.file] if spec.external_data else [])
+    for rel in files:
+        (work / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src / rel, work / rel)
+
+
+def _save(work: Path, spec: ComponentSpec, model, policy, report: GraphPrecision):
+    path = work / spec.file
+    data = path.with_name(path.name + ".data")
+    external = model.ByteSize() > EXTERNAL_DATA_THRESHOLD
+    if external:
+        onnx.save_model(model, str(path), save_as_external_data=True, location=data.name)
+    else:
+        onnx.save_model(model, str(path))
+    fs = describe_file(work, spec.file)
+    ext = None
+    if external:
+        ext = describe_file(work, f"{Path(spec.file).parent.as_posix()}/{data.name}")
+    io = policy.target.numpy_name if policy.io is GraphIO.NATIVE else "float32"
+
+    def io_type(t: TensorInfo) -> TensorInfo:
+        return replace(t, dtype=io) if t.dtype == "float32" else t
+
+    return replace(
+        spec,
+        sha256=fs.sha256,
+        bytes=fs.bytes,
+        inputs=tuple(io_type(t) for t in spec.inputs),
+        outputs=tuple(io_type(t) for t in spec.outputs),
+        precision=policy.target.value,
+        fp32_nodes=report.manifest_lines(),
+        external_data=ext,
+    )
+
+
+def _report(policy, calibration, reports: dict[str, GraphPrecision], feeds) -> dict:
+    policy_d = {k: (v.value if hasattr(v, "value") else v) for k, v in asdict(policy).items()}
+    policy_d["limit"] = policy.limit
+    return {
+        "policy": policy_d,
+        "calibration": {
+            **{k: list(v) if isinstance(v, tuple) else v for k, v in asdict(calibration).items()},
+            "feeds": {n: len(f) for n, f in feeds.items()},
+            "source": "v2a_runtime pipeline on the fp32 bundle, procedural-world video",
+        },
+        "components": {n: _jsonable(r.to_dict()) for n, r in reports.items()},
+    }
+
+
+# --- validation ------------------------------------------------------------------------------
+
+
+def validate_precision_bundle(
+    root: str | Path,
+    source=None,
+    *,
+    plan: ParityPlan | None = None,
+    threads: int | None = None,
+    write: bool = True,
+    callback: Callback | None = None,
+) -> ParityReport:
+    """The parity gate of a bundle whose components may be fp16/bf16: each component against
+    its PyTorch fp32 network (fp32 components with the fp32 gate), then end to end."""
+    from v2a_runtime.pipeline import Pipeline
+    from v2a_runtime.tokenizer import Tokenizer
+    from v2a_runtime.watermark.keys import load_key
+
+    from v2a_export.export.weights import WeightSource, load_weights
+    from v2a_export.export.wrappers import wrap
+    from v2a_export.models.configs import VARIANTS, ModelConfig
+
+    root = Path(root)
+    emit = callback or (lambda _e: None)
+    bundle = load_bundle(root)
+    manifest = bundle.manifest
+    recorded = manifest.parity or {}
+    cfg_file = root / CONFIG_FILE
+    if cfg_file.is_file():
+        config = ModelConfig.from_json(cfg_file)
+    elif manifest.model.variant in VARIANTS:
+        config = VARIANTS[manifest.model.variant]
+    else:
+        raise ValueError(f"bundle {root} has no {CONFIG_FILE}; cannot rebuild the networks")
+    if source is None:
+        seed = (recorded.get("reference") or {}).get("seed")
+        if manifest.model.weights != "random" or not isinstance(seed, int):
+            raise ValueError(
+                f"the bundle holds {manifest.model.weights} weights; pass the same weights to "
+                "validate against (--weights DIR or --weights-file F)"
+            )
+        source = WeightSource(seed=seed)
+    plan = plan or _recorded_plan(recorded)
+    emit(Event("weights", "load", 0, 1))
+    loaded = load_weights(config, source)
+    emit(Event("weights", "load", 1, 1))
+    rules = SequenceRules.of(config)
+    parity, sessions = {}, {}
+    for name, desc in descriptors(config).items():
+        spec = manifest.components[name]
+        steps = len(plan.cases(desc)) * (2 if spec.precision == "fp16" else 1)
+        emit(Event(name, "parity", 0, steps))
+        module = wrap(loaded.networks, name)
+
+        def progress(i, _n, name=name, steps=steps, offset=0):
+            emit(Event(name, "parity", min(offset + i, steps), steps))
+
+        if not is_low(spec.precision):
+            session = load_session(bundle.path(name), threads=threads)
+            check_io(name, spec, session)
+            sessions[name] = session
+            parity[name] = check_component(
+                module, desc, session, rules, plan, threshold=FP32_THRESHOLDS[name],
+                on_case=progress,
+            )  # fmt: skip
+            continue
+        threshold = threshold_for(spec.precision)
+        twin = TwinSession.load(bundle.path(name), threads=threads)
+        sessions[name] = twin
+        cases: list[CaseCheck] = []
+        if spec.precision == "fp16":  # onnxruntime has fp16 CPU kernels (no bf16 ones)
+            real = load_session(bundle.path(name), threads=threads)
+            check_io(name, spec, real)
+            cases += check_component(module, desc, CastingSession(real), rules, plan,
+                                     threshold=threshold, on_case=progress).cases  # fmt: skip
+        done = len(cases)
+        emulated = check_component(
+            module, desc, twin, rules, plan, threshold=threshold,
+            on_case=lambda i, n, done=done, progress=progress: progress(i, n, offset=done),
+        )  # fmt: skip
+        tag = f" [emulated {spec.precision}]"
+        cases += [replace(c, outputs=tuple(replace(o, name=o.name + tag) for o in c.outputs))
+                  for c in emulated.cases]  # fmt: skip
+        parity[name] = replace(emulated, cases=tuple(cases))
+    notes: list[str] = []
+    e2e = None
+    if plan.e2e_duration is not None:
+        emit(Event("end_to_end", "parity", 0, 1))
+        pipe = Pipeline(
+            bundle,
+            sessions,
+            Tokenizer.load(bundle.tokenizer_path, context_length=manifest.tokenizer.context_length),
+            load_key(None),
+        )
+        e2e, mel = _end_to_end(loaded.networks, pipe, plan, manifest)
+        notes.append(
+            f"end to end ({_precisions(manifest)}, low-precision graphs emulated on CPU): log-mel "
+            f"error mean {mel.mean_db:.3f} dB, p99 {mel.p99_db:.3f} dB, max {mel.max_db:.3f} dB "
+            f"over {mel.bins} bins (gate: mean <= {e2e.threshold.mel_db:g} dB)"
+        )
+        emit(Event("end_to_end", "parity", 1, 1))
+    report = ParityReport(parity, e2e, tuple(notes))
+    if write:
+        details = report.to_dict()
+        if e2e is not None:
+            details["end_to_end"]["mel_error_db"] = asdict(mel)
+        _write_json(root / PARITY_REPORT, details)
+        section = report.manifest_summary()
+        section["backend"] = (
+            "onnxruntime CPU: fp16 graphs and the emulation twin of every low-precision graph "
+            "(per-op rounding) vs PyTorch fp32"
+        )
+        if e2e is not None:
+            section["end_to_end"]["mel_error_db"] = round(mel.mean_db, 4)
+        section["reference"] = recorded.get("reference") or {"weights": manifest.model.weights}
+        section["plan"] = {k: list(v) if isinstance(v, tuple) else v
+                           for k, v in asdict(plan).items()}  # fmt: skip
+        write_manifest(root, replace(manifest, parity=_jsonable(section)))
+    return report
+
+
+def _end_to_end(nets, pipe, plan: ParityPlan, manifest: Manifest) -> tuple[EndToEnd, MelError]:
+    got, want = end_to_end_audio(nets, pipe, plan)
+    m = Metrics.of(got, want)
+    mel = mel_error_db(got, want, manifest.audio.sample_rate)
+    threshold = end_to_end_threshold(_precisions(manifest))
+    e2e = EndToEnd(
+        duration=plan.e2e_duration,
+        steps=plan.e2e_steps,
+        cfg=plan.e2e_cfg,
+        seed=plan.seed,
+        prompt=plan.e2e_prompt,
+        samples=int(got.shape[0]),
+        metrics=m,
+        threshold=threshold,
+        failures=threshold.failures(m, mel),
+    )
+    return e2e, mel
+
+
+def _precisions(manifest: Manifest) -> str:
+    kinds = sorted({c.precision for c in manifest.components.values()})
+    return "+".join(kinds)
+
+
+def _recorded_plan(recorded: dict) -> ParityPlan:
+    saved = recorded.get("plan")
+    if isinstance(saved, dict):
+        try:
+            return ParityPlan(**{k: tuple(v) if isinstance(v, list) else v
+                                 for k, v in saved.items()})  # fmt: skip
+        except (TypeError, ValueError):
+            pass
+    return ParityPlan()
+
+
+def _write_json(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(_jsonable(data), indent=2, allow_nan=False) + "\n", "utf-8")
+
+
+def _jsonable(x):
+    if isinstance(x, float):
+        return x if np.isfinite(x) else None
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.generic):
+        return _jsonable(x.item())
+    return x
+
+
+def bundle_precision(manifest: Manifest) -> str:
+    """The bundle's precision: fp32, fp16, bf16, or a "+"-joined mix."""
+    return _precisions(manifest)
+
+
+__all__ = [
+    "PRECISION_REPORT",
+    "PrecisionResult",
+    "bundle_precision",
+    "convert_bundle",
+    "validate_precision_bundle",
+]

@@ -1,0 +1,202 @@
+"""Precision-aware parity gates: low-precision graphs against the fp32 PyTorch reference.
+
+Per component, at every case of the :class:`ParityPlan` (two or more durations per dynamic
+axis), two measurements are gated, both against the fp32 PyTorch network:
+
+- the **graph itself** under onnxruntime CPU (it must load, run and stay finite; fp16 only:
+  onnxruntime has no bfloat16 CPU kernels);
+- its **emulation twin** (:func:`precision_graph.emulate`): fp32 compute with every
+  low-precision tensor rounded as a GPU stores it. onnxruntime's CPU provider computes runs of
+  fp16 nodes in fp32 without rounding between them, so the graph alone would flatter fp16
+  (NVIDIA/TensorRT#4355, spec/deployment.md §3.7); the twin is the honest CPU measurement.
+
+Gate per output: finite, cosine ≥ 0.999, relative L2 ≤ 0.05 (fp16 and bf16 alike; measured
+tiny numbers are ~100× inside). End to end: the runtime pipeline on the twin graphs against the
+PyTorch fp32 reference pipeline on the same frames, prompt and x0; waveform relative L2 is
+reported, the log-mel spectrogram error of the final audio (mean |Δ| in dB over time-frequency
+bins above −80 dB of the reference peak) is gated at ≤ :data:`MEL_DB_GATE`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+from v2a_runtime.backends import BackendError, OrtSession, TensorInfo
+
+from v2a_export.export.parity import Metrics
+from v2a_export.export.precision import cpu_session
+from v2a_export.export.precision_graph import emulate
+
+MIN_COSINE = 0.999
+LOW_REL_L2 = 0.05
+MEL_DB_GATE = 1.0  # mean |Δ log-mel| of the final audio, dB
+MEL_FLOOR_DB = 80.0  # bins more than this below the reference's peak are ignored
+
+
+@dataclass(frozen=True)
+class PrecisionThreshold:
+    """A gate for a low-precision graph (same ``failures`` interface as parity.Threshold)."""
+
+    precision: str
+    rel_l2: float = LOW_REL_L2
+    min_cosine: float = MIN_COSINE
+    max_abs_scale: float | None = None  # not gated: fp16 spacing makes max |Δ| scale-bound
+    mel_db: float | None = None  # end to end only
+
+    def failures(self, m: Metrics, mel: MelError | None = None) -> tuple[str, ...]:
+        out = []
+        if not m.ref_finite:
+            out.append("the PyTorch reference has NaN/Inf")
+        if not m.finite:
+            out.append(f"NaN/Inf in the {self.precision} output")
+        if out:
+            return tuple(out)
+        if self.min_cosine is not None and not m.cosine >= self.min_cosine:
+            out.append(f"cosine {m.cosine:.6f} < {self.min_cosine}")
+        if not m.rel_l2 <= self.rel_l2:
+            out.append(f"rel_l2 {m.rel_l2:.2e} > {self.rel_l2:.0e}")
+        if mel is not None and self.mel_db is not None and not mel.mean_db <= self.mel_db:
+            out.append(f"log-mel error {mel.mean_db:.2f} dB > {self.mel_db:g} dB")
+        return tuple(out)
+
+
+def threshold_for(precision: str) -> PrecisionThreshold:
+    return PrecisionThreshold(precision=precision)
+
+
+def end_to_end_threshold(precision: str) -> PrecisionThreshold:
+    """Waveform error after a full sampling run compounds per-step rounding through the ODE
+    and the decoders; it is reported (rel_l2 ≤ 1 only catches garbage), the mel error gated."""
+    return PrecisionThreshold(precision=precision, rel_l2=1.0, min_cosine=None,
+                              mel_db=MEL_DB_GATE)  # fmt: skip
+
+
+# --- sessions --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TwinSession:
+    """A Session running the emulation twin of a low-precision graph (fp32 I/O)."""
+
+    session: object  # onnxruntime.InferenceSession
+    path: Path
+    inputs: tuple[TensorInfo, ...]
+    outputs: tuple[TensorInfo, ...]
+
+    @classmethod
+    def load(cls, path: str | Path, *, threads: int | None = None) -> TwinSession:
+        path = Path(path)
+        try:
+            model = onnx.load(str(path))
+            session = cpu_session(emulate(model), threads)
+        except Exception as e:  # onnx/onnxruntime raise many types
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise BackendError(f"cannot build the emulation twin of {path}: {first}") from e
+        f32 = {"float16": "float32", "bfloat16": "float32"}
+        ins = tuple(_info(a, f32) for a in session.get_inputs())
+        outs = tuple(_info(a, f32) for a in session.get_outputs())
+        return cls(session, path, ins, outs)
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        try:
+            values = self.session.run(None, feeds)
+        except Exception as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise BackendError(f"{self.path.name} (emulated): run failed: {first}") from e
+        return {t.name: v for t, v in zip(self.outputs, values, strict=True)}
+
+
+def _info(arg, f32: dict) -> TensorInfo:
+    types = {"tensor(float)": "float32", "tensor(int64)": "int64", "tensor(uint8)": "uint8",
+             "tensor(float16)": "float16", "tensor(int32)": "int32"}  # fmt: skip
+    dtype = types.get(arg.type, arg.type)
+    shape = tuple(d if isinstance(d, int) else (d or "?") for d in arg.shape)
+    return TensorInfo(arg.name, f32.get(dtype, dtype), shape)
+
+
+@dataclass(frozen=True)
+class CastingSession:
+    """Feeds float32 arrays to a graph with float16 inputs (``--io-dtype native``) and returns
+    float32 outputs, so parity code written for fp32 I/O can drive it."""
+
+    inner: OrtSession
+
+    @property
+    def inputs(self) -> tuple[TensorInfo, ...]:
+        return self.inner.inputs
+
+    @property
+    def outputs(self) -> tuple[TensorInfo, ...]:
+        return self.inner.outputs
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        types = {t.name: t.dtype for t in self.inner.inputs}
+        cast = {k: (v.astype(types[k]) if types.get(k) == "float16" else v)
+                for k, v in feeds.items()}  # fmt: skip
+        out = self.inner.run(cast)
+        return {k: (v.astype(np.float32) if v.dtype == np.float16 else v) for k, v in out.items()}
+
+
+# --- the log-mel error of the final audio ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MelError:
+    """|Δ| between log-mel spectrograms (dB) over bins within 80 dB of the reference peak."""
+
+    mean_db: float
+    p99_db: float
+    max_db: float
+    bins: int
+
+
+def mel_error_db(got: np.ndarray, want: np.ndarray, sample_rate: int) -> MelError:
+    """Log-mel error of waveform ``got`` against ``want`` (both (W,) float)."""
+    from scipy.signal import stft
+
+    from v2a_export.train.data_mel import mel_filterbank
+
+    n_fft = 1024 if sample_rate <= 24000 else 2048
+    n_mels = 80 if sample_rate <= 24000 else 128
+    fb = mel_filterbank(sample_rate, n_fft, n_mels, 0.0, sample_rate / 2)  # (n_mels, F)
+
+    def log_mel(x: np.ndarray) -> np.ndarray:
+        _, _, z = stft(np.asarray(x, np.float64), nperseg=n_fft, noverlap=n_fft - n_fft // 4,
+                       boundary=None, padded=False)  # fmt: skip
+        return fb @ (np.abs(z) ** 2)  # (n_mels, frames) power
+
+    pg, pw = log_mel(got), log_mel(want)
+    peak = float(pw.max(initial=0.0))
+    if peak <= 0:
+        return MelError(0.0, 0.0, 0.0, 0)
+    floor = peak * 10.0 ** (-MEL_FLOOR_DB / 10.0)
+    keep = pw >= floor
+    dg = 10.0 * np.log10(np.maximum(pg, floor))
+    dw = 10.0 * np.log10(np.maximum(pw, floor))
+    diff = np.abs(dg - dw)[keep]
+    if diff.size == 0:
+        return MelError(0.0, 0.0, 0.0, 0)
+    return MelError(float(diff.mean()), float(np.percentile(diff, 99)), float(diff.max()),
+                    int(diff.size))  # fmt: skip
+
+
+def is_low(precision: str) -> bool:
+    return precision in ("fp16", "bf16")
+
+
+__all__ = [
+    "LOW_REL_L2",
+    "MEL_DB_GATE",
+    "MIN_COSINE",
+    "CastingSession",
+    "MelError",
+    "PrecisionThreshold",
+    "TwinSession",
+    "end_to_end_threshold",
+    "is_low",
+    "mel_error_db",
+    "threshold_for",
+]
