@@ -57,7 +57,12 @@ from v2a_export.export.parity import (
     check_component,
     check_end_to_end,
 )
-from v2a_export.export.weights import LoadedWeights, WeightSource, load_weights
+from v2a_export.export.weights import (
+    LoadedWeights,
+    WeightSource,
+    check_weight_source,
+    load_weights,
+)
 from v2a_export.export.wrappers import pinned_tables, wrap
 from v2a_export.models.build import NETWORKS
 from v2a_export.models.configs import VARIANTS, ModelConfig
@@ -133,6 +138,7 @@ def export_bundle(
     out = Path(out)
     emit = callback or (lambda _e: None)
     kept = _existing(out, options, config, source)
+    check_weight_source(config, source)
     check_free_space(out, config, options.components)
     if options.max_duration < SequenceRules.of(config).min_duration:
         raise ExportInputError(
@@ -554,11 +560,13 @@ def validate_bundle(
     plan: ParityPlan | None = None,
     threads: int | None = None,
     write: bool = True,
+    components: tuple[str, ...] = COMPONENTS,
     callback: Callback | None = None,
 ) -> ParityReport:
     """Re-run the parity gate of the bundle at ``root`` against the PyTorch networks: rebuilt
     from the recorded seed for random weights, else loaded from ``source``. ``write`` stores the
-    result in ``reports/parity.json`` and the manifest's ``parity`` section."""
+    result in ``reports/parity.json`` and the manifest's ``parity`` section (the entries of
+    components not in ``components`` are kept as they were)."""
     root = Path(root)
     emit = callback or (lambda _e: None)
     bundle = load_bundle(root)  # hashes and schema
@@ -567,12 +575,21 @@ def validate_bundle(
     config = _bundle_config(root, manifest)
     source = _validation_source(manifest, recorded, source)
     plan = plan or _recorded_plan(recorded)
+    unknown = [c for c in components if c not in COMPONENTS]
+    if unknown or not components:
+        raise ExportInputError(
+            f"unknown component(s) {unknown or '(none given)'}; choose from {', '.join(COMPONENTS)}"
+        )
+    check_weight_source(config, source)
     emit(Event("weights", "load", 0, 1))
-    loaded = load_weights(config, source)
+    need = NETWORKS if plan.e2e_duration is not None else {NETWORK_OF[c] for c in components}
+    loaded = load_weights(config, source, tuple(need))
     emit(Event("weights", "load", 1, 1))
     rules = SequenceRules.of(config)
     parity: dict[str, ComponentParity] = {}
     for name, desc in descriptors(config).items():
+        if name not in components:
+            continue
         steps = len(plan.cases(desc))
         emit(Event(name, "parity", 0, steps))
         session = load_session(bundle.path(name), threads=threads)
@@ -593,10 +610,33 @@ def validate_bundle(
         emit(Event("end_to_end", "parity", 1, 1))
     report = ParityReport(parity, e2e)
     if write:
-        summary = _parity_section(report, loaded, source, plan, None)
-        _write_json(root / PARITY_REPORT, report.to_dict())
-        write_manifest(root, replace(manifest, parity=summary))
+        kept = None
+        if set(components) != set(COMPONENTS):
+            kept = _earlier_parity(root, recorded, components)
+        details = report.to_dict()
+        for name, entry in (kept.details if kept else {}).items():
+            details["components"].setdefault(name, {**entry, "from_previous_export": True})
+        _write_json(root / PARITY_REPORT, details)
+        section = _parity_section(report, loaded, source, plan, kept)
+        write_manifest(root, replace(manifest, parity=section))
     return report
+
+
+def _earlier_parity(root: Path, recorded: dict, checked: tuple[str, ...]) -> _Kept:
+    """The recorded parity entries of the components a partial validation did not check."""
+    try:
+        details = json.loads((root / PARITY_REPORT).read_text(encoding="utf-8"))["components"]
+    except (OSError, ValueError, KeyError):
+        details = {}
+    others = [c for c in COMPONENTS if c not in checked]
+    summaries = {c: (recorded.get("components") or {}).get(c) or {"passed": False} for c in others}
+    return _Kept(
+        root=root,
+        specs={},
+        summaries=summaries,
+        details={c: details[c] for c in others if c in details},
+        exports={},
+    )
 
 
 def _bundle_config(root: Path, manifest: Manifest) -> ModelConfig:

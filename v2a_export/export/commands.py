@@ -45,7 +45,9 @@ def _ints(text: str) -> tuple[int, ...]:
 def _plan(parity_durations, parity_batches, encoder_durations, e2e_duration, e2e_steps, seed):
     from v2a_export.export.parity import ParityPlan
 
-    kwargs = {"seed": seed, "e2e_steps": e2e_steps}
+    kwargs = {"seed": seed}
+    if e2e_steps is not None:
+        kwargs["e2e_steps"] = e2e_steps
     if parity_durations is not None:
         kwargs["durations"] = _floats(parity_durations)
     if parity_batches is not None:
@@ -122,7 +124,7 @@ def _parity_options(f):
         click.option(
             "--e2e-duration", help="Seconds of the end-to-end check ('none' skips it). [2]"
         ),
-        click.option("--e2e-steps", type=int, default=25, show_default=True),
+        click.option("--e2e-steps", type=int, help="Euler steps of the end-to-end check. [25]"),
         click.option("--threads", type=int, help="onnxruntime threads for the gate."),
     ]
     for option in reversed(options):
@@ -200,11 +202,12 @@ def export_cmd(
 @click.argument("bundle", type=click.Path(path_type=Path))
 @_weight_options
 @_parity_options
+@click.option("--components", multiple=True, help="Validate only these (comma-separated).")
 @click.option("--no-write", is_flag=True, help="Do not update reports/parity.json and manifest.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 def validate_cmd(
     bundle, weights_dir, weights_file, parity_durations, parity_batches, encoder_durations,
-    e2e_duration, e2e_steps, threads, no_write, quiet,
+    e2e_duration, e2e_steps, threads, components, no_write, quiet,
 ) -> None:  # fmt: skip
     """Re-run the parity gate of BUNDLE against the PyTorch networks (random-weight bundles are
     rebuilt from their recorded seed; otherwise pass the weights)."""
@@ -213,15 +216,21 @@ def validate_cmd(
     source = None
     if weights_dir is not None or weights_file is not None:
         source = _source(weights_dir, weights_file, None)
-    plan = None
-    if any(x is not None for x in (parity_durations, parity_batches, encoder_durations,
-                                   e2e_duration)) or e2e_steps != 25:  # fmt: skip
-        plan = _plan(parity_durations, parity_batches, encoder_durations, e2e_duration, e2e_steps,
-                     0)  # fmt: skip
+    plan = None  # the plan recorded in the manifest
+    overrides = (parity_durations, parity_batches, encoder_durations, e2e_duration, e2e_steps)
+    if any(x is not None for x in overrides):
+        plan = _plan(*overrides, seed=0)
+    names = tuple(c.strip() for group in components for c in group.split(",") if c.strip())
     bars = _Bars(quiet)
     try:
         report = validate_bundle(
-            bundle, source, plan=plan, threads=threads, write=not no_write, callback=bars
+            bundle,
+            source,
+            plan=plan,
+            threads=threads,
+            write=not no_write,
+            callback=bars,
+            **({"components": names} if names else {}),
         )
     except (ValueError, OSError) as e:
         raise _InputError(" ".join(str(e).split())) from e

@@ -91,6 +91,14 @@ def load_weights(
     return LoadedWeights(load_single_file(config, source.file, networks), "trained", {})
 
 
+def check_weight_source(config: ModelConfig, source: WeightSource) -> None:
+    """Fail early (before any long work) if the weight files are not where they should be."""
+    if source.directory is not None:
+        find_weight_files(source.directory, config)
+    elif source.file is not None and not Path(source.file).is_file():
+        raise CheckpointError(f"weight file {source.file} not found")
+
+
 def random_networks(
     config: ModelConfig, seed: int, networks: tuple[str, ...] = NETWORKS
 ) -> Networks:
@@ -198,6 +206,7 @@ def load_single_file(
 
 __all__ = [
     "KINDS",
+    "check_weight_source",
     "LoadedWeights",
     "WeightSource",
     "find_weight_files",
