@@ -279,6 +279,18 @@ class Pipeline:
         rows = np.array([0] * k + [1] * k if guided else [0] * k)  # [cond × K; uncond × K]
         feeds = {n: (v if n.endswith("_rope") else v[rows]) for n, v in conds.items()}
         denoiser, w = self.sessions["denoiser"], opts.cfg
+        device = getattr(denoiser, "device_sampler", None)  # backends.cuda_loop: x stays there
+        if device is not None:
+            x, n = device(
+                x,
+                feeds,
+                sampling.time_grid(opts.grid, opts.steps),
+                cfg=w if guided else None,
+                solver=opts.solver,
+                callback=lambda n, _t, _x: run.progress("sample", i, step=n + 1),
+            )
+            run.evaluations += n
+            return x
 
         def velocity(x: np.ndarray, t: float) -> np.ndarray:
             xb = np.concatenate([x, x]) if guided else x  # (2K, L, C)

@@ -3,7 +3,9 @@
 ``load_session(path, backend)`` is the seam the pipeline uses. Backends today:
 
 - ``cpu``  — onnxruntime, CPUExecutionProvider;
-- ``cuda`` — onnxruntime with CUDAExecutionProvider (needs onnxruntime-gpu);
+- ``cuda`` — onnxruntime with CUDAExecutionProvider (needs onnxruntime-gpu), through IO
+  binding (:mod:`.cuda`); the denoiser gets the device-resident sampling loop with CUDA-graph
+  capture (:mod:`.cuda_loop`);
 - ``tensorrt`` — a bundle's prebuilt TensorRT engines (``v2a-export build-engines``); loaded
   per bundle by :func:`v2a_runtime.backends.tensorrt.load_engines` (engine cache checks, one
   shared scratch allocation), not per graph file: ``Pipeline.load(bundle, "tensorrt")``.
@@ -38,6 +40,12 @@ def load_session(
             "load the bundle (Pipeline.load(bundle, backend='tensorrt')) after "
             "v2a-export build-engines BUNDLE"
         )
+    if backend == "cuda":
+        from .cuda import CudaOptions
+        from .cuda_loop import load_cuda_session
+
+        options = CudaOptions(threads=threads, graph_optimization=graph_optimization)
+        return load_cuda_session(path, options)
     return OrtSession.load(
         path, device=backend, threads=threads, graph_optimization=graph_optimization
     )

@@ -1,0 +1,252 @@
+"""The onnxruntime CUDA backend: IO binding, device-resident buffers, CUDA graphs.
+
+A :class:`BoundSession` runs one graph through onnxruntime's IO binding
+(https://onnxruntime.ai/docs/performance/tune-performance/iobinding.html): inputs and outputs
+are ``OrtValue`` buffers that live on the device, so a sampling loop can keep x, the conditions
+and the velocity there across steps (:mod:`cuda_loop`). Its plain :meth:`~BoundSession.run`
+satisfies the :class:`~v2a_runtime.backends.base.Session` protocol, so the pipeline can use it
+for every component.
+
+The device is configurable: ``"cuda"`` in production, ``"cpu"`` to exercise exactly the same
+binding code on a machine without a GPU (onnxruntime binds CPU ``OrtValue`` s the same way).
+
+CUDA graphs (provider option ``enable_cuda_graph``) need, per onnxruntime's rules
+(microsoft/onnxruntime PRs #9978, #15005, #16491; spec/deployment.md §2.3, §4 rows 35–36):
+no control flow, no Memcpy nodes (every compute node on the CUDA EP), fixed input/output
+addresses, and one shape per captured graph. A graph is loaded for capture with its dynamic
+dims fixed (``SessionOptions.add_free_dimension_override_by_name``: our graphs name their dims
+``B``, ``L``, ``Lc``, ... per docs/contract.md), so onnxruntime folds the shape subgraphs
+and no Shape → Memcpy chain remains. onnxruntime refuses at session creation when capture is
+impossible; that error surfaces as a :class:`BackendError` naming the graph and the reason.
+
+Graph I/O: float32 feeds given to a graph whose inputs are float16 (``--io-dtype native``)
+are cast at the boundary, and float16 outputs come back as float32 from :meth:`run`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+
+import numpy as np
+import onnxruntime as ort
+
+from .base import BackendError, TensorInfo
+from .ort import GRAPH_OPTIMIZATIONS, _info
+
+_LOGGER = logging.getLogger(__name__)
+
+DEVICES = ("cuda", "cpu")
+GRAPH_ID_KEY = "gpu_graph_id"  # RunOptions key selecting a captured CUDA graph (ORT >= 1.18)
+GRAPH_SKIP = "-1"  # ... and the value that runs without capture or replay
+_NUMPY = MappingProxyType({"float32": np.float32, "float16": np.float16, "int64": np.int64,
+                           "int32": np.int32, "uint8": np.uint8, "bool": np.bool_})  # fmt: skip
+
+
+@dataclass(frozen=True)
+class CudaOptions:
+    """How to build a bound session.
+
+    ``device``: where the bound buffers live (``cpu`` exercises the same code without a GPU).
+    ``cuda_graph``: capture the graph on its first runs and replay it afterwards (CUDA only;
+    needs fixed dims, see :meth:`BoundSession.load`). ``conv_algo_search``: cuDNN's search for
+    convolution algorithms (EXHAUSTIVE measures each shape once, then reuses the winner).
+    """
+
+    device: str = "cuda"
+    device_id: int = 0
+    cuda_graph: bool = True
+    threads: int | None = None  # CPU threads (device "cpu")
+    graph_optimization: str = "all"
+    conv_algo_search: str = "EXHAUSTIVE"
+
+    def __post_init__(self) -> None:
+        if self.device not in DEVICES:
+            raise BackendError(f"unknown device {self.device!r}; choose from {', '.join(DEVICES)}")
+        if self.graph_optimization not in GRAPH_OPTIMIZATIONS:
+            raise BackendError(
+                f"unknown graph optimisation {self.graph_optimization!r}; "
+                f"choose from {', '.join(GRAPH_OPTIMIZATIONS)}"
+            )
+        if self.conv_algo_search not in ("EXHAUSTIVE", "HEURISTIC", "DEFAULT"):
+            raise BackendError(
+                f"unknown conv_algo_search {self.conv_algo_search!r}; "
+                "choose from EXHAUSTIVE, HEURISTIC, DEFAULT"
+            )
+
+
+def cuda_available() -> bool:
+    return "CUDAExecutionProvider" in ort.get_available_providers()
+
+
+def provider_list(options: CudaOptions, *, capture: bool) -> list:
+    """onnxruntime providers for ``options``; BackendError with the install hint when the CUDA
+    provider is missing."""
+    if options.device == "cpu":
+        return ["CPUExecutionProvider"]
+    if not cuda_available():
+        raise BackendError(
+            "device 'cuda' needs onnxruntime-gpu (pip install 'v2a-export[gpu]' after "
+            f"uninstalling onnxruntime); this onnxruntime offers "
+            f"{', '.join(ort.get_available_providers())}"
+        )
+    cuda = {
+        "device_id": str(options.device_id),
+        "enable_cuda_graph": "1" if capture else "0",
+        "cudnn_conv_algo_search": options.conv_algo_search,
+        # one stream for copies and kernels: an update_inplace between runs is ordered with them
+        "do_copy_in_default_stream": "1",
+    }
+    return [("CUDAExecutionProvider", cuda), "CPUExecutionProvider"]
+
+
+def _session_options(options: CudaOptions, static_dims: Mapping[str, int] | None):
+    so = ort.SessionOptions()
+    so.graph_optimization_level = GRAPH_OPTIMIZATIONS[options.graph_optimization]
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.intra_op_num_threads = options.threads or 0
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    for name, size in (static_dims or {}).items():
+        so.add_free_dimension_override_by_name(name, int(size))
+    return so
+
+
+@dataclass(frozen=True)
+class BoundSession:
+    """One graph on one device, run through IO binding. Build with :meth:`load`."""
+
+    session: ort.InferenceSession
+    path: Path
+    options: CudaOptions
+    inputs: tuple[TensorInfo, ...]
+    outputs: tuple[TensorInfo, ...]
+    static_dims: tuple[tuple[str, int], ...]  # dims fixed at load (for capture)
+    captured: bool  # CUDA graph enabled
+
+    @classmethod
+    def load(
+        cls,
+        path: str | Path,
+        options: CudaOptions = CudaOptions(),
+        *,
+        static_dims: Mapping[str, int] | None = None,
+    ) -> BoundSession:
+        """Load ``path``. With ``static_dims`` (glossary dim -> size) every such dim is fixed,
+        and on CUDA with ``options.cuda_graph`` the graph is captured on its first runs."""
+        path = Path(path)
+        capture = bool(options.cuda_graph and options.device == "cuda" and static_dims)
+        try:
+            session = ort.InferenceSession(
+                str(path),
+                sess_options=_session_options(options, static_dims),
+                providers=provider_list(options, capture=capture),
+            )
+        except BackendError:
+            raise
+        except Exception as e:  # onnxruntime raises its own exception types
+            raise BackendError(f"onnxruntime cannot load {path.name}: {_first(e)}") from e
+        if options.device == "cuda" and "CUDAExecutionProvider" not in session.get_providers():
+            raise BackendError(f"{path.name}: onnxruntime did not enable the CUDA provider")
+        return cls(
+            session=session,
+            path=path,
+            options=options,
+            inputs=tuple(_info(a) for a in session.get_inputs()),
+            outputs=tuple(_info(a) for a in session.get_outputs()),
+            static_dims=tuple(sorted((static_dims or {}).items())),
+            captured=capture,
+        )
+
+    # --- device buffers --------------------------------------------------------------------
+
+    def to_device(self, array: np.ndarray, dtype: str | None = None) -> ort.OrtValue:
+        """A device copy of ``array`` (cast to ``dtype``, a numpy name, when given)."""
+        a = np.ascontiguousarray(array if dtype is None else array.astype(_NUMPY[dtype]))
+        return ort.OrtValue.ortvalue_from_numpy(a, self.options.device, self.options.device_id)
+
+    def empty(self, shape: tuple[int, ...], dtype: str) -> ort.OrtValue:
+        """An uninitialised device buffer."""
+        return ort.OrtValue.ortvalue_from_shape_and_type(
+            list(shape), _NUMPY[dtype], self.options.device, self.options.device_id
+        )
+
+    def binding(
+        self, inputs: Mapping[str, ort.OrtValue], outputs: Mapping[str, ort.OrtValue]
+    ) -> ort.IOBinding:
+        """An IO binding of every input and output to the given device buffers. The buffers'
+        addresses are what a captured CUDA graph replays, so they must outlive the binding."""
+        missing = [t.name for t in self.inputs if t.name not in inputs]
+        missing += [t.name for t in self.outputs if t.name not in outputs]
+        if missing:
+            raise BackendError(f"{self.path.name}: no buffer bound for {missing}")
+        b = self.session.io_binding()
+        for name, value in inputs.items():
+            b.bind_ortvalue_input(name, value)
+        for name, value in outputs.items():
+            b.bind_ortvalue_output(name, value)
+        return b
+
+    def run_bound(self, binding: ort.IOBinding, graph_id: int | None = None) -> None:
+        """Run with ``binding``. On a captured session the first runs capture a CUDA graph and
+        later runs replay it; ``graph_id`` (>= 1) keeps several graphs apart (onnxruntime's
+        default id is used when None). onnxruntime synchronises the device at the end of the
+        run, so host writes after it are safe."""
+        ro = ort.RunOptions()
+        if self.captured and graph_id is not None:
+            ro.add_run_config_entry(GRAPH_ID_KEY, str(graph_id))
+        try:
+            # host writes (OrtValue.update_inplace) may still be in flight on another stream:
+            # order them before the run, and the run's outputs before the next host read
+            binding.synchronize_inputs()
+            self.session.run_with_iobinding(binding, ro)
+            binding.synchronize_outputs()
+        except Exception as e:  # every run's status is checked: a failure is never silent
+            raise BackendError(f"{self.path.name}: onnxruntime run failed: {_first(e)}") from e
+
+    # --- the Session protocol --------------------------------------------------------------
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """numpy in, numpy out (float16 graph I/O cast at the boundary)."""
+        b = self.session.io_binding()
+        try:
+            for t in self.inputs:
+                if t.name not in feeds:
+                    raise BackendError(f"{self.path.name}: missing input {t.name!r}")
+                value = feeds[t.name]
+                if t.dtype == "float16" and value.dtype != np.float16:
+                    value = value.astype(np.float16)
+                b.bind_cpu_input(t.name, np.ascontiguousarray(value))
+            for t in self.outputs:
+                b.bind_output(t.name, self.options.device, self.options.device_id)
+            ro = ort.RunOptions()
+            if self.captured:  # host buffers move between calls: never capture this run
+                ro.add_run_config_entry(GRAPH_ID_KEY, GRAPH_SKIP)
+            self.session.run_with_iobinding(b, ro)
+            values = b.copy_outputs_to_cpu()
+        except BackendError:
+            raise
+        except Exception as e:
+            raise BackendError(f"{self.path.name}: onnxruntime run failed: {_first(e)}") from e
+        return {
+            t.name: (v.astype(np.float32) if v.dtype == np.float16 else v)
+            for t, v in zip(self.outputs, values, strict=True)
+        }
+
+
+def _first(e: Exception) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+__all__ = [
+    "DEVICES",
+    "GRAPH_ID_KEY",
+    "BoundSession",
+    "CudaOptions",
+    "cuda_available",
+    "provider_list",
+]

@@ -1,0 +1,274 @@
+"""Device-resident sampling: x, the conditions and the velocity stay on the device.
+
+:class:`DeviceSampler` drives the denoiser through IO binding (:class:`BoundSession`):
+
+- the conditions are copied to the device once per window and stay bound;
+- the denoiser reads x from one fixed buffer ``X`` and writes the velocity into one fixed
+  buffer ``V``, so its binding never changes and, on CUDA, onnxruntime captures it as a CUDA
+  graph on the first runs and replays it on every later step (one graph per shape: the
+  session is loaded with the window's dims fixed, which also folds its shape subgraphs);
+- a packaged step graph (``data/step_graphs``, see ``scripts/make_step_graphs.py``) does the
+  classifier-free-guidance combine and the Euler update on the device. The state ping-pongs
+  between two buffers ``S0``/``S1`` (a graph never writes the buffer it reads) and the step
+  also writes the denoiser's next input into ``X``;
+- per step only two tiny host writes remain: t (2K floats, into ``T``) and dt (one float).
+
+Why a step graph rather than a fused denoiser+update graph: the denoiser graph stays exactly
+the exported (and parity-gated) file, any solver can reuse the captured denoiser, and the step
+is five elementwise kernels whose launch cost is negligible next to the denoiser.
+
+Solvers: Euler runs entirely on the device. The multistep and two-stage solvers
+(``v2a_runtime.sampling``) combine velocities from several evaluations; for them each
+evaluation uploads x, replays the captured denoiser, combines CFG on the device and downloads
+the guided velocity (K·L·C floats), and the numpy solver does the update: same bits as the
+plain path, conditions still resident.
+
+Guarding against silent failures (spec/deployment.md §4 row 34, a capture that "succeeded"
+and replayed nothing): every run's status is checked (:meth:`BoundSession.run_bound`), and the
+first :data:`CANARY_RUNS` denoiser runs of every loaded shape run on a velocity buffer filled
+with NaN; a run that leaves any NaN there (did not write its output) is an error.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .. import sampling
+from .base import BackendError, TensorInfo
+from .cuda import BoundSession, CudaOptions
+
+_LOGGER = logging.getLogger(__name__)
+
+STEP_GRAPHS = Path(__file__).resolve().parents[1] / "data" / "step_graphs"
+CANARY_RUNS = 4  # onnxruntime captures after two warm-up runs; cover capture and first replay
+_TAG = {"float32": "f32", "float16": "f16"}
+
+
+@dataclass
+class _Shape:
+    """The denoiser loaded for one set of dims, and how many runs it has done."""
+
+    session: BoundSession
+    runs: int = 0
+
+
+@dataclass
+class DeviceSampler:
+    """Samples from a denoiser graph on one device. Build with :meth:`load`; one instance
+    serves every window (a session per distinct shape is loaded on first use and kept)."""
+
+    path: Path
+    options: CudaOptions
+    inputs: tuple[TensorInfo, ...]
+    outputs: tuple[TensorInfo, ...]
+    steps_cfg: BoundSession
+    steps_plain: BoundSession
+    _shapes: dict[tuple, _Shape] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def load(cls, path: str | Path, options: CudaOptions, inputs, outputs) -> DeviceSampler:
+        """Load the step graphs matching the denoiser's x/velocity types."""
+        types = {t.name: t.dtype for t in (*inputs, *outputs)}
+        x, v = types.get("x"), types.get("velocity")
+        if x not in _TAG or v not in _TAG:
+            raise BackendError(
+                f"{Path(path).name}: device sampling needs float32/float16 x and velocity, "
+                f"got {x}/{v}"
+            )
+        plain = CudaOptions(**{**options.__dict__, "cuda_graph": False})
+        suffix = f"{_TAG[v]}_{_TAG[x]}.onnx"
+        return cls(
+            path=Path(path),
+            options=options,
+            inputs=tuple(inputs),
+            outputs=tuple(outputs),
+            steps_cfg=BoundSession.load(STEP_GRAPHS / f"cfg_step_{suffix}", plain),
+            steps_plain=BoundSession.load(STEP_GRAPHS / f"plain_step_{suffix}", plain),
+        )
+
+    def _dtype(self, name: str) -> str:
+        return next(t.dtype for t in (*self.inputs, *self.outputs) if t.name == name)
+
+    def _denoiser(self, feeds: Mapping[str, np.ndarray]) -> _Shape:
+        """The denoiser session with every symbolic input dim fixed to this call's size."""
+        dims: dict[str, int] = {}
+        for t in self.inputs:
+            shape = feeds[t.name].shape
+            for i, d in enumerate(t.shape):
+                if isinstance(d, str) and d != "?":
+                    dims[d] = int(shape[i])
+        key = tuple(sorted(dims.items()))
+        if key not in self._shapes:
+            _LOGGER.debug("loading %s for %s", self.path.name, dims)
+            self._shapes[key] = _Shape(BoundSession.load(self.path, self.options, static_dims=dims))
+        return self._shapes[key]
+
+    def __call__(
+        self,
+        x: np.ndarray,
+        conditions: Mapping[str, np.ndarray],
+        ts: np.ndarray,
+        *,
+        cfg: float | None,
+        solver: str = "euler",
+        callback: Callable[[int, float, np.ndarray | None], None] | None = None,
+    ) -> tuple[np.ndarray, int]:
+        """Integrate ``x`` (K, L, C) float32 over the grid ``ts`` (t = 0 noise → 1 data).
+
+        ``conditions``: the denoiser's condition inputs, already [cond × K; uncond × K] when
+        ``cfg`` is a weight w (v = w·v_cond + (1 − w)·v_uncond), K rows when ``cfg`` is None.
+        Returns (x at t = 1, denoiser evaluations). The Euler path calls ``callback(i, t,
+        None)``: the state stays on the device."""
+        sampling.get_solver(solver)  # ValueError naming the solvers
+        t = [float(v) for v in np.asarray(ts, dtype=np.float64)]
+        loop = _Loop(self, np.ascontiguousarray(x, dtype=np.float32), conditions, cfg)
+        if solver == "euler":
+            out = loop.euler(t, callback)
+        else:
+            out = sampling.get_solver(solver)(loop.velocity, x, ts, callback=callback)
+        return out, loop.evaluations
+
+
+class _Loop:
+    """The device buffers and bindings of one sampling call."""
+
+    def __init__(self, owner: DeviceSampler, x0: np.ndarray, conditions, cfg: float | None):
+        self.owner = owner
+        self.k = k = x0.shape[0]
+        self.cfg = cfg
+        rows = 2 * k if cfg is not None else k
+        xdt, vdt = owner._dtype("x"), owner._dtype("velocity")
+        self.xdt = xdt
+        feeds = {**conditions, "x": np.zeros((rows, *x0.shape[1:]), np.float32),
+                 "t": np.zeros(rows, np.float32)}  # fmt: skip
+        self.shape = owner._denoiser(feeds)
+        den = self.shape.session
+        self.X = den.empty((rows, *x0.shape[1:]), xdt)
+        self.T = den.empty((rows,), "float32")
+        self.V = den.empty((rows, *x0.shape[1:]), vdt)
+        self.conds = {
+            name: den.to_device(value, _declared(owner.inputs, name))
+            for name, value in conditions.items()
+        }
+        self.den_binding = den.binding(
+            {"x": self.X, "t": self.T, **self.conds}, {"velocity": self.V}
+        )
+        step = owner.steps_cfg if cfg is not None else owner.steps_plain
+        self.step = step
+        self.S = [step.empty(x0.shape, "float32"), step.empty(x0.shape, "float32")]
+        self.G = step.empty(x0.shape, "float32")
+        self.DT = step.to_device(np.zeros(1, np.float32))
+        scalars = {"dt": self.DT}
+        if cfg is not None:
+            scalars["w"] = step.to_device(np.array([cfg], np.float32))
+            scalars["w_uncond"] = step.to_device(np.array([1.0 - cfg], np.float32))
+        self.step_bindings = [
+            step.binding({"x": self.S[i], "velocity": self.V, **scalars},
+                         {"guided": self.G, "x_next": self.S[1 - i], "x_den": self.X})
+            for i in (0, 1)
+        ]  # fmt: skip
+        self.S[0].update_inplace(x0)
+        self.X.update_inplace(self._pair(x0))
+        self.evaluations = 0
+
+    def _pair(self, x: np.ndarray) -> np.ndarray:
+        xb = np.concatenate([x, x]) if self.cfg is not None else x  # (2K, L, C)
+        return np.ascontiguousarray(xb.astype(_NUMPY_OF[self.xdt]))
+
+    def _denoise(self, t: float) -> None:
+        self.T.update_inplace(np.full(self.T.shape()[0], t, dtype=np.float32))
+        canary = self.shape.runs < CANARY_RUNS
+        if canary:
+            vdt = _NUMPY_OF[self.owner._dtype("velocity")]
+            self.V.update_inplace(np.full(self.V.shape(), np.nan, dtype=vdt))
+        self.shape.session.run_bound(self.den_binding)
+        self.shape.runs += 1
+        self.evaluations += 1
+        if canary and np.isnan(self.V.numpy()).any():
+            graph = "on" if self.shape.session.captured else "off"
+            raise BackendError(
+                f"{self.owner.path.name}: the denoiser run left its velocity buffer unwritten "
+                f"(run {self.shape.runs}, CUDA graph {graph})"
+            )
+
+    def euler(self, t: list[float], callback) -> np.ndarray:
+        for i in range(len(t) - 1):
+            self._denoise(t[i])
+            self.DT.update_inplace(np.array([t[i + 1] - t[i]], dtype=np.float32))
+            self.step.run_bound(self.step_bindings[i % 2])
+            if callback is not None:
+                callback(i, t[i + 1], None)
+        return _host(self.S[(len(t) - 1) % 2])
+
+    def velocity(self, x: np.ndarray, t: float) -> np.ndarray:
+        """The guided velocity at (x, t): x uploaded, CFG combined on the device."""
+        self.X.update_inplace(self._pair(x))
+        self._denoise(t)
+        self.S[0].update_inplace(np.ascontiguousarray(x, dtype=np.float32))
+        self.DT.update_inplace(np.zeros(1, np.float32))
+        self.step.run_bound(self.step_bindings[0])
+        return _host(self.G)
+
+
+_NUMPY_OF = {"float32": np.float32, "float16": np.float16}
+
+
+def _host(value) -> np.ndarray:
+    """A host copy that owns its memory: a CPU OrtValue's ``numpy()`` is a view of the bound
+    buffer, which the next step overwrites (a multistep solver keeps old velocities)."""
+    return np.array(value.numpy(), copy=True)
+
+
+@dataclass(frozen=True)
+class CudaDenoiser:
+    """The denoiser on the CUDA backend: a plain bound session (any shape, :meth:`run`) plus
+    the device-resident sampling loop the pipeline uses when it finds ``device_sampler``."""
+
+    base: BoundSession
+    device_sampler: DeviceSampler
+
+    @property
+    def inputs(self) -> tuple[TensorInfo, ...]:
+        return self.base.inputs
+
+    @property
+    def outputs(self) -> tuple[TensorInfo, ...]:
+        return self.base.outputs
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self.base.run(feeds)
+
+
+def is_denoiser(inputs: tuple[TensorInfo, ...], outputs: tuple[TensorInfo, ...]) -> bool:
+    """The contract's denoiser signature: inputs x and t first, one output named velocity."""
+    return [t.name for t in inputs[:2]] == ["x", "t"] and [t.name for t in outputs] == ["velocity"]
+
+
+def load_cuda_session(path: str | Path, options: CudaOptions) -> BoundSession | CudaDenoiser:
+    """A bound session for ``path``; a :class:`CudaDenoiser` when the graph is a denoiser."""
+    base = BoundSession.load(path, options)
+    if not is_denoiser(base.inputs, base.outputs):
+        return base
+    return CudaDenoiser(base, DeviceSampler.load(path, options, base.inputs, base.outputs))
+
+
+def _declared(inputs: tuple[TensorInfo, ...], name: str) -> str | None:
+    for t in inputs:
+        if t.name == name:
+            return t.dtype if t.dtype in _NUMPY_OF else None
+    raise BackendError(f"the denoiser has no input {name!r}")
+
+
+__all__ = [
+    "CANARY_RUNS",
+    "STEP_GRAPHS",
+    "CudaDenoiser",
+    "DeviceSampler",
+    "is_denoiser",
+    "load_cuda_session",
+]
