@@ -129,12 +129,20 @@ class OrtSession:
         )
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        # fp16 graph I/O (v2a-export --io-dtype native): the runtime works in float32, so
+        # float16 inputs are cast on the way in and float16 outputs on the way out
+        half = {t.name for t in self.inputs if t.dtype == "float16"}
+        if half:
+            feeds = {k: (v.astype(np.float16) if k in half else v) for k, v in feeds.items()}
         try:
             values = self.session.run(None, feeds)
         except Exception as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise BackendError(f"{self.path.name}: onnxruntime run failed: {first}") from e
-        return {info.name: value for info, value in zip(self.outputs, values, strict=True)}
+        return {
+            info.name: (value.astype(np.float32) if value.dtype == np.float16 else value)
+            for info, value in zip(self.outputs, values, strict=True)
+        }
 
 
 def _info(arg: ort.NodeArg) -> TensorInfo:

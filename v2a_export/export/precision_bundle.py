@@ -53,7 +53,6 @@ from v2a_export.export.parity import (
 from v2a_export.export.precision import GraphPrecision, convert_graph
 from v2a_export.export.precision_calibrate import CalibrationPlan, calibration_inputs
 from v2a_export.export.precision_gate import (
-    CastingSession,
     MelError,
     TwinSession,
     end_to_end_threshold,
@@ -261,7 +260,7 @@ def validate_precision_bundle(
         if spec.precision == "fp16":  # onnxruntime has fp16 CPU kernels (no bf16 ones)
             real = load_session(bundle.path(name), threads=threads)
             check_io(name, spec, real)
-            cases += check_component(module, desc, CastingSession(real), rules, plan,
+            cases += check_component(module, desc, real, rules, plan,
                                      threshold=threshold, on_case=progress).cases  # fmt: skip
         done = len(cases)
         emulated = check_component(

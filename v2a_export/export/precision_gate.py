@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from v2a_runtime.backends import BackendError, OrtSession, TensorInfo
+from v2a_runtime.backends import BackendError, TensorInfo
 
 from v2a_export.export.parity import Metrics
 from v2a_export.export.precision import cpu_session
@@ -117,29 +117,6 @@ def _info(arg, f32: dict) -> TensorInfo:
     return TensorInfo(arg.name, f32.get(dtype, dtype), shape)
 
 
-@dataclass(frozen=True)
-class CastingSession:
-    """Feeds float32 arrays to a graph with float16 inputs (``--io-dtype native``) and returns
-    float32 outputs, so parity code written for fp32 I/O can drive it."""
-
-    inner: OrtSession
-
-    @property
-    def inputs(self) -> tuple[TensorInfo, ...]:
-        return self.inner.inputs
-
-    @property
-    def outputs(self) -> tuple[TensorInfo, ...]:
-        return self.inner.outputs
-
-    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        types = {t.name: t.dtype for t in self.inner.inputs}
-        cast = {k: (v.astype(types[k]) if types.get(k) == "float16" else v)
-                for k, v in feeds.items()}  # fmt: skip
-        out = self.inner.run(cast)
-        return {k: (v.astype(np.float32) if v.dtype == np.float16 else v) for k, v in out.items()}
-
-
 # --- the log-mel error of the final audio ----------------------------------------------------
 
 
@@ -191,7 +168,6 @@ __all__ = [
     "LOW_REL_L2",
     "MEL_DB_GATE",
     "MIN_COSINE",
-    "CastingSession",
     "MelError",
     "PrecisionThreshold",
     "TwinSession",
