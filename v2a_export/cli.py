@@ -171,10 +171,12 @@ def _describe_config(component: str, cfg) -> str:
 # Commands that live in their own modules.
 from v2a_export.engines.commands import build_engines_cmd  # noqa: E402
 from v2a_export.export.commands import export_cmd, validate_cmd  # noqa: E402
+from v2a_export.export.precision_commands import convert_precision_cmd  # noqa: E402
 
 main.add_command(export_cmd)
 main.add_command(validate_cmd)
 main.add_command(build_engines_cmd)
+main.add_command(convert_precision_cmd)
 
 if __name__ == "__main__":
     main()

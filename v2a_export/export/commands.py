@@ -18,6 +18,8 @@ from pathlib import Path
 
 import click
 
+from v2a_export.export.precision_options import make_calibration, make_policy, precision_options
+
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
 
@@ -158,13 +160,17 @@ def _parity_options(f):
 @click.option("--model-id", type=int, help="0..255, carried in the watermark payload.")
 @click.option("--packaged-tokenizer", is_flag=True, help="Use v2a_runtime's own vocabulary copy.")
 @_parity_options
+@precision_options()
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 def export_cmd(
     variant, config_file, weights_dir, weights_file, seed, out, max_duration, components,
     model_id, packaged_tokenizer, parity_durations, parity_batches, encoder_durations,
-    e2e_duration, e2e_steps, threads, quiet,
+    e2e_duration, e2e_steps, threads, precision, io_dtype, calibration_durations,
+    calibration_steps, keep_fp32, quiet,
 ) -> None:  # fmt: skip
-    """Export every component of a model to ONNX, gate each against PyTorch, write a bundle."""
+    """Export every component of a model to ONNX, gate each against PyTorch, write a bundle.
+    With --precision fp16|bf16 the gated fp32 bundle is then converted in place (measured fp32
+    islands, docs/readme/precision.md) and gated again against PyTorch fp32."""
     from v2a_runtime.bundle import COMPONENTS
 
     from v2a_export.export.bundle import ExportOptions, export_bundle
@@ -173,6 +179,15 @@ def export_cmd(
     config = _config(variant, config_file)
     source = _source(weights_dir, weights_file, seed)
     names = tuple(c.strip() for group in components for c in group.split(",") if c.strip())
+    policy = None
+    if precision != "fp32":
+        policy = make_policy(precision, io_dtype, keep_fp32)
+        calibration = make_calibration(calibration_durations, calibration_steps, seed)
+        if names and set(names) != set(COMPONENTS):
+            raise _InputError(
+                f"--precision {precision} calibrates on the whole pipeline: export all "
+                "components (or convert a finished bundle with v2a-export convert-precision)"
+            )
     options = ExportOptions(
         components=names or COMPONENTS,
         max_duration=max_duration,
@@ -196,6 +211,16 @@ def export_cmd(
     if not result.report.passed:
         click.echo("parity gate FAILED (see reports/parity.json)", err=True)
         raise SystemExit(EXIT_FAILED)
+    if policy is not None:
+        from v2a_export.export.precision_commands import convert_and_validate
+
+        passed = convert_and_validate(
+            out, out, policy, calibration, source=source, plan=options.plan, threads=threads,
+            validate=True, quiet=quiet,
+        )  # fmt: skip
+        if not passed:
+            click.echo(f"{precision} parity gate FAILED (see reports/parity.json)", err=True)
+            raise SystemExit(EXIT_FAILED)
 
 
 @click.command("validate")
@@ -221,6 +246,10 @@ def validate_cmd(
     if any(x is not None for x in overrides):
         plan = _plan(*overrides, seed=0)
     names = tuple(c.strip() for group in components for c in group.split(",") if c.strip())
+    if _low_precision(bundle):  # fp16/bf16 graphs: precision-aware gate
+        from v2a_export.export.precision_bundle import validate_precision_bundle
+
+        validate_bundle = validate_precision_bundle  # noqa: F811
     bars = _Bars(quiet)
     try:
         report = validate_bundle(
@@ -237,9 +266,22 @@ def validate_cmd(
     finally:
         bars.close()
     _print_parity(report)
+    for note in report.notes:
+        click.echo(f"  {note}")
     click.echo(report.summary())
     if not report.passed:
         raise SystemExit(EXIT_FAILED)
+
+
+def _low_precision(bundle: Path) -> bool:
+    """Whether the bundle has fp16/bf16 components (unreadable: leave it to the validator)."""
+    from v2a_runtime.bundle import BundleError, load_bundle
+
+    try:
+        manifest = load_bundle(bundle, verify=False).manifest
+    except BundleError:
+        return False
+    return any(c.precision != "fp32" for c in manifest.components.values())
 
 
 def _config(variant: str | None, config_file: Path | None):

@@ -198,9 +198,12 @@ def validate_precision_bundle(
     threads: int | None = None,
     write: bool = True,
     callback: Callback | None = None,
+    components: tuple[str, ...] = COMPONENTS,
 ) -> ParityReport:
     """The parity gate of a bundle whose components may be fp16/bf16: each component against
-    its PyTorch fp32 network (fp32 components with the fp32 gate), then end to end."""
+    its PyTorch fp32 network (fp32 components with the fp32 gate), then end to end. With
+    ``components`` only those are gated (the end-to-end check still runs the whole bundle);
+    the report then covers just them."""
     from v2a_runtime.pipeline import Pipeline
     from v2a_runtime.tokenizer import Tokenizer
     from v2a_runtime.watermark.keys import load_key
@@ -211,6 +214,9 @@ def validate_precision_bundle(
 
     root = Path(root)
     emit = callback or (lambda _e: None)
+    unknown = [c for c in components if c not in COMPONENTS]
+    if unknown or not components:
+        raise ValueError(f"unknown component(s) {unknown}; choose from {', '.join(COMPONENTS)}")
     bundle = load_bundle(root)
     manifest = bundle.manifest
     recorded = manifest.parity or {}
@@ -237,6 +243,13 @@ def validate_precision_bundle(
     parity, sessions = {}, {}
     for name, desc in descriptors(config).items():
         spec = manifest.components[name]
+        if name not in components:
+            sessions[name] = (
+                TwinSession.load(bundle.path(name), threads=threads)
+                if is_low(spec.precision)
+                else load_session(bundle.path(name), threads=threads)
+            )
+            continue
         steps = len(plan.cases(desc)) * (2 if spec.precision == "fp16" else 1)
         emit(Event(name, "parity", 0, steps))
         module = wrap(loaded.networks, name)

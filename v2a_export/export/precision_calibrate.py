@@ -38,6 +38,7 @@ PROMPTS = (
     ("a rubber ball bounces on a tiled floor", ""),
     ("metal pans clatter, then footsteps on gravel", "music"),
 )
+WORLD_MIN_S, WORLD_MAX_S = 2.0, 10.0  # scene lengths the procedural world renders
 _EXTERNAL_BYTES = 1_800_000_000  # serialise with external data above this (protobuf limit 2 GB)
 
 
@@ -108,17 +109,27 @@ def calibration_inputs(
 
 
 def rendered_frames(seed: int, duration: float, video):
-    """Both frame streams of a procedural-world clip at the bundle's rates and sizes."""
+    """Both frame streams of a procedural-world clip at the bundle's rates and sizes. The world
+    renders 2–10 s scenes; a shorter span takes the scene's start, a longer one loops it."""
     from v2a_runtime.media import Frames
 
     from v2a_export.train import world
 
-    scene = world.make_scene(seed, duration)
-    clip = world.render_frames(scene, world.decoded_times(duration, video.clip_fps),
-                               size=video.clip_size)  # fmt: skip
-    sync = world.render_frames(scene, world.decoded_times(duration, video.sync_fps),
-                               size=video.sync_size)  # fmt: skip
-    return Frames(clip=clip, sync=sync, start=0.0, duration=float(duration))
+    span = min(max(float(duration), WORLD_MIN_S), WORLD_MAX_S)
+    scene = world.make_scene(seed, span)
+
+    def stream(fps: float, size: int) -> np.ndarray:
+        times = world.decoded_times(span, fps)
+        frames = world.render_frames(scene, times, size=size)  # (N, size, size, 3)
+        n = int(fps * duration)
+        return frames[np.arange(n) % len(frames)]
+
+    return Frames(
+        clip=stream(video.clip_fps, video.clip_size),
+        sync=stream(video.sync_fps, video.sync_size),
+        start=0.0,
+        duration=float(duration),
+    )
 
 
 def _spread(feeds: list, n: int) -> list:

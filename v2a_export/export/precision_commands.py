@@ -1,0 +1,127 @@
+"""``v2a-export convert-precision``, and the precision steps of ``export`` / ``validate``.
+
+    v2a-export convert-precision BUNDLE --out DIR [--precision fp16|bf16] [--io-dtype fp32|native]
+                      [--calibration-durations 2,8] [--calibration-steps 8] [--keep-fp32 NODE]
+                      [--no-validate] [--weights DIR | --weights-file F] [parity options]
+    v2a-export export ... --precision fp16        (fp32 export + gate, then this, in place)
+
+The conversion table (per component: float nodes, nodes in the target type, fp32 nodes by
+reason, Casts added, the worst output error measured on the calibration inputs) goes to stdout,
+then the precision-aware parity table. Exit 1 when the gate fails, 2 on bad input.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from v2a_export.export.commands import (
+    EXIT_FAILED,
+    _Bars,
+    _InputError,
+    _parity_options,
+    _plan,
+    _print_parity,
+    _source,
+    _weight_options,
+)
+from v2a_export.export.precision_options import make_calibration, make_policy, precision_options
+
+
+def convert_and_validate(
+    src: Path, out: Path, policy, calibration, *, source, plan, threads, validate, quiet
+) -> bool:
+    """Convert, print the conversion table, validate (optional), print the gate; True if the
+    gate passed (or was skipped)."""
+    from v2a_export.export.precision import PrecisionError
+    from v2a_export.export.precision_bundle import convert_bundle, validate_precision_bundle
+
+    bars = _Bars(quiet)
+    try:
+        result = convert_bundle(src, out, policy, calibration, threads=threads, callback=bars)
+    except PrecisionError as e:
+        raise click.ClickException(str(e)) from e
+    except (ValueError, OSError) as e:
+        raise _InputError(" ".join(str(e).split())) from e
+    finally:
+        bars.close()
+    print_conversion(result)
+    if not validate:
+        click.echo("not validated (--no-validate): run v2a-export validate on the bundle")
+        return True
+    bars = _Bars(quiet)
+    try:
+        report = validate_precision_bundle(
+            out, source, plan=plan, threads=threads, write=True, callback=bars
+        )
+    except (ValueError, OSError) as e:
+        raise _InputError(" ".join(str(e).split())) from e
+    finally:
+        bars.close()
+    _print_parity(report)
+    for note in report.notes:
+        click.echo(f"  {note}")
+    click.echo(report.summary())
+    return report.passed
+
+
+def print_conversion(result) -> None:
+    p = result.policy
+    click.echo(
+        f"\n{result.root}: {p.target.value} with fp32 islands (I/O {p.io.value}, range limit "
+        f"{p.limit:g}), calibrated on {', '.join(f'{d:g}' for d in result.calibration.durations)}"
+        f" s of rendered video ({result.seconds:.0f} s)"
+    )
+    click.echo(
+        f"  {'component':<12} {'float':>6} {p.target.value:>6} {'fp32':>5} {'casts':>6} "
+        f"{'rel_l2*':>8}  fp32 nodes by reason"
+    )
+    for name, r in result.components.items():
+        worst = max((e.rel_l2 for e in r.outputs.values()), default=float("nan"))
+        reasons = ", ".join(f"{k} {v}" for k, v in r.counts().items()) or "-"
+        click.echo(
+            f"  {name:<12} {r.float_nodes:>6} {r.low_nodes:>6} {len(r.fp32_nodes):>5} "
+            f"{r.casts:>6} {worst:>8.1e}  {reasons}"
+        )
+        if r.refined:
+            click.echo(f"      final projection kept fp32 (measured): {', '.join(r.refined)}")
+    click.echo("  * worst graph output vs fp32 on the calibration inputs (emulated rounding)")
+
+
+@click.command("convert-precision")
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="New bundle directory.")
+@precision_options("fp16")
+@click.option("--no-validate", is_flag=True, help="Skip the parity gate against PyTorch.")
+@_weight_options
+@_parity_options
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
+def convert_precision_cmd(
+    bundle, out, precision, io_dtype, calibration_durations, calibration_steps, keep_fp32,
+    no_validate, weights_dir, weights_file, parity_durations, parity_batches, encoder_durations,
+    e2e_duration, e2e_steps, threads, quiet,
+) -> None:  # fmt: skip
+    """Convert the fp32 BUNDLE to fp16/bf16 with measured fp32 islands, then gate it against the
+    PyTorch fp32 networks (random-weight bundles are rebuilt from their seed)."""
+    if precision == "fp32":
+        raise _InputError("--precision fp32 converts nothing; choose fp16 or bf16")
+    policy = make_policy(precision, io_dtype, keep_fp32)
+    calibration = make_calibration(calibration_durations, calibration_steps)
+    source = None
+    if weights_dir is not None or weights_file is not None:
+        source = _source(weights_dir, weights_file, None)
+    plan = None  # the plan recorded in the bundle
+    overrides = (parity_durations, parity_batches, encoder_durations, e2e_duration, e2e_steps)
+    if any(x is not None for x in overrides):
+        plan = _plan(*overrides, seed=0)
+    passed = convert_and_validate(
+        bundle, out, policy, calibration, source=source, plan=plan, threads=threads,
+        validate=not no_validate, quiet=quiet,
+    )  # fmt: skip
+    if not passed:
+        click.echo(f"{precision} parity gate FAILED (see reports/parity.json)", err=True)
+        raise SystemExit(EXIT_FAILED)
+
+
+__all__ = ["convert_and_validate", "convert_precision_cmd", "print_conversion"]
