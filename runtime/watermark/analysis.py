@@ -1,0 +1,153 @@
+"""Analysis of a 16 kHz signal under one time-scale hypothesis: features, the best block
+alignment by the pilot, the channel estimate and soft code bits, and the per-second z track.
+
+An analysis frame grid is ``offset + round(t · hop · tempo)`` samples of the (speed-corrected)
+signal; the block position of frame t is ``(t + phase) mod T``. The pilot z of a grid and phase
+is ``Σ cᵢAᵢ / sqrt(Σ Aᵢ²)`` over the folded pilot cells A (see detect.py for the bound).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .coding import CODED_BITS, decode_soft
+from .features import active_frames, cell_power, features, fold, frame_levels_db, stft_at
+from .layout import Layout, WatermarkConfig
+
+SUB_HOP_STEPS = 8  # sub-hop offsets tried (64 samples apart at 16 kHz)
+LEVEL_EDGES_DB = (-20.0, -40.0)  # cell level classes of the channel estimate
+CHANNEL_BANDS = 6  # frequency ranges of the channel estimate
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A frame grid: where analysis frames start in the analysed signal (16 kHz samples)."""
+
+    offset: int
+    tempo: float = 1.0  # hop scale (pitch-preserving time stretch)
+
+    def starts(self, n_samples: int, config: WatermarkConfig) -> np.ndarray:
+        step = config.hop * self.tempo
+        n = max(0, int((n_samples - self.offset - config.hop) // step) + 1)
+        return self.offset + np.round(np.arange(n) * step).astype(np.int64)
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """Features of one grid and its best phase."""
+
+    z: float
+    grid: Grid
+    phase: int  # block position of frame 0
+    starts: np.ndarray  # (F,) frame starts in the analysed signal
+    feats: np.ndarray  # (F, C) whitened features
+    power: np.ndarray  # (F, C) cell energies
+    folded: np.ndarray  # (T, C) folded features, row = block position
+
+
+def grid_features(x16: np.ndarray, grid: Grid, config: WatermarkConfig):
+    """Frame starts (F,), features (F, C) and cell energies (F, C) of one grid."""
+    starts = grid.starts(len(x16), config)
+    if len(starts) < 2:
+        return starts, None, None
+    spec = stft_at(x16, starts, config)
+    power = cell_power(spec, config)
+    return starts, features(power, active_frames(frame_levels_db(spec, config))), power
+
+
+def pilot_scores(folded: np.ndarray, layout: Layout) -> np.ndarray:
+    """z of every phase p (frame t ↔ block position (t + p) mod T), shape (T,).
+
+    Circular correlation along the block axis, done with FFTs: O(T log T · C).
+    """
+    q = layout.pilot * layout.chips  # (T, C)
+    fa, fa2 = np.fft.rfft(folded, axis=0), np.fft.rfft(folded ** 2, axis=0)  # (T/2+1, C)
+    fq, fp = np.fft.rfft(q, axis=0), np.fft.rfft(layout.pilot.astype(np.float64), axis=0)
+    n_t = len(folded)
+    num = np.fft.irfft((np.conj(fq) * fa).sum(axis=1), n=n_t)  # num[m] pairs row t with t + m
+    den = np.fft.irfft((np.conj(fp) * fa2).sum(axis=1), n=n_t)
+    # phase p pairs block row β with folded row β − p, i.e. m = −p
+    idx = (-np.arange(n_t)) % n_t
+    return num[idx] / np.sqrt(np.maximum(den[idx], 1e-12))
+
+
+def analyse_grid(x16: np.ndarray, grid: Grid, layout: Layout,
+                 config: WatermarkConfig) -> Analysis | None:
+    starts, feats, power = grid_features(x16, grid, config)
+    if feats is None:
+        return None
+    folded = fold(feats, config.block_frames)
+    scores = pilot_scores(folded, layout)
+    phase = int(np.argmax(scores))
+    return Analysis(float(scores[phase]), grid, phase, starts, feats, power,
+                    np.roll(folded, phase, axis=0))
+
+
+def best_alignment(x16: np.ndarray, layout: Layout, config: WatermarkConfig,
+                   tempo: float = 1.0, steps: int = SUB_HOP_STEPS) -> Analysis | None:
+    """The best of ``steps`` sub-hop offsets × T phases (``steps · T`` hypotheses)."""
+    best = None
+    for k in range(steps):
+        a = analyse_grid(x16, Grid(int(round(k * config.hop * tempo / steps)), tempo),
+                         layout, config)
+        if a is not None and (best is None or a.z > best.z):
+            best = a
+    return best
+
+
+def channel_weights(a: Analysis, layout: Layout, config: WatermarkConfig) -> np.ndarray:
+    """(F, C) decoding weight of every cell: the mark that survives in its region (frequency
+    range × level under the frame's peak), measured on the pilot cells, over the region's
+    feature variance (maximum-ratio combining)."""
+    n_frames, n_cells = a.feats.shape
+    rows = (np.arange(n_frames) + a.phase) % config.block_frames
+    pilot, chips = layout.pilot[rows], layout.chips[rows]  # (F, C)
+    rel_db = 10 * np.log10(a.power / (a.power.max(axis=1, keepdims=True) + 1e-30) + 1e-30)
+    level = np.digitize(-rel_db, [-e for e in LEVEL_EDGES_DB])  # (F, C): 0, 1, 2
+    band = (np.arange(n_cells) * CHANNEL_BANDS // n_cells)[None, :]  # (1, C)
+    region = (level * CHANNEL_BANDS + band).ravel()  # (F·C,)
+    n_regions = (len(LEVEL_EDGES_DB) + 1) * CHANNEL_BANDS
+    live = (a.feats != 0).ravel()
+    on_pilot = (pilot.ravel() & live).astype(np.float64)
+    f = a.feats.ravel()
+    gain = np.bincount(region, weights=chips.ravel() * f * on_pilot, minlength=n_regions)
+    count = np.bincount(region, weights=on_pilot, minlength=n_regions)
+    energy = np.bincount(region, weights=f * f * live, minlength=n_regions)
+    n_live = np.bincount(region, weights=live.astype(np.float64), minlength=n_regions)
+    h = gain / np.maximum(count, 1)
+    var = energy / np.maximum(n_live, 1)
+    w = np.where((count >= 20) & (h > 0), h / np.maximum(var, 1e-9), 0.0)
+    return w[region].reshape(n_frames, n_cells)
+
+
+def soft_bits(a: Analysis, layout: Layout, config: WatermarkConfig) -> np.ndarray:
+    """(162,) channel-weighted soft code bits (positive favours bit 0)."""
+    weighted = a.feats * channel_weights(a, layout, config)
+    folded = np.roll(fold(weighted, config.block_frames), a.phase, axis=0)  # (T, C)
+    data = ~layout.pilot
+    return np.bincount(layout.bit[data], weights=(layout.chips * folded)[data],
+                       minlength=CODED_BITS)
+
+
+def decode(a: Analysis, layout: Layout, config: WatermarkConfig) -> tuple[int, bool]:
+    return decode_soft(soft_bits(a, layout, config))
+
+
+def per_second_z(a: Analysis, layout: Layout, config: WatermarkConfig,
+                 to_input_seconds) -> list[float]:
+    """Pilot z of each second of the input at the alignment (0.0 where nothing is audible).
+    ``to_input_seconds`` maps analysed-signal sample positions to input seconds."""
+    n_frames = len(a.feats)
+    rows = (np.arange(n_frames) + a.phase) % config.block_frames
+    q = (layout.pilot * layout.chips)[rows]  # (F, C)
+    num = (q * a.feats).sum(axis=1)
+    den = (layout.pilot[rows] * a.feats ** 2).sum(axis=1)
+    second = np.floor(to_input_seconds(a.starts + config.n_fft / 2)).astype(np.int64)
+    second = np.maximum(second, 0)
+    n_sec = int(second.max()) + 1 if n_frames else 0
+    nums = np.bincount(second, weights=num, minlength=n_sec)
+    dens = np.bincount(second, weights=den, minlength=n_sec)
+    return [float(n / math.sqrt(d)) if d > 0 else 0.0 for n, d in zip(nums, dens, strict=True)]

@@ -1,0 +1,78 @@
+"""Reading audio for the watermark CLI: any file soundfile reads, else the first audio track
+of anything PyAV opens (MP4, MKV, WebM, MOV, MP3, AAC, Opus, ...); writing atomically.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import av
+import numpy as np
+import soundfile as sf
+
+
+def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
+    """Decode ``path`` → ``(audio (channels, W) float32, sample_rate)``.
+
+    Raises ValueError with a one-line reason when the file cannot be read or has no audio.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"{p}: no such file")
+    try:
+        data, sr = sf.read(str(p), dtype="float32", always_2d=True)  # (W, channels)
+        return np.ascontiguousarray(data.T), int(sr)
+    except (sf.LibsndfileError, RuntimeError, TypeError):
+        pass  # not a format libsndfile knows: try FFmpeg
+    try:
+        return _read_with_av(p)
+    except av.FFmpegError as e:
+        raise ValueError(f"{p}: cannot decode ({e.strerror or e})") from e
+
+
+def _read_with_av(p: Path) -> tuple[np.ndarray, int]:
+    with av.open(str(p)) as container:
+        if not container.streams.audio:
+            raise ValueError(f"{p}: no audio track")
+        stream = container.streams.audio[0]
+        rate = stream.codec_context.sample_rate
+        layout = stream.codec_context.layout
+        resampler = av.AudioResampler(format="fltp", layout=layout, rate=rate)
+        chunks = []
+        for frame in container.decode(stream):
+            chunks += [f.to_ndarray() for f in resampler.resample(frame)]  # (channels, n)
+        chunks += [f.to_ndarray() for f in resampler.resample(None)]
+    if not chunks:
+        raise ValueError(f"{p}: the audio track is empty")
+    return np.ascontiguousarray(np.concatenate(chunks, axis=1), dtype=np.float32), int(rate)
+
+
+def write_audio_atomic(path: str | os.PathLike, audio: np.ndarray, sample_rate: int,
+                       subtype: str | None = None) -> None:
+    """Write (channels, W) or (W,) audio with soundfile (format from the extension) through a
+    temporary file in the same directory and a rename: never a partial file at ``path``."""
+    p = Path(path)
+    fmt = p.suffix.lstrip(".").upper()
+    if fmt not in sf.available_formats() or fmt in ("RAW", "MP3"):
+        raise ValueError(f"{p}: cannot write '{p.suffix}' audio; use .wav, .flac or .ogg")
+    if subtype is not None and not sf.check_format(fmt, subtype):
+        subtype = None
+    data = np.asarray(audio).T if np.ndim(audio) == 2 else np.asarray(audio)  # (W, channels)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=p.suffix, dir=p.parent or ".")
+    os.close(fd)
+    try:
+        sf.write(tmp, data, sample_rate, subtype=subtype, format=fmt)
+        os.replace(tmp, p)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def audio_subtype(path: str | os.PathLike) -> str | None:
+    """The soundfile subtype of ``path`` (e.g. 'PCM_16'), or None if soundfile cannot read it."""
+    try:
+        return sf.info(str(path)).subtype
+    except (sf.LibsndfileError, RuntimeError, TypeError):
+        return None

@@ -1,0 +1,142 @@
+"""Detection: is this key's mark in the audio, with what payload, and how sure are we.
+
+For one alignment the pilot statistic is ``z = Σ cᵢAᵢ / sqrt(Σ Aᵢ²)`` over the folded pilot
+cells A. The chips c are ±1, keyed and independent of the audio, so for audio without this
+key's mark (Hoeffding) ``P(z ≥ t) ≤ exp(−t²/2)`` whatever the content; over K alignments the
+union bound gives ``p ≤ K·exp(−z²/2)`` and the threshold ``z* = sqrt(2 ln(K/α))``
+(spec/watermark.md §5.5). K = 8 sub-hop offsets × 32 phases = 256 for the offset search; the
+speed/tempo search adds ``search.n_hypotheses()``. In ``"auto"`` mode each stage gets α/2.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from .analysis import SUB_HOP_STEPS, Analysis, best_alignment, decode, per_second_z
+from .coding import split_payload
+from .embed import as_channels
+from .features import resample
+from .keys import WatermarkKey
+from .layout import DEFAULT_CONFIG, WatermarkConfig, make_layout
+from .search import Found, n_hypotheses, search
+
+ALPHA = 1e-6  # shipped false-positive bound per file
+SEARCH_MODES = ("auto", "offset", "full")
+
+
+def threshold_z(alpha: float, n_hypotheses: int) -> float:
+    """Smallest z whose union bound K·exp(−z²/2) is ≤ alpha."""
+    if not 0 < alpha < 1 or n_hypotheses < 1:
+        raise ValueError(f"need 0 < alpha < 1 and n_hypotheses ≥ 1, got {alpha}, "
+                         f"{n_hypotheses}")
+    return math.sqrt(2 * math.log(n_hypotheses / alpha))
+
+
+def p_value_bound(z: float, n_hypotheses: int) -> float:
+    """Hoeffding + union bound on P(max z ≥ z) for audio without the mark, capped at 1."""
+    if z <= 0:
+        return 1.0
+    return min(1.0, n_hypotheses * math.exp(-z * z / 2))
+
+
+@dataclass(frozen=True)
+class Detection:
+    """What ``detect`` found. ``payload``/``model_id``/``generation_id`` are set only when the
+    mark is present and its CRC matches."""
+
+    present: bool
+    z: float  # pilot statistic at the best alignment
+    p_value_bound: float  # P(z this high | no mark with this key) ≤ this, for any audio
+    threshold_z: float  # present ⇔ z ≥ threshold_z (⇔ p_value_bound ≤ alpha)
+    payload: int | None
+    crc_ok: bool
+    model_id: int | None
+    generation_id: int | None
+    offset_samples: int | None  # input sample where a layout block starts (0 ≤ offset < block)
+    speed: float  # resampling factor found (1.0 = none)
+    tempo: float  # time-stretch factor found (1.0 = none)
+    per_second_z: tuple[float, ...]  # pilot z of each second of the input
+    search: str  # the stage that decided: "offset" or "speed/tempo"
+    n_hypotheses: int  # K of the bound
+    key_id: str
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["per_second_z"] = [round(v, 2) for v in self.per_second_z]
+        d["payload_hex"] = None if self.payload is None else f"{self.payload:08x}"
+        return d
+
+
+def _to_mono16(audio: np.ndarray, sample_rate: int, config: WatermarkConfig) -> np.ndarray:
+    if sample_rate < 8000:
+        raise ValueError(f"sample_rate must be at least 8000 Hz, got {sample_rate}")
+    mono = as_channels(audio).mean(axis=0)  # (W,)
+    if not np.all(np.isfinite(mono)):
+        raise ValueError("audio contains NaN or infinite samples")
+    return resample(mono, sample_rate, config.sample_rate)
+
+
+def _result(a: Analysis, found: Found | None, threshold: float, n_hyp: int, bound_scale: int,
+            stage: str, layout, key: WatermarkKey, sample_rate: int, config) -> Detection:
+    speed = found.factor if found is not None and found.kind == "speed" else 1.0
+    tempo = found.factor if found is not None and found.kind == "tempo" else 1.0
+    # analysed sample n ↔ input seconds n / (16000 · speed)
+    to_seconds = lambda n: np.asarray(n) / (config.sample_rate * speed)  # noqa: E731
+    present = a.z >= threshold
+    payload, crc_ok = decode(a, layout, config) if present else (None, False)
+    first = (-a.phase) % config.block_frames  # first frame at block position 0
+    offset = None
+    if first < len(a.starts):
+        offset = int(round(float(to_seconds(a.starts[first])) * sample_rate))
+    accepted = payload if crc_ok else None
+    ids = split_payload(accepted) if accepted is not None else (None, None)
+    return Detection(
+        present=bool(present), z=float(a.z),
+        p_value_bound=min(1.0, bound_scale * p_value_bound(a.z, n_hyp)),
+        threshold_z=float(threshold), payload=accepted, crc_ok=bool(crc_ok),
+        model_id=ids[0], generation_id=ids[1], offset_samples=offset, speed=speed, tempo=tempo,
+        per_second_z=tuple(per_second_z(a, layout, config, to_seconds)), search=stage,
+        n_hypotheses=n_hyp, key_id=key.key_id)
+
+
+def detect(audio: np.ndarray, sample_rate: int, key: WatermarkKey, *, search: str = "auto",
+           alpha: float = ALPHA, config: WatermarkConfig = DEFAULT_CONFIG) -> Detection:
+    """Look for ``key``'s mark in ``audio`` ((W,) or (channels, W) float).
+
+    ``search``: ``"offset"`` tries sub-hop offsets and block phases only (fast: crops, shifts,
+    codecs, filters); ``"full"`` also tries speed and tempo 0.8–1.25; ``"auto"`` runs the
+    speed/tempo search only when the offset search finds nothing (each stage at alpha/2).
+    """
+    if search not in SEARCH_MODES:
+        raise ValueError(f"search must be one of {SEARCH_MODES}, got {search!r}")
+    x16 = _to_mono16(audio, sample_rate, config)
+    layout = make_layout(key.secret, config)
+    k_offset = SUB_HOP_STEPS * config.block_frames
+    k_search = n_hypotheses(config)
+    a = best_alignment(x16, layout, config)
+    if a is None:
+        raise ValueError(f"audio too short to analyse: {len(x16) / config.sample_rate:.3f} s "
+                         f"(need ≥ {(config.n_fft + config.hop) / config.sample_rate:.3f} s)")
+    args = (layout, key, sample_rate, config)
+    if search == "offset":
+        return _result(a, None, threshold_z(alpha, k_offset), k_offset, 1, "offset", *args)
+    if search == "auto":
+        t0 = threshold_z(alpha / 2, k_offset)
+        if a.z >= t0:
+            return _result(a, None, t0, k_offset, 2, "offset", *args)
+        found = search_fn(x16, layout, config)
+        t1 = threshold_z(alpha / 2, k_search)
+        if found is None or found.analysis.z <= a.z:
+            return _result(a, None, t1, k_search, 2, "speed/tempo", *args)
+        return _result(found.analysis, found, t1, k_search, 2, "speed/tempo", *args)
+    found = search_fn(x16, layout, config)
+    k = k_offset + k_search
+    if found is None or found.analysis.z <= a.z:
+        return _result(a, None, threshold_z(alpha, k), k, 1, "full", *args)
+    return _result(found.analysis, found, threshold_z(alpha, k), k, 1, "full", *args)
+
+
+search_fn = search  # the search stage; the name ``search`` is the keyword argument above
