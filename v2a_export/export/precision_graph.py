@@ -339,10 +339,10 @@ def _convert_value_attr(node: onnx.NodeProto, to: int) -> None:
 
 def mixed_type_errors(model: onnx.ModelProto) -> list[str]:
     """Every node that reads float inputs of different types (a strongly typed TensorRT build
-    rejects them), plus anything onnx's strict type inference rejects. Empty when clean."""
+    rejects them), plus anything onnx's strict type inference (``check_type``) rejects. Empty
+    when clean."""
     try:
-        onnx.checker.check_model(model)
-        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True)
+        inferred = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
         return [f"onnx type check: {str(e).strip().splitlines()[0]}"]
     idx = GraphIndex.of(inferred)

@@ -5,19 +5,19 @@ float node, why it stays in fp32 (:class:`Fp32Node`). The rules, in order (the f
 applies is the recorded reason):
 
 1. ``user``: names in ``policy.keep_fp32``;
-2. ``constant``: the node reads a constant that the target cannot hold (|c| > 65504, or a small
-   constant such as an epsilon that rounding moves by more than 1 %);
-3. ``range`` / ``subnormal``: a tensor it reads or writes went beyond ``policy.limit`` (or
-   stayed entirely in float16's subnormal range) on the calibration inputs: measured, not
-   guessed (spec/deployment.md §7.3);
-4. ``norm`` / ``reduction``: norm ops, every reduction, and a reduction's statistics chain up to
+2. ``norm`` / ``reduction``: norm ops, every reduction, and a reduction's statistics chain up to
    the op that applies it to the tensor it was computed from (RMSNorm's x² → mean → +eps →
    sqrt → 1/· → x·r; L2 normalisation's ‖x‖ → max(·, eps) → x/·);
-5. ``trig``: Sin/Cos and the chain computing their argument (RoPE angles n·f·scale, the time
+3. ``trig``: Sin/Cos and the chain computing their argument (RoPE angles n·f·scale, the time
    embedding t·f with f up to 1e4, Snake's αx), walked back until it meets a merge of two
    activations or a non-elementwise op;
-6. ``division``: Reciprocal, and Div by a computed (non-constant) value;
-7. ``softmax``: only when the policy asks (the attention core stays low by default);
+4. ``division``: Reciprocal, and Div by a computed (non-constant) value;
+5. ``softmax``: only when the policy asks (the attention core stays low by default);
+6. ``constant``: the node reads a constant that the target cannot hold (|c| > 65504, or a small
+   constant such as an epsilon that rounding moves by more than 1 %);
+7. ``range`` / ``subnormal``: a tensor it reads or writes went beyond ``policy.limit`` (or
+   stayed entirely in float16's subnormal range) on the calibration inputs: measured, not
+   guessed (spec/deployment.md §7.3);
 8. ``schema``: the op has no signature for the target type in the graph's opset (at opset 18
    Conv, ConvTranspose, Sin and Cos have no bfloat16 variant).
 
@@ -104,9 +104,6 @@ def classify(
     for name, entry in (extra or {}).items():
         if name in by_name:
             pinned.setdefault(by_name[name], entry)
-    _constant_rule(idx, float_nodes, policy.target, pin)
-    if ranges:
-        _range_rule(idx, ranges, policy, pin)
     if policy.norm_fp32:
         _norm_rule(idx, float_nodes, pin)
     if policy.trig_fp32:
@@ -122,6 +119,9 @@ def classify(
         for i in float_nodes:
             if idx.nodes[i].op_type in ("Softmax", "LogSoftmax"):
                 pin(i, "softmax")
+    _constant_rule(idx, float_nodes, policy.target, pin)
+    if ranges:
+        _range_rule(idx, ranges, policy, pin)
     _schema_rule(idx, float_nodes, policy.target, pin)
 
     fp32 = _assign(idx, float_nodes, set(pinned), low_inputs=policy.io.value == "native")
