@@ -43,9 +43,7 @@ from .frames import VideoArray, frame_source
 from .media import Frames, sync_segments
 from .sequence import sequence_lengths, sync_index
 from .tokenizer import Tokenizer
-from .watermark.coding import make_payload
-from .watermark.embed import embed
-from .watermark.keys import WatermarkKey, load_key
+from .watermark import WatermarkKey, embed, load_key, make_payload
 from .windows import Window, crossfade, plan_windows
 
 _LOGGER = logging.getLogger(__name__)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from v2a_runtime.backends import Session
 from v2a_runtime.frames import VideoArray, frames_from_array
 from v2a_runtime.media import MediaError, read_frames
 from v2a_runtime.pipeline import Pipeline, Progress
+from v2a_runtime.watermark import detect
 from v2a_runtime.windows import crossfade, plan_windows
 
 TEST_BUNDLE = Path(__file__).parent / "data" / "test_bundle"
@@ -205,9 +205,6 @@ def test_frames_from_array_selects_frames_by_time(pipe):
 
 
 def test_watermark_carries_model_and_generation_id(pipe):
-    detect = getattr(importlib.import_module("v2a_runtime.watermark"), "detect", None)
-    if detect is None:  # TODO: remove once the watermark package exports its API
-        pytest.skip("v2a_runtime.watermark does not export detect yet")
     r = pipe.generate(moving_video(3.0), steps=4, tracks=2)
     assert len(r.watermarks) == 2
     for k, mark in enumerate(r.watermarks):
