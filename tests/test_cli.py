@@ -275,3 +275,16 @@ def test_keep_original_audio(videos, tmp_path):
     assert np.argmax(spectrum) * original["rate"] / original["samples"].shape[1] == pytest.approx(
         440, abs=3
     )
+
+
+def test_output_carries_the_watermark_printed_in_the_summary(videos, tmp_path):
+    from v2a_runtime.watermark import detect, load_key, read_audio
+
+    out = tmp_path / "marked.mp4"
+    result = generate(videos["h264_mp4_25fps_audio"], out)
+    assert result.exit_code == 0, result.stderr
+    printed = re.search(r"watermark id ([0-9a-f]{6})", result.stdout).group(1)
+    audio, rate = read_audio(out)  # through AAC
+    found = detect(audio, rate, load_key())
+    assert found.present and found.model_id == 1
+    assert f"{found.generation_id:06x}" == printed
