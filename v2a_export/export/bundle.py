@@ -145,9 +145,11 @@ def export_bundle(
             f"--max-duration {options.max_duration} s is below one sync segment "
             f"({SequenceRules.of(config).min_duration:.2f} s)"
         )
-    complete = kept is not None and set(kept.specs) | set(options.components) == set(COMPONENTS)
-    complete = complete or set(options.components) == set(COMPONENTS)
-    need = NETWORKS if complete else tuple({NETWORK_OF[c] for c in options.components})
+    have = set(options.components) | (set(kept.specs) if kept is not None else set())
+    need = {NETWORK_OF[c] for c in options.components}
+    if have == set(COMPONENTS):  # the manifest needs the latent statistics of the flow
+        need |= set(NETWORKS) if options.plan.e2e_duration is not None else {"flow"}
+    need = tuple(n for n in NETWORKS if n in need)
     emit(Event("weights", "load", 0, 1))
     loaded = load_weights(config, source, need)
     emit(Event("weights", "load", 1, 1))

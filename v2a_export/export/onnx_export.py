@@ -93,7 +93,11 @@ def export_component(
     program.model.metadata_props["v2a.component"] = descriptor.name
     program.model.metadata_props["v2a.contract"] = "docs/contract.md"
     path.parent.mkdir(parents=True, exist_ok=True)
-    size = sum(v.const_value.nbytes for v in program.model.graph.initializers.values())
+    size = sum(
+        v.const_value.nbytes
+        for v in program.model.graph.initializers.values()
+        if v.const_value is not None
+    )
     external = size > EXTERNAL_DATA_THRESHOLD
     data = path.with_name(path.name + ".data")
     data.unlink(missing_ok=True)
