@@ -213,3 +213,57 @@ def test_cuda_backend_matches_cpu(pipe, frames):
     b = pipe.generate(frames, **kw).audio
     rel = np.linalg.norm(a - b) / np.linalg.norm(b)
     assert rel < 1e-3, rel
+
+
+# --- benchmarks/gpu.py ---------------------------------------------------------------------
+
+
+def _bench():
+    import importlib.util
+    import sys
+
+    from conftest import REPO
+
+    spec = importlib.util.spec_from_file_location("gpu_bench", REPO / "benchmarks" / "gpu.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["gpu_bench"] = module  # dataclasses resolve their module by name
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_gpu_benchmark_dry_run_writes_json_and_markdown(tmp_path):
+    """The CPU dry run exercises every code path that has no GPU dependency."""
+    pytest.importorskip("torch")
+    import json
+
+    bench = _bench()
+    out = tmp_path / "gpu_dry"
+    args = ["--dry-run", "--precision", "fp32", "--components", "text,denoiser",
+            "--torch", "eager-fp32", "--out", str(out)]  # fmt: skip
+    assert bench.main(args) == 0
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert report["config"]["dry_run"] and report["config"]["variant"] == "tiny"
+    got = {(r["stage"], r["name"], r["engine"], r["mode"]) for r in report["rows"]}
+    for name in ("text", "denoiser"):
+        assert ("component", name, "onnxruntime", "run") in got
+        assert ("component", name, "pytorch", "eager-fp32") in got
+    assert ("end to end", "pipeline", "onnxruntime", "generate") in got
+    assert ("end to end", "pipeline", "pytorch", "eager-fp32 (reference)") in got
+    assert all(r["p50_ms"] > 0 and r["p95_ms"] >= r["p50_ms"] for r in report["rows"])
+    assert "not results" in out.with_suffix(".md").read_text()
+
+
+def test_gpu_benchmark_summary_checks_the_goals():
+    bench = _bench()
+    rows = [
+        bench.Row("denoiser step", "denoiser", "onnxruntime", "cuda", "fp16",
+                  "loop step (CUDA graph)", 1.0, 1.2, 80),
+        bench.Row("component", "denoiser", "pytorch", "cuda", "bf16", "eager-bf16", 3.5, 4.0, 20),
+        bench.Row("end to end", "pipeline", "onnxruntime", "cuda", "fp16", "generate", 120.0,
+                  130.0, 5, steps=8),
+    ]  # fmt: skip
+    s = bench.summarize(rows)
+    d = s["denoiser_step_vs_torch_eager_bf16"]
+    assert d["ratio"] == pytest.approx(3.5) and d["met"]
+    assert s["end_to_end_fp16_cuda_8_steps_ms"] == 120.0
