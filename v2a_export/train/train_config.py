@@ -1,0 +1,109 @@
+"""The recipe of the default ``tiny`` model: one frozen dataclass per stage, and their order.
+
+Stages (each resumable, each a pure function of the recipe, the seed and what earlier stages
+wrote): ``data`` (render the training set's mels), ``vae``, ``vocoder``, ``encoders``
+(auxiliary targets), ``features`` (frozen encoders + VAE posterior means), ``flow``.
+The defaults are the shipped model's recipe (about 80 minutes on one shared CPU core).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+STAGES = ("data", "vae", "vocoder", "encoders", "features", "flow")
+
+
+@dataclass(frozen=True)
+class DataRecipe:
+    clips: int = 2400  # training scenes (seeds first_seed ...)
+    first_seed: int = 0
+    duration: float = 8.0
+    audio_pool: int = 384  # clips whose waveforms are kept for the vocoder
+
+
+@dataclass(frozen=True)
+class VAERecipe:
+    steps: int = 2400
+    batch: int = 8
+    crop: int = 256  # mel frames per example (even)
+    lr: float = 2e-3
+    kl_weight: float = 1e-3
+
+
+@dataclass(frozen=True)
+class VocoderRecipe:
+    steps: int = 1500
+    batch: int = 8
+    crop: int = 32  # mel frames per example (0.51 s)
+    lr: float = 2e-3
+    event_crops: float = 0.6  # share of crops that start shortly before an impact
+
+
+@dataclass(frozen=True)
+class EncoderRecipe:
+    steps: int = 900
+    clips: int = 4  # scenes per step
+    frames: int = 48  # clip frames per scene per step
+    segments: int = 8  # sync segments per scene per step
+    captions: int = 32  # random captions per step (text tower)
+    lr: float = 1e-3
+
+
+@dataclass(frozen=True)
+class FlowRecipe:
+    steps: int = 6000
+    batch: int = 8
+    lr: float = 1e-3
+    warmup: int = 200
+    decay_from: float = 0.6  # cosine decay to lr/10 over the last 40 % of the steps
+    ema: float = 0.999
+    text_drop: float = 0.1  # caption -> the empty string
+    clip_drop: float = 0.1  # clip features -> learned null (independent of sync, as v2)
+    sync_drop: float = 0.1
+    swap: float = 0.3  # caption names alt_ambience, the target has that ambience
+    noun_only: float = 0.1  # caption is the ambience noun alone (a negative prompt's shape)
+    event_weight: float = 3.0  # loss weight of latent frames from 50 ms before to 100 ms after
+    # a true event (1 elsewhere): onsets are a small part of the frames but all of the sync
+
+
+@dataclass(frozen=True)
+class TrainRecipe:
+    seed: int = 0
+    variant: str = "tiny"
+    data: DataRecipe = field(default_factory=DataRecipe)
+    vae: VAERecipe = field(default_factory=VAERecipe)
+    vocoder: VocoderRecipe = field(default_factory=VocoderRecipe)
+    encoders: EncoderRecipe = field(default_factory=EncoderRecipe)
+    flow: FlowRecipe = field(default_factory=FlowRecipe)
+    checkpoint_seconds: float = 120.0  # wall time between checkpoints inside a stage
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainRecipe:
+        parts = {"data": DataRecipe, "vae": VAERecipe, "vocoder": VocoderRecipe,
+                 "encoders": EncoderRecipe, "flow": FlowRecipe}
+        kwargs = {}
+        for k, v in d.items():
+            if k in parts:
+                kwargs[k] = parts[k](**v)
+            elif k in {"seed", "variant", "checkpoint_seconds"}:
+                kwargs[k] = v
+            else:
+                raise ValueError(f"unknown recipe field {k!r}; known: {sorted(parts)} + seed, "
+                                 "variant, checkpoint_seconds")
+        return cls(**kwargs)
+
+
+def smoke_recipe(seed: int = 0) -> TrainRecipe:
+    """A few steps of every stage on a handful of clips (tests)."""
+    return TrainRecipe(
+        seed=seed,
+        data=DataRecipe(clips=6, duration=2.56, audio_pool=4),
+        vae=VAERecipe(steps=12, batch=2, crop=64, lr=3e-3),
+        vocoder=VocoderRecipe(steps=6, batch=2, crop=16),
+        encoders=EncoderRecipe(steps=8, clips=2, frames=8, segments=2, captions=8, lr=3e-3),
+        flow=FlowRecipe(steps=12, batch=2, warmup=2, lr=2e-3),
+        checkpoint_seconds=0.0,
+    )
