@@ -312,6 +312,10 @@ class _ProgressBar:
         self.done = done
 
 
+from .cli_watermark import watermark  # noqa: E402
+
+main.add_command(watermark)
+
 __all__ = ["main"]
 
 

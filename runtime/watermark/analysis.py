@@ -17,6 +17,7 @@ from .coding import CODED_BITS, decode_soft
 from .features import active_frames, cell_power, features, fold, frame_levels_db, stft_at
 from .layout import Layout, WatermarkConfig
 
+LEVEL_KNEE_DB, LEVEL_SPAN_DB, LEVEL_FLOOR = 35.0, 15.0, 0.2  # see level_weights
 SUB_HOP_STEPS = 8  # sub-hop offsets tried (64 samples apart at 16 kHz)
 LEVEL_EDGES_DB = (-20.0, -40.0)  # cell level classes of the channel estimate
 CHANNEL_BANDS = 6  # frequency ranges of the channel estimate
@@ -55,7 +56,18 @@ def grid_features(x16: np.ndarray, grid: Grid, config: WatermarkConfig):
         return starts, None, None
     spec = stft_at(x16, starts, config)
     power = cell_power(spec, config)
-    return starts, features(power, active_frames(frame_levels_db(spec, config))), power
+    feats = features(power, active_frames(frame_levels_db(spec, config)))
+    return starts, feats * level_weights(power), power
+
+
+def level_weights(power: np.ndarray) -> np.ndarray:
+    """(F, C) detector weight of each cell by its level under the frame's peak: 1 down to
+    ``LEVEL_KNEE_DB``, falling to ``LEVEL_FLOOR`` over ``LEVEL_SPAN_DB``. Lossy codecs and
+    added noise wipe out the deepest cells first (measured: MP3 32 kbps at 44.1 kHz keeps ~5 %
+    of the mark in cells 40 dB under the peak, ~60 % at 20-30 dB), so they are trusted less.
+    The weights depend on the audio only, so the false-positive bound still holds."""
+    rel_db = 10 * np.log10(power / (power.max(axis=1, keepdims=True) + 1e-30) + 1e-30)
+    return np.clip(1 + (rel_db + LEVEL_KNEE_DB) / LEVEL_SPAN_DB, LEVEL_FLOOR, 1.0)
 
 
 def pilot_scores(folded: np.ndarray, layout: Layout) -> np.ndarray:

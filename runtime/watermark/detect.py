@@ -110,6 +110,15 @@ def detect(audio: np.ndarray, sample_rate: int, key: WatermarkKey, *, search: st
     codecs, filters); ``"full"`` also tries speed and tempo 0.8–1.25; ``"auto"`` runs the
     speed/tempo search only when the offset search finds nothing (each stage at alpha/2).
     """
+    return detect_analysis(audio, sample_rate, key, search=search, alpha=alpha,
+                           config=config)[0]
+
+
+def detect_analysis(audio: np.ndarray, sample_rate: int, key: WatermarkKey, *,
+                    search: str = "auto", alpha: float = ALPHA,
+                    config: WatermarkConfig = DEFAULT_CONFIG) -> tuple[Detection, Analysis]:
+    """``detect`` plus the winning ``Analysis`` (for benchmarks: bits decoded even when the
+    mark is absent)."""
     if search not in SEARCH_MODES:
         raise ValueError(f"search must be one of {SEARCH_MODES}, got {search!r}")
     x16 = _to_mono16(audio, sample_rate, config)
@@ -122,21 +131,19 @@ def detect(audio: np.ndarray, sample_rate: int, key: WatermarkKey, *, search: st
                          f"(need ≥ {(config.n_fft + config.hop) / config.sample_rate:.3f} s)")
     args = (layout, key, sample_rate, config)
     if search == "offset":
-        return _result(a, None, threshold_z(alpha, k_offset), k_offset, 1, "offset", *args)
+        return _result(a, None, threshold_z(alpha, k_offset), k_offset, 1, "offset", *args), a
     if search == "auto":
         t0 = threshold_z(alpha / 2, k_offset)
         if a.z >= t0:
-            return _result(a, None, t0, k_offset, 2, "offset", *args)
-        found = search_fn(x16, layout, config)
-        t1 = threshold_z(alpha / 2, k_search)
-        if found is None or found.analysis.z <= a.z:
-            return _result(a, None, t1, k_search, 2, "speed/tempo", *args)
-        return _result(found.analysis, found, t1, k_search, 2, "speed/tempo", *args)
+            return _result(a, None, t0, k_offset, 2, "offset", *args), a
+        k, scale, t, stage = k_search, 2, threshold_z(alpha / 2, k_search), "speed/tempo"
+    else:
+        k = k_offset + k_search
+        scale, t, stage = 1, threshold_z(alpha, k), "full"
     found = search_fn(x16, layout, config)
-    k = k_offset + k_search
     if found is None or found.analysis.z <= a.z:
-        return _result(a, None, threshold_z(alpha, k), k, 1, "full", *args)
-    return _result(found.analysis, found, threshold_z(alpha, k), k, 1, "full", *args)
+        return _result(a, None, t, k, scale, stage, *args), a
+    return _result(found.analysis, found, t, k, scale, stage, *args), found.analysis
 
 
 search_fn = search  # the search stage; the name ``search`` is the keyword argument above

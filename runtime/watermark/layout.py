@@ -38,8 +38,8 @@ class WatermarkConfig:
     block_frames: int = 32  # T: frames per layout block (1.024 s)
     pilot_fraction: float = 0.5
     # strength and perceptual shaping (see shaping.py)
-    valley_db: float = 0.003  # gain at a frame's peak cell, growing as (P/P_peak)**-valley_beta
-    valley_beta: float = 1.0
+    valley_db: float = 0.01  # gain at a frame's peak cell, growing as (P/P_peak)**-valley_beta
+    valley_beta: float = 0.8
     flat_db: float = 3.0  # extra gain in noise-like regions (× flatness³)
     flat_beta: float = 1.0  # ... ∝ (P / local mean)**-flat_beta: weak cells get more
     floor_db: float = 60.0  # cells this far under their frame's peak get no mark

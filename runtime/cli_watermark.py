@@ -1,0 +1,163 @@
+"""``v2a watermark``: embed and verify the keyed audio watermark from the command line.
+
+    v2a watermark embed IN OUT [--key-file F] [--payload HEX | --model-id N --generation-id N]
+    v2a watermark verify FILE... [--key-file F] [--search auto|offset|full] [--json]
+    v2a watermark keygen PATH
+
+``verify`` reads audio files (anything soundfile reads) and the first audio track of videos
+and other media (PyAV). Exit status: 0 every file is marked, 1 some file is not marked, 2 an
+error (bad input or key), which is one ``error:`` line on stderr, never a traceback.
+``--json`` prints one JSON object per file (JSON lines) with the ``Detection`` fields.
+``embed`` writes WAV/FLAC/OGG atomically (temporary file + rename); inputs are only read.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sys
+from pathlib import Path
+
+import click
+
+from .watermark import (
+    Detection,
+    WatermarkKey,
+    detect,
+    embed,
+    generate_key_file,
+    load_key,
+    make_payload,
+    read_audio,
+    split_payload,
+    write_audio_atomic,
+)
+from .watermark.audio_io import audio_subtype
+
+EXIT_MARKED, EXIT_NOT_MARKED, EXIT_ERROR = 0, 1, 2
+KEY_HELP = "key file (64 hex digits); default: $V2A_WATERMARK_KEY, then $V2A_WATERMARK_KEY_FILE"
+
+
+def _fail(message: str) -> None:
+    click.echo(f"error: {' '.join(message.split())}", err=True)
+    sys.exit(EXIT_ERROR)
+
+
+def _key(key_file: str | None) -> WatermarkKey:
+    try:
+        key = load_key(key_file)
+    except ValueError as e:
+        _fail(str(e))
+    if key.is_demo:
+        click.echo("warning: using the PUBLIC DEMO watermark key (anyone can verify or forge "
+                   "it); set V2A_WATERMARK_KEY or pass --key-file", err=True)
+    return key
+
+
+def _payload(payload_hex: str | None, model_id: int | None, generation_id: int | None) -> int:
+    if payload_hex is not None:
+        if model_id is not None or generation_id is not None:
+            _fail("give either --payload or --model-id/--generation-id, not both")
+        text = payload_hex.lower().removeprefix("0x")
+        if not 1 <= len(text) <= 8 or any(c not in "0123456789abcdef" for c in text):
+            _fail(f"--payload must be 1-8 hex digits (32 bits), got {payload_hex!r}")
+        return int(text, 16)
+    gid = secrets.randbelow(1 << 24) if generation_id is None else generation_id
+    try:
+        return make_payload(model_id or 0, gid)
+    except ValueError as e:
+        _fail(str(e))
+
+
+@click.group("watermark")
+def watermark() -> None:
+    """Embed and verify the keyed audio watermark."""
+
+
+@watermark.command("embed")
+@click.argument("src", metavar="IN", type=click.Path(dir_okay=False))
+@click.argument("dst", metavar="OUT", type=click.Path(dir_okay=False))
+@click.option("--key-file", type=click.Path(dir_okay=False), help=KEY_HELP)
+@click.option("--payload", "payload_hex", metavar="HEX", help="32-bit payload as hex")
+@click.option("--model-id", type=int, help="payload model id (0-255); default 0")
+@click.option("--generation-id", type=int, help="payload generation id (24 bits); default random")
+@click.option("--force", is_flag=True, help="overwrite OUT if it exists")
+def embed_cmd(src, dst, key_file, payload_hex, model_id, generation_id, force) -> None:
+    """Watermark the audio of IN (audio file or the audio track of a video) into OUT
+    (.wav, .flac or .ogg)."""
+    src_p, dst_p = Path(src), Path(dst)
+    if dst_p.exists() and dst_p.resolve() == src_p.resolve():
+        _fail(f"{dst}: OUT must differ from IN (the input is never modified)")
+    if dst_p.exists() and not force:
+        _fail(f"{dst}: exists; pass --force to overwrite")
+    if not dst_p.parent.is_dir():
+        _fail(f"{dst}: directory {dst_p.parent} does not exist")
+    payload = _payload(payload_hex, model_id, generation_id)
+    key = _key(key_file)
+    try:
+        audio, sr = read_audio(src_p)
+        marked = embed(audio, sr, key, payload)
+        subtype = audio_subtype(src_p) if src_p.suffix.lower() == dst_p.suffix.lower() else None
+        write_audio_atomic(dst_p, marked, sr, subtype=subtype)
+    except (ValueError, OSError) as e:
+        _fail(str(e))
+    model, gen = split_payload(payload)
+    click.echo(f"{dst}: embedded payload {payload:08x} (model {model}, generation {gen}) "
+               f"with key {key.key_id}")
+
+
+def _line(path: str, d: Detection) -> str:
+    if not d.present:
+        return f"{path}: not marked (z {d.z:.1f} < {d.threshold_z:.2f}, key {d.key_id})"
+    where = "" if d.speed == 1.0 and d.tempo == 1.0 else (
+        f", speed {d.speed:.3f}" if d.speed != 1.0 else f", tempo {d.tempo:.3f}")
+    if d.crc_ok:
+        msg = f"payload {d.payload:08x} (model {d.model_id}, generation {d.generation_id})"
+    else:
+        msg = "payload unreadable (CRC mismatch)"
+    marked = sum(z >= 3.0 for z in d.per_second_z)
+    return (f"{path}: MARKED (z {d.z:.1f} ≥ {d.threshold_z:.2f}, p ≤ {d.p_value_bound:.1e}"
+            f"{where}, key {d.key_id}) {msg}; {marked}/{len(d.per_second_z)} s with z ≥ 3")
+
+
+@watermark.command("verify")
+@click.argument("files", metavar="FILE...", nargs=-1, required=True)
+@click.option("--key-file", type=click.Path(dir_okay=False), help=KEY_HELP)
+@click.option("--search", type=click.Choice(["auto", "offset", "full"]), default="auto",
+              show_default=True, help="auto: speed/tempo search only if the offset search fails")
+@click.option("--json", "as_json", is_flag=True, help="one JSON object per file")
+def verify_cmd(files, key_file, search, as_json) -> None:
+    """Check FILE... (audio files or videos) for the watermark of the key.
+
+    Exit status 0 if all are marked, 1 if any is not, 2 on any error."""
+    key = _key(key_file)
+    status = EXIT_MARKED
+    for path in files:
+        try:
+            audio, sr = read_audio(path)
+            d = detect(audio, sr, key, search=search)
+        except (ValueError, OSError) as e:
+            message = " ".join(str(e).split())
+            if as_json:
+                click.echo(json.dumps({"file": path, "error": message}))
+            click.echo(f"error: {message}", err=True)
+            status = EXIT_ERROR
+            continue
+        if as_json:
+            click.echo(json.dumps({"file": path, **d.to_dict()}))
+        else:
+            click.echo(_line(path, d))
+        if not d.present and status == EXIT_MARKED:
+            status = EXIT_NOT_MARKED
+    sys.exit(status)
+
+
+@watermark.command("keygen")
+@click.argument("path", type=click.Path(dir_okay=False))
+def keygen_cmd(path) -> None:
+    """Write a new random watermark key to PATH (mode 0600; never overwrites)."""
+    try:
+        key = generate_key_file(path)
+    except (ValueError, OSError) as e:
+        _fail(str(e))
+    click.echo(f"{path}: new watermark key {key.key_id}; keep it secret, back it up")
