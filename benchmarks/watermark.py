@@ -36,10 +36,11 @@ import wm_clips  # noqa: E402
 import wm_metrics as M  # noqa: E402
 import wm_report  # noqa: E402
 from v2a_runtime.watermark import WatermarkKey, embed, make_payload  # noqa: E402
-from v2a_runtime.watermark.analysis import SUB_HOP_STEPS, Grid, decode, grid_features  # noqa: E402
+from v2a_runtime.watermark.analysis import decode  # noqa: E402
 from v2a_runtime.watermark.detect import detect_analysis  # noqa: E402
-from v2a_runtime.watermark.features import fold, resample  # noqa: E402
+from v2a_runtime.watermark.features import resample  # noqa: E402
 from v2a_runtime.watermark.layout import DEFAULT_CONFIG, make_layout  # noqa: E402
+from v2a_runtime.watermark.null import null_scores, null_secrets  # noqa: E402
 
 KEY = WatermarkKey.from_secret(hashlib.sha256(b"v2a watermark benchmark key").digest())
 OTHER_KEY = WatermarkKey.from_secret(hashlib.sha256(b"v2a watermark benchmark key 2").digest())
@@ -97,27 +98,9 @@ def quality(x: np.ndarray, y: np.ndarray, spec: ClipSpec) -> dict:
 
 def null_z(x: np.ndarray, spec: ClipSpec) -> list[float]:
     """Best z over the 256 offset alignments for ``null_keys`` random keys (features once)."""
-    cfg = DEFAULT_CONFIG
-    x16 = resample(x, spec.sample_rate, cfg.sample_rate)
-    spectra = []
-    for k in range(SUB_HOP_STEPS):
-        _, feats, _ = grid_features(x16, Grid(k * cfg.hop // SUB_HOP_STEPS), cfg)
-        if feats is not None:
-            a = fold(feats, cfg.block_frames)
-            spectra.append((np.fft.rfft(a, axis=0), np.fft.rfft(a ** 2, axis=0)))
-    out = []
-    for j in range(spec.null_keys):
-        secret = hashlib.sha256(f"null {spec.sample_rate} {spec.index} {j}".encode()).digest()
-        lay = make_layout.__wrapped__(secret, cfg)
-        fq = np.conj(np.fft.rfft(lay.pilot * lay.chips, axis=0))
-        fp = np.conj(np.fft.rfft(lay.pilot.astype(np.float64), axis=0))
-        best = -np.inf
-        for fa, fa2 in spectra:
-            num = np.fft.irfft((fq * fa).sum(axis=1), n=cfg.block_frames)
-            den = np.fft.irfft((fp * fa2).sum(axis=1), n=cfg.block_frames)
-            best = max(best, float(np.max(num / np.sqrt(np.maximum(den, 1e-12)))))
-        out.append(best)
-    return out
+    x16 = resample(x, spec.sample_rate, DEFAULT_CONFIG.sample_rate)
+    keys = null_secrets(spec.null_keys, f"benchmark {spec.sample_rate} {spec.index}")
+    return null_scores(x16, keys, DEFAULT_CONFIG).tolist()
 
 
 def _detect(audio, sr, key, mode, payload=None) -> dict:
@@ -205,6 +188,8 @@ def main(argv=None) -> None:
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--resume", action="store_true", help="keep the clips already recorded")
+    ap.add_argument("--report-only", action="store_true",
+                    help="only aggregate the clips already recorded (e.g. of a running job)")
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
     ap.add_argument("--name", default="watermark")
     args = ap.parse_args(argv)
@@ -222,15 +207,16 @@ def main(argv=None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     log = out / f"{args.name}.records.jsonl"  # one line per finished clip: resumable
     done = {}
-    if args.resume and log.exists():
-        for line in log.read_text().splitlines():
+    if args.resume or args.report_only:
+        for line in log.read_text().splitlines() if log.exists() else []:
             rec = json.loads(line)
             done[(rec["sample_rate"], rec["index"])] = rec
     elif log.exists():
         log.unlink()
     per_rate = {}
     for sr in (int(r) for r in args.rates.split(",")):
-        specs = [s for s in clip_specs(args, sr) if (sr, s.index) not in done]
+        specs = [] if args.report_only else [
+            s for s in clip_specs(args, sr) if (sr, s.index) not in done]
         records = [r for (rate, _), r in sorted(done.items()) if rate == sr]
         with ProcessPoolExecutor(args.jobs) as pool, log.open("a") as sink:
             for rec in pool.map(run_clip, specs):
@@ -240,13 +226,15 @@ def main(argv=None) -> None:
                 records.append(rec)
                 print(f"[{time.time() - started:7.0f}s] {sr} Hz clip {rec['index'] + 1}/"
                       f"{args.clips} ({rec['kind']}, {rec['duration']:g} s)", flush=True)
-        per_rate[sr] = records
+        if records:
+            per_rate[sr] = records
     meta = {"command": " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])]),
             "python": platform.python_version(), "machine": platform.machine(),
             "processor": platform.processor(), "seconds": time.time() - started,
             "key_id": KEY.key_id, "v2a_clips": "runtime generations from bundle "
             f"{args.bundle}" if args.bundle else "foley/ambience synthesized (no bundle)",
             "bundle_weights": _bundle_weights(args.bundle),
+            "partial_report": args.report_only,
             "search_clips_per_duration": args.search_clips, "null_keys_per_clip": args.null_keys}
     wm_report.write(per_rate, meta, out, args.name)
 

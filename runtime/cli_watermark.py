@@ -1,7 +1,8 @@
 """``v2a watermark``: embed and verify the keyed audio watermark from the command line.
 
     v2a watermark embed IN OUT [--key-file F] [--payload HEX | --model-id N --generation-id N]
-    v2a watermark verify FILE... [--key-file F] [--search auto|offset|full] [--json]
+    v2a watermark verify FILE... [--key-file F] [--search auto|offset|full] [--null-keys N]
+                                 [--json]
     v2a watermark keygen PATH
 
 ``verify`` reads audio files (anything soundfile reads) and the first audio track of videos
@@ -116,6 +117,8 @@ def _line(path: str, d: Detection) -> str:
     else:
         msg = "payload unreadable (CRC mismatch)"
     marked = sum(z >= 3.0 for z in d.per_second_z)
+    if d.p_value_empirical is not None:
+        where += f", empirical p {d.p_value_empirical:.1e}"
     return (f"{path}: MARKED (z {d.z:.1f} ≥ {d.threshold_z:.2f}, p ≤ {d.p_value_bound:.1e}"
             f"{where}, key {d.key_id}) {msg}; {marked}/{len(d.per_second_z)} s with z ≥ 3")
 
@@ -125,8 +128,10 @@ def _line(path: str, d: Detection) -> str:
 @click.option("--key-file", type=click.Path(dir_okay=False), help=KEY_HELP)
 @click.option("--search", type=click.Choice(["auto", "offset", "full"]), default="auto",
               show_default=True, help="auto: speed/tempo search only if the offset search fails")
+@click.option("--null-keys", type=click.IntRange(0, 100000), default=0,
+              help="also rank z among N random keys (empirical p-value cross-check)")
 @click.option("--json", "as_json", is_flag=True, help="one JSON object per file")
-def verify_cmd(files, key_file, search, as_json) -> None:
+def verify_cmd(files, key_file, search, null_keys, as_json) -> None:
     """Check FILE... (audio files or videos) for the watermark of the key.
 
     Exit status 0 if all are marked, 1 if any is not, 2 on any error."""
@@ -135,7 +140,7 @@ def verify_cmd(files, key_file, search, as_json) -> None:
     for path in files:
         try:
             audio, sr = read_audio(path)
-            d = detect(audio, sr, key, search=search)
+            d = detect(audio, sr, key, search=search, null_keys=null_keys)
         except (ValueError, OSError) as e:
             message = " ".join(str(e).split())
             if as_json:

@@ -21,7 +21,7 @@ import wm_clips  # noqa: E402
 
 FIELDS = {"file", "present", "z", "p_value_bound", "threshold_z", "payload", "crc_ok",
           "model_id", "generation_id", "offset_samples", "speed", "tempo", "per_second_z",
-          "search", "n_hypotheses", "key_id", "payload_hex"}
+          "search", "n_hypotheses", "key_id", "payload_hex", "p_value_empirical"}
 
 
 def _sha(path: Path) -> str:

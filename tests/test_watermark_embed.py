@@ -110,3 +110,21 @@ def test_bad_input_is_a_value_error(hosts):
         detect(np.zeros(100, np.float32), 16000, KEY)
     with pytest.raises(ValueError, match="search"):
         detect(hosts[(16000, 1)], 16000, KEY, search="fast")
+
+
+def test_key_randomisation_null_cross_check(hosts):
+    x = hosts[(44100, 1)]
+    y = embed(x, 44100, KEY, PAYLOAD)
+    marked = detect(y, 44100, KEY, search="offset", null_keys=60)
+    assert marked.p_value_empirical == pytest.approx(1 / 61)  # beats every random key
+    plain = detect(x, 44100, KEY, search="offset", null_keys=60)
+    assert plain.p_value_empirical > 0.05 and plain.p_value_bound == 1.0
+    # the random keys' scores on the marked clip obey the bound: none near the threshold
+    from v2a_runtime.watermark.features import resample
+    from v2a_runtime.watermark.layout import DEFAULT_CONFIG
+    from v2a_runtime.watermark.null import null_scores, null_secrets
+
+    null = null_scores(resample(y, 44100, 16000), null_secrets(200, "test"), DEFAULT_CONFIG)
+    assert null.max() < Z_OFFSET - 1.0
+    p = np.minimum(1, 256 * np.exp(-null ** 2 / 2))
+    assert np.mean(p <= 0.5) <= 0.5 and np.mean(p <= 0.1) <= 0.1
