@@ -1,12 +1,14 @@
 """Embedding: a keyed multiplicative gain field on the 16 kHz STFT, closed-loop corrected.
 
-Every cell's magnitude is scaled by 10**(g/20) with g = ±strength (pilot: the chip; data: the
-chip times the code bit's sign), shaped by perceptual limits, then corrected in closed loop: the
-marked signal is re-analysed exactly as the detector will see it and every direction (the pilot
-and each of the 162 code bits) gets a uniform scale so that its mean response reaches the same
-margin, which cancels most of the host's own projection (improved spread spectrum, Malvar &
-Florêncio 2003). The change is rendered as ``delta = ISTFT(X·(G − 1))`` at 16 kHz, resampled to
-the host rate and added, so nothing above 8 kHz is touched.
+Every cell's magnitude is scaled by 10**(g/20) with |g| from the perceptual limits of
+shaping.py and the sign of the cell (pilot: its chip; data: its chip times its code bit's
+sign), then corrected in closed loop: the marked signal is re-analysed exactly as the detector
+will see it and every direction (the pilot and each of the 162 code bits) gets a uniform scale
+so that its mean response reaches the same margin, which cancels most of the host's own
+projection (improved spread spectrum, Malvar & Florêncio 2003). The change is rendered as
+``delta = ISTFT(X·(G − 1))`` at 16 kHz, resampled to the host rate and added, so nothing above
+8 kHz is touched; a 4 ms envelope gate keeps it 10 dB under the host everywhere, and the whole
+change is held to ``target_snr_db``.
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ def as_channels(audio: np.ndarray) -> np.ndarray:
                          f"got {np.shape(audio)}")
     if not np.issubdtype(a.dtype, np.floating):
         raise ValueError(f"audio must be floating point in [-1, 1], got dtype {a.dtype}")
+    if not np.all(np.isfinite(a)):
+        raise ValueError("audio contains NaN or infinite samples")
     return a.astype(np.float64)
 
 
