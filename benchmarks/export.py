@@ -48,6 +48,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=None, help="torch and onnxruntime threads")
     p.add_argument("--keep", type=Path, help="write the bundle here (default: a temp dir)")
     p.add_argument("--name", help="results file stem (default: export_<variant>)")
+    p.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the other components' rows of an earlier result (a model exported in parts "
+        "with --components into the same --keep directory)",
+    )
     args = p.parse_args(argv)
 
     import torch
@@ -133,11 +139,35 @@ def main(argv: list[str] | None = None) -> int:
     }
     RESULTS.mkdir(exist_ok=True)
     stem = args.name or f"export_{args.variant}"
+    if args.merge and (RESULTS / f"{stem}.json").is_file():
+        record = merge(json.loads((RESULTS / f"{stem}.json").read_text()), record)
     (RESULTS / f"{stem}.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
     table = markdown(record)
     (RESULTS / f"{stem}.md").write_text(table)
     print(table)
     return 0 if result.report.passed else 1
+
+
+def merge(old: dict, new: dict) -> dict:
+    """``new`` plus the component rows of ``old`` it did not re-export, in contract order."""
+    from v2a_runtime.bundle import COMPONENTS
+
+    rows = {r["component"]: r for r in old.get("components", [])}
+    rows.update({r["component"]: r for r in new["components"]})
+    return {
+        **new,
+        "command": [*_as_list(old.get("command")), new["command"]],
+        "components": [rows[c] for c in COMPONENTS if c in rows],
+        "weights_load_s": (old.get("weights_load_s") or 0) + (new["weights_load_s"] or 0),
+        "total_s": (old.get("total_s") or 0) + new["total_s"],
+        "peak_rss_gb": max(old.get("peak_rss_gb") or 0, new["peak_rss_gb"]),
+        "end_to_end": new["end_to_end"] or old.get("end_to_end"),
+        "passed": bool(old.get("passed", True)) and new["passed"],
+    }
+
+
+def _as_list(x) -> list:
+    return [] if x is None else x if isinstance(x, list) else [x]
 
 
 def _machine(load: tuple[float, float, float]) -> dict:
@@ -165,7 +195,7 @@ def markdown(r: dict) -> str:
     lines = [
         f"### Export: {r['variant']} ({r['weights']})",
         "",
-        f"`{r['command']}`  ",
+        *(f"`{c}`  " for c in _as_list(r["command"])),
         f"{r['machine']['cpu']}, {r['machine']['cores']} cores (shared; load average "
         f"{r['machine']['load_average_at_start'][0]} at start), torch {r['versions']['torch']}, "
         f"onnxruntime {r['versions']['onnxruntime']}, {r['versions']['exporter']}",

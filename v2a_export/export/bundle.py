@@ -16,6 +16,7 @@ the gate.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -148,10 +149,10 @@ def export_bundle(
     have = set(options.components) | (set(kept.specs) if kept is not None else set())
     need = {NETWORK_OF[c] for c in options.components}
     if have == set(COMPONENTS):  # the manifest needs the latent statistics of the flow
-        need |= set(NETWORKS) if options.plan.e2e_duration is not None else {"flow"}
+        need.add("flow")  # (the end-to-end check loads all five itself, after the export)
     need = tuple(n for n in NETWORKS if n in need)
     emit(Event("weights", "load", 0, 1))
-    loaded = load_weights(config, source, need)
+    loaded = _Models(load_weights(config, source, need))
     emit(Event("weights", "load", 1, 1))
     work = out.parent / f".{out.name}.partial-{os.getpid()}"
     shutil.rmtree(work, ignore_errors=True)
@@ -174,16 +175,19 @@ def export_bundle(
     )
 
 
-def _export_into(work, config, loaded: LoadedWeights, source, options, kept, emit):
+def _export_into(work, config, loaded: _Models, source, options, kept, emit):
     """Export, gate and describe everything inside ``work``."""
     rules = SequenceRules.of(config)
     descs = descriptors(config)
     plan = options.plan
     exports, parity = {}, {}
-    for name in options.components:
+    for i, name in enumerate(options.components):
         exports[name], parity[name] = _export_one(
             work, name, loaded, descs[name], rules, plan, options.threads, emit
         )
+        later = {NETWORK_OF[c] for c in options.components[i + 1 :]}
+        if NETWORK_OF[name] not in later:  # keep peak memory to one network + one graph
+            loaded.release_network(NETWORK_OF[name])
     specs = {name: _component_spec(work, exports[name], descs[name]) for name in exports}
     notes: list[str] = []
     if kept is not None and set(kept.specs) - set(specs):
@@ -200,7 +204,7 @@ def _export_into(work, config, loaded: LoadedWeights, source, options, kept, emi
         write_manifest(work, manifest)
         if plan.e2e_duration is not None:
             emit(Event("end_to_end", "parity", 0, 1))
-            e2e = check_end_to_end(loaded.networks, work, plan, threads=options.threads)
+            e2e = _end_to_end(loaded, config, source, work, plan, options.threads)
             emit(Event("end_to_end", "parity", 1, 1))
             report = ParityReport(parity, e2e, tuple(notes))
         section = _parity_section(report, loaded, source, plan, kept)
@@ -218,6 +222,46 @@ def _export_into(work, config, loaded: LoadedWeights, source, options, kept, emi
     _write_json(work / PARITY_REPORT, details)
     _write_json(work / EXPORT_REPORT, _export_report(config, loaded, source, exports, plan, kept))
     return report, exports, tuple(notes)
+
+
+class _Models:
+    """The loaded networks, released before the end-to-end check so that the PyTorch weights
+    and the bundle's ONNX sessions are never in memory together."""
+
+    def __init__(self, loaded: LoadedWeights):
+        self.kind, self.files = loaded.kind, loaded.files
+        self._loaded: LoadedWeights | None = loaded
+        flow = loaded.networks.flow
+        self.latent_stats = None  # (mean, std) of the flow, kept after the flow is released
+        if not flow.latent_mean.is_meta:
+            self.latent_stats = tuple(
+                tuple(float(v) for v in p.detach().flatten())
+                for p in (flow.latent_mean, flow.latent_std)
+            )
+
+    def release_network(self, name: str) -> None:
+        """Free one network's weights (its module moves to ``meta``) once no graph needs it."""
+        if self._loaded is not None:
+            self._loaded.networks.modules()[name].to("meta")
+            gc.collect()
+
+    @property
+    def networks(self):
+        assert self._loaded is not None, "networks were released"
+        return self._loaded.networks
+
+    def release(self) -> None:
+        self._loaded = None
+        gc.collect()
+
+
+def _end_to_end(models: _Models, config, source, root, plan, threads):
+    """Release the networks, run the runtime pipeline, then rebuild all five networks (from the
+    seed, or memory-mapped from the weight files) for the PyTorch reference."""
+    models.release()
+    return check_end_to_end(
+        lambda: load_weights(config, source).networks, root, plan, threads=threads, config=config
+    )
 
 
 def _export_one(work, name, loaded, desc, rules, plan, threads, emit):
@@ -271,7 +315,7 @@ def _tokenizer(work: Path, packaged: bool) -> TokenizerSpec:
 
 
 def _manifest(config, loaded, source, options, specs, tokenizer, parity) -> Manifest:
-    flow = loaded.networks.flow
+    latent_mean, latent_std = loaded.latent_stats
     rules = SequenceRules.of(config)
     return Manifest(
         model=ModelSpec(
@@ -287,8 +331,8 @@ def _manifest(config, loaded, source, options, specs, tokenizer, parity) -> Mani
             n_mels=config.vae.data_dim,
             latent_channels=config.flow.latent_dim,
             latent_rate=config.latent_rate,
-            latent_mean=tuple(float(v) for v in flow.latent_mean.detach().flatten()),
-            latent_std=tuple(float(v) for v in flow.latent_std.detach().flatten()),
+            latent_mean=latent_mean,
+            latent_std=latent_std,
         ),
         video=VideoSpec(
             clip_fps=config.streams.clip_fps,
@@ -312,7 +356,7 @@ def _manifest(config, loaded, source, options, specs, tokenizer, parity) -> Mani
     )
 
 
-def weights_note(loaded: LoadedWeights, source: WeightSource) -> str:
+def weights_note(loaded, source: WeightSource) -> str:
     if loaded.kind == "random":
         return (
             f"RANDOM WEIGHTS (seed {source.seed}): the real architecture, untrained; exported to "
@@ -350,7 +394,7 @@ def library_versions() -> dict[str, str]:
     }
 
 
-def _reference(loaded: LoadedWeights, source: WeightSource) -> dict:
+def _reference(loaded, source: WeightSource) -> dict:
     """Which weights the graphs were checked against (validate rebuilds them from this)."""
     return {
         "weights": loaded.kind,
@@ -584,14 +628,14 @@ def validate_bundle(
         )
     check_weight_source(config, source)
     emit(Event("weights", "load", 0, 1))
-    need = NETWORKS if plan.e2e_duration is not None else {NETWORK_OF[c] for c in components}
-    loaded = load_weights(config, source, tuple(need))
+    need = {NETWORK_OF[c] for c in components}  # the end-to-end check loads its own
+    loaded = _Models(load_weights(config, source, tuple(need)))
     emit(Event("weights", "load", 1, 1))
     rules = SequenceRules.of(config)
     parity: dict[str, ComponentParity] = {}
-    for name, desc in descriptors(config).items():
-        if name not in components:
-            continue
+    order = [c for c in COMPONENTS if c in components]
+    for i, name in enumerate(order):
+        desc = descriptors(config)[name]
         steps = len(plan.cases(desc))
         emit(Event(name, "parity", 0, steps))
         session = load_session(bundle.path(name), threads=threads)
@@ -605,10 +649,12 @@ def validate_bundle(
             threshold=FP32_THRESHOLDS[name],
             on_case=lambda i, n, name=name: emit(Event(name, "parity", i, n)),
         )
+        if NETWORK_OF[name] not in {NETWORK_OF[c] for c in order[i + 1 :]}:
+            loaded.release_network(NETWORK_OF[name])
     e2e = None
     if plan.e2e_duration is not None:
         emit(Event("end_to_end", "parity", 0, 1))
-        e2e = check_end_to_end(loaded.networks, root, plan, threads=threads)
+        e2e = _end_to_end(loaded, config, source, root, plan, threads)
         emit(Event("end_to_end", "parity", 1, 1))
     report = ParityReport(parity, e2e)
     if write:

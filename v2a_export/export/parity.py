@@ -17,6 +17,7 @@ Thresholds (fp32): rel L2 ≤ 1e-5 per output at every size, max abs ≤ 1e-4·m
 
 from __future__ import annotations
 
+import gc
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -377,16 +378,30 @@ def _check_case(
 
 @torch.no_grad()
 def check_end_to_end(
-    nets, bundle_dir: str | Path, plan: ParityPlan, *, threads: int | None = None
+    nets,
+    bundle_dir: str | Path,
+    plan: ParityPlan,
+    *,
+    threads: int | None = None,
+    config=None,
 ) -> EndToEnd:
     """The runtime pipeline on the bundle vs the PyTorch reference pipeline (same frames, prompt,
-    seed and x0). The runtime draws track k's noise as ``default_rng(seed + k)
-    .standard_normal((L, C), float32)``; the reference gets that array as x0."""
+    seed and x0).
+
+    ``nets`` is a :class:`Networks`, or a callable returning one together with ``config``: then
+    the runtime pipeline runs (and is released) before the networks are built, so the ONNX
+    sessions and the PyTorch weights are never in memory together (a full-size model holds
+    several GB of each)."""
     from v2a_runtime.pipeline import Pipeline
 
     if plan.e2e_duration is None:
         raise ValueError("plan.e2e_duration is None: no end-to-end check planned")
-    got, want = end_to_end_audio(nets, Pipeline.load(bundle_dir, threads=threads), plan)
+    config = config if callable(nets) else nets.config
+    pipe = Pipeline.load(bundle_dir, threads=threads)
+    got = runtime_audio(pipe, config, plan)
+    del pipe
+    gc.collect()
+    want = reference_audio(nets() if callable(nets) else nets, plan, got.shape[0])
     m = Metrics.of(got, want)
     return EndToEnd(
         duration=plan.e2e_duration,
@@ -401,24 +416,38 @@ def check_end_to_end(
     )
 
 
-@torch.no_grad()
 def end_to_end_audio(nets, pipe, plan: ParityPlan) -> tuple[np.ndarray, np.ndarray]:
     """(runtime waveform, reference waveform), both (W,) float32 and clipped to [-1, 1]: the
     loaded runtime pipeline ``pipe`` and the PyTorch reference on the same random frames,
     prompt, seed and x0 (Euler, uniform grid, ``plan``'s steps and cfg, no watermark)."""
-    from v2a_runtime.media import Frames
+    got = runtime_audio(pipe, nets.config, plan)
+    return got, reference_audio(nets, plan, got.shape[0])
+
+
+def _e2e_inputs(config, plan: ParityPlan):
+    """The random frames (clip, sync), the prompt ids and x0 of the end-to-end check."""
     from v2a_runtime.tokenizer import Tokenizer
 
-    from v2a_export.reference import ReferencePipeline
-
-    config = nets.config
     d, s = plan.e2e_duration, config.streams
     n = SequenceRules.of(config).sizes(d)
     rng = np.random.default_rng(plan.seed)
     clip = rng.integers(0, 256, (n["F"], s.clip_size, s.clip_size, 3), dtype=np.uint8)
     sync = rng.integers(0, 256, (int(d * s.sync_fps), s.sync_size, s.sync_size, 3), np.uint8)
+    ids = Tokenizer.load()([plan.e2e_prompt, plan.e2e_negative])  # (2, 77)
+    # v2a_runtime.pipeline draws track k's noise as default_rng(seed + k).standard_normal
+    x0 = np.random.default_rng(plan.seed).standard_normal(
+        (n["L"], config.flow.latent_dim), dtype=np.float32
+    )
+    return clip, sync, ids, x0
+
+
+def runtime_audio(pipe, config, plan: ParityPlan) -> np.ndarray:
+    """(W,) float32: the runtime pipeline's waveform for the end-to-end inputs."""
+    from v2a_runtime.media import Frames
+
+    clip, sync, _ids, _x0 = _e2e_inputs(config, plan)
     result = pipe.generate(
-        Frames(clip=clip, sync=sync, start=0.0, duration=float(d)),
+        Frames(clip=clip, sync=sync, start=0.0, duration=float(plan.e2e_duration)),
         prompt=plan.e2e_prompt,
         negative_prompt=plan.e2e_negative,
         seed=plan.seed,
@@ -428,23 +457,27 @@ def end_to_end_audio(nets, pipe, plan: ParityPlan) -> tuple[np.ndarray, np.ndarr
         cfg=plan.e2e_cfg,
         watermark=False,
     )
-    got = result.audio[0]  # (W,)
-    ids = torch.from_numpy(Tokenizer.load()([plan.e2e_prompt, plan.e2e_negative]))  # (2, 77)
-    x0 = np.random.default_rng(plan.seed).standard_normal(
-        (n["L"], config.flow.latent_dim), dtype=np.float32
-    )
+    return result.audio[0]  # (W,)
+
+
+@torch.no_grad()
+def reference_audio(nets, plan: ParityPlan, samples: int) -> np.ndarray:
+    """(samples,) float32: the PyTorch reference's waveform, clipped like the runtime's."""
+    from v2a_export.reference import ReferencePipeline
+
+    clip, sync, ids, x0 = _e2e_inputs(nets.config, plan)
+    ids = torch.from_numpy(ids)
     ref = ReferencePipeline(nets).generate(
         torch.from_numpy(clip),
         torch.from_numpy(sync),
         ids[:1],
         ids[1:],
-        duration=d,
+        duration=plan.e2e_duration,
         x0=torch.from_numpy(x0)[None],
         steps=plan.e2e_steps,
         cfg=plan.e2e_cfg,
     )
-    want = ref.waveform[0, : got.shape[0]].clamp(-1.0, 1.0).numpy()  # the runtime clips too
-    return got, want
+    return ref.waveform[0, :samples].clamp(-1.0, 1.0).numpy()
 
 
 __all__ = [
@@ -462,4 +495,6 @@ __all__ = [
     "check_component",
     "check_end_to_end",
     "end_to_end_audio",
+    "reference_audio",
+    "runtime_audio",
 ]
