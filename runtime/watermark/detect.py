@@ -58,7 +58,7 @@ class Detection:
     generation_id: int | None
     offset_samples: int | None  # input sample where a layout block starts (0 ≤ offset < block)
     speed: float  # resampling factor found (1.0 = none)
-    tempo: float  # time-stretch factor found (1.0 = none)
+    tempo: float  # time-stretch factor found (1.0 = none; a pitch shift p is speed p, tempo 1/p)
     per_second_z: tuple[float, ...]  # pilot z of each second of the input
     search: str  # the stage that decided: "offset" or "speed/tempo"
     n_hypotheses: int  # K of the bound
@@ -83,9 +83,11 @@ def _to_mono16(audio: np.ndarray, sample_rate: int, config: WatermarkConfig) -> 
 
 def _result(a: Analysis, found: Found | None, threshold: float, n_hyp: int, bound_scale: int,
             stage: str, layout, key: WatermarkKey, sample_rate: int, config) -> Detection:
-    speed = found.factor if found is not None and found.kind == "speed" else 1.0
-    tempo = found.factor if found is not None and found.kind == "tempo" else 1.0
-    # analysed sample n ↔ input seconds n / (16000 · speed)
+    kind = found.kind if found is not None else None
+    # a pitch shift p is a speed change p followed by a tempo change 1/p
+    speed = found.factor if kind in ("speed", "pitch") else 1.0
+    tempo = found.factor if kind == "tempo" else 1.0 / found.factor if kind == "pitch" else 1.0
+    # analysed sample n ↔ input seconds n / (16000 · speed) (speed and pitch were resampled)
     to_seconds = lambda n: np.asarray(n) / (config.sample_rate * speed)  # noqa: E731
     present = a.z >= threshold
     payload, crc_ok = decode(a, layout, config) if present else (None, False)

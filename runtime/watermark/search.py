@@ -1,12 +1,14 @@
 """Speed and tempo search: the fallback when no mark is found at the original time scale.
 
 Hypotheses live on one fixed fine grid: factors 0.8 … 1.25 in geometric steps of 0.1 %, for
-each of two kinds:
+each of three kinds:
 
 - ``speed`` s (resampled playback, pitch and tempo both change): the signal is resampled by s
   to undo it, then analysed on the normal frame grid;
 - ``tempo`` r (pitch-preserving time stretch, e.g. FFmpeg atempo): the frame hop is scaled by
-  1/r, frequencies are untouched.
+  1/r, frequencies are untouched;
+- ``pitch`` p (pitch shift, duration kept): resampled by p to bring the frequencies back, which
+  stretches time by p, so the hop is scaled by p.
 
 Coarse to fine: every 6th factor is scored on the loudest ``EXCERPT_S`` seconds with two
 sub-hop offsets; the best few are refined on the whole signal, and the best refinement gets the
@@ -33,7 +35,7 @@ COARSE_EVERY = 6  # coarse grid = every 6th fine factor (0.6 %)
 REFINE_SPAN = 4  # fine factors tried on each side of a coarse candidate
 N_CANDIDATES = 4
 EXCERPT_S = 4.0
-KINDS = ("speed", "tempo")
+KINDS = ("speed", "tempo", "pitch")
 
 
 @lru_cache(maxsize=1)
@@ -53,7 +55,7 @@ def n_hypotheses(config: WatermarkConfig) -> int:
 @dataclass(frozen=True)
 class Found:
     analysis: Analysis
-    kind: str  # "speed" or "tempo"
+    kind: str  # "speed", "tempo" or "pitch"
     factor: float
 
 
@@ -67,6 +69,8 @@ def _prepare(x16: np.ndarray, kind: str, factor: float) -> tuple[np.ndarray, flo
     """(signal to analyse, grid tempo) for one hypothesis."""
     if kind == "speed":
         return undo_speed(x16, factor), 1.0
+    if kind == "pitch":
+        return undo_speed(x16, factor), factor
     return x16, 1.0 / factor
 
 
