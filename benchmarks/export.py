@@ -95,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
         result = export_bundle(
             config, WeightSource(seed=0), out, ExportOptions(**kwargs), callback=on_event
         )
+        record_file = json.loads((out / "reports" / "export.json").read_text())
+        stages["weights.load"] = sum(record_file.get("weights_load_seconds", {}).values())
     rows = []
     for name, r in result.exports.items():
         parity = result.report.components[name]

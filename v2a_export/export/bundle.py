@@ -16,7 +16,6 @@ the gate.
 
 from __future__ import annotations
 
-import gc
 import json
 import logging
 import os
@@ -59,13 +58,12 @@ from v2a_export.export.parity import (
     check_end_to_end,
 )
 from v2a_export.export.weights import (
-    LoadedWeights,
+    LazyNetworks,
     WeightSource,
     check_weight_source,
     load_weights,
 )
 from v2a_export.export.wrappers import pinned_tables, wrap
-from v2a_export.models.build import NETWORKS
 from v2a_export.models.configs import VARIANTS, ModelConfig
 from v2a_export.reference import DEFAULT_CFG
 
@@ -146,14 +144,7 @@ def export_bundle(
             f"--max-duration {options.max_duration} s is below one sync segment "
             f"({SequenceRules.of(config).min_duration:.2f} s)"
         )
-    have = set(options.components) | (set(kept.specs) if kept is not None else set())
-    need = {NETWORK_OF[c] for c in options.components}
-    if have == set(COMPONENTS):  # the manifest needs the latent statistics of the flow
-        need.add("flow")  # (the end-to-end check loads all five itself, after the export)
-    need = tuple(n for n in NETWORKS if n in need)
-    emit(Event("weights", "load", 0, 1))
-    loaded = _Models(load_weights(config, source, need))
-    emit(Event("weights", "load", 1, 1))
+    loaded = LazyNetworks(config, source)  # each network is loaded when first needed
     work = out.parent / f".{out.name}.partial-{os.getpid()}"
     shutil.rmtree(work, ignore_errors=True)
     try:
@@ -175,7 +166,7 @@ def export_bundle(
     )
 
 
-def _export_into(work, config, loaded: _Models, source, options, kept, emit):
+def _export_into(work, config, loaded: LazyNetworks, source, options, kept, emit):
     """Export, gate and describe everything inside ``work``."""
     rules = SequenceRules.of(config)
     descs = descriptors(config)
@@ -187,7 +178,7 @@ def _export_into(work, config, loaded: _Models, source, options, kept, emit):
         )
         later = {NETWORK_OF[c] for c in options.components[i + 1 :]}
         if NETWORK_OF[name] not in later:  # keep peak memory to one network + one graph
-            loaded.release_network(NETWORK_OF[name])
+            loaded.release(NETWORK_OF[name])
     specs = {name: _component_spec(work, exports[name], descs[name]) for name in exports}
     notes: list[str] = []
     if kept is not None and set(kept.specs) - set(specs):
@@ -224,38 +215,7 @@ def _export_into(work, config, loaded: _Models, source, options, kept, emit):
     return report, exports, tuple(notes)
 
 
-class _Models:
-    """The loaded networks, released before the end-to-end check so that the PyTorch weights
-    and the bundle's ONNX sessions are never in memory together."""
-
-    def __init__(self, loaded: LoadedWeights):
-        self.kind, self.files = loaded.kind, loaded.files
-        self._loaded: LoadedWeights | None = loaded
-        flow = loaded.networks.flow
-        self.latent_stats = None  # (mean, std) of the flow, kept after the flow is released
-        if not flow.latent_mean.is_meta:
-            self.latent_stats = tuple(
-                tuple(float(v) for v in p.detach().flatten())
-                for p in (flow.latent_mean, flow.latent_std)
-            )
-
-    def release_network(self, name: str) -> None:
-        """Free one network's weights (its module moves to ``meta``) once no graph needs it."""
-        if self._loaded is not None:
-            self._loaded.networks.modules()[name].to("meta")
-            gc.collect()
-
-    @property
-    def networks(self):
-        assert self._loaded is not None, "networks were released"
-        return self._loaded.networks
-
-    def release(self) -> None:
-        self._loaded = None
-        gc.collect()
-
-
-def _end_to_end(models: _Models, config, source, root, plan, threads):
+def _end_to_end(models: LazyNetworks, config, source, root, plan, threads):
     """Release the networks, run the runtime pipeline, then rebuild all five networks (from the
     seed, or memory-mapped from the weight files) for the PyTorch reference."""
     models.release()
@@ -265,9 +225,9 @@ def _end_to_end(models: _Models, config, source, root, plan, threads):
 
 
 def _export_one(work, name, loaded, desc, rules, plan, threads, emit):
-    nets = loaded.networks
     steps = 1 + len(plan.cases(desc))
     emit(Event(name, "export", 0, steps))
+    nets = loaded.networks(NETWORK_OF[name])
     module = wrap(nets, name)
     example = desc.sample_inputs(plan.export_sizes(rules), seed=plan.seed + 1000)
     result = export_component(
@@ -315,7 +275,7 @@ def _tokenizer(work: Path, packaged: bool) -> TokenizerSpec:
 
 
 def _manifest(config, loaded, source, options, specs, tokenizer, parity) -> Manifest:
-    latent_mean, latent_std = loaded.latent_stats
+    latent_mean, latent_std = loaded.latent_stats()
     rules = SequenceRules.of(config)
     return Manifest(
         model=ModelSpec(
@@ -450,6 +410,7 @@ def _export_report(config, loaded, source, exports, plan, kept) -> dict:
         "variant": config.name,
         "reference": _reference(loaded, source),
         "trace_sizes": plan.export_sizes(SequenceRules.of(config)),
+        "weights_load_seconds": {n: round(t, 3) for n, t in loaded.load_seconds.items()},
         "components": {n: entries[n] for n in COMPONENTS if n in entries},
         "versions": library_versions(),
     }
@@ -627,10 +588,7 @@ def validate_bundle(
             f"unknown component(s) {unknown or '(none given)'}; choose from {', '.join(COMPONENTS)}"
         )
     check_weight_source(config, source)
-    emit(Event("weights", "load", 0, 1))
-    need = {NETWORK_OF[c] for c in components}  # the end-to-end check loads its own
-    loaded = _Models(load_weights(config, source, tuple(need)))
-    emit(Event("weights", "load", 1, 1))
+    loaded = LazyNetworks(config, source)
     rules = SequenceRules.of(config)
     parity: dict[str, ComponentParity] = {}
     order = [c for c in COMPONENTS if c in components]
@@ -641,7 +599,7 @@ def validate_bundle(
         session = load_session(bundle.path(name), threads=threads)
         check_io(name, manifest.components[name], session)
         parity[name] = check_component(
-            wrap(loaded.networks, name),
+            wrap(loaded.networks(NETWORK_OF[name]), name),
             desc,
             session,
             rules,
@@ -650,7 +608,7 @@ def validate_bundle(
             on_case=lambda i, n, name=name: emit(Event(name, "parity", i, n)),
         )
         if NETWORK_OF[name] not in {NETWORK_OF[c] for c in order[i + 1 :]}:
-            loaded.release_network(NETWORK_OF[name])
+            loaded.release(NETWORK_OF[name])
     e2e = None
     if plan.e2e_duration is not None:
         emit(Event("end_to_end", "parity", 0, 1))

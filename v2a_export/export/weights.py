@@ -17,6 +17,8 @@ Weights are "official" when an official variant is loaded from its official file
 
 from __future__ import annotations
 
+import gc
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,6 +91,63 @@ def load_weights(
         kind = "official" if official else "trained"
         return LoadedWeights(_load_files(config, files, networks), kind, files)
     return LoadedWeights(load_single_file(config, source.file, networks), "trained", {})
+
+
+def weight_kind(config: ModelConfig, source: WeightSource) -> tuple[str, dict[str, Path]]:
+    """("random" | "trained" | "official", network -> file) without loading anything."""
+    if source.seed is not None:
+        return "random", {}
+    if source.directory is not None:
+        files, official = find_weight_files(source.directory, config)
+        return ("official" if official else "trained"), files
+    return "trained", {}
+
+
+class LazyNetworks:
+    """The networks of one weight source, each materialised when first asked for and freed
+    (moved back to ``meta``) on :meth:`release`: an export holds one network plus one graph in
+    memory, not the whole model (a large_44k_v2 model is ~9.5 GB in fp32)."""
+
+    def __init__(self, config: ModelConfig, source: WeightSource):
+        self.config, self.source = config, source
+        self.kind, self.files = weight_kind(config, source)
+        self._modules = build_networks(config, device="meta").modules()
+        self._latent_stats: tuple[tuple[float, ...], tuple[float, ...]] | None = None
+        self.load_seconds: dict[str, float] = {}  # network -> seconds spent materialising it
+
+    def networks(self, *names: str) -> Networks:
+        """A :class:`Networks` whose ``names`` are materialised (the others may be on meta)."""
+        for name in names:
+            if _is_meta(self._modules[name]):
+                started = time.perf_counter()
+                loaded = load_weights(self.config, self.source, (name,))
+                self._modules[name] = loaded.networks.modules()[name]
+                took = time.perf_counter() - started
+                self.load_seconds[name] = self.load_seconds.get(name, 0.0) + took
+                if name == "flow":
+                    self.latent_stats()
+        return Networks(config=self.config, **self._modules)
+
+    def release(self, *names: str) -> None:
+        """Free ``names`` (all networks when none are given)."""
+        for name in names or NETWORKS:
+            if not _is_meta(self._modules[name]):
+                self._modules[name] = self._modules[name].to("meta")
+        gc.collect()
+
+    def latent_stats(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """The flow's ``latent_mean`` and ``latent_std`` (C,) (loads the flow if needed)."""
+        if self._latent_stats is None:
+            flow = self.networks("flow").flow
+            self._latent_stats = tuple(
+                tuple(float(v) for v in p.detach().flatten())
+                for p in (flow.latent_mean, flow.latent_std)
+            )
+        return self._latent_stats
+
+
+def _is_meta(module: torch.nn.Module) -> bool:
+    return any(p.is_meta for p in module.parameters())
 
 
 def check_weight_source(config: ModelConfig, source: WeightSource) -> None:
@@ -206,6 +265,8 @@ def load_single_file(
 
 __all__ = [
     "KINDS",
+    "LazyNetworks",
+    "weight_kind",
     "check_weight_source",
     "LoadedWeights",
     "WeightSource",
