@@ -217,7 +217,7 @@ def _export_into(work, config, loaded: LazyNetworks, source, options, kept, emit
 
 def _end_to_end(models: LazyNetworks, config, source, root, plan, threads):
     """Release the networks, run the runtime pipeline, then rebuild all five networks (from the
-    seed, or memory-mapped from the weight files) for the PyTorch reference."""
+    seed, or from the weight files) for the PyTorch reference."""
     models.release()
     return check_end_to_end(
         lambda: load_weights(config, source).networks, root, plan, threads=threads, config=config

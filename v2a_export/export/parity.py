@@ -110,7 +110,8 @@ END_TO_END = Threshold(rel_l2=1e-3, max_abs_scale=None)
 class ParityPlan:
     """Sizes to test. Case i runs ``durations[i]`` seconds with batch ``batches[i % n]``; the
     video encoders (unbatched, the costliest for full-size models) use ``encoder_durations``
-    when given. The export traces ``export_duration`` / ``export_batch``, which no case uses."""
+    when given. The export traces ``export_duration`` / ``export_batch``; the default cases use
+    other sizes on every axis."""
 
     durations: tuple[float, ...] = (2.0, 9.0)
     batches: tuple[int, ...] = (3, 1)
