@@ -23,29 +23,29 @@ def attack_stats(recs: list[dict], name: str) -> dict | None:
     rows = [r["attacks"][name] for r in recs if name in r["attacks"]]
     if not rows:
         return None
-    pos, neg = [r["pos"] for r in rows], [r["neg"] for r in rows]
+    pos = [r["pos"] for r in rows]
+    neg = [r["neg"] for r in rows if "neg" in r]
     cross = [r["cross"] for r in rows if "cross" in r]
     pz, nz = np.array([p["z"] for p in pos]), np.array([n["z"] for n in neg])
-    thr_1pct = float(np.quantile(nz, 0.99))
     detected = sum(p["present"] for p in pos)
-    kinds = sorted({r["kind"] for r in recs})
     by_kind = {}
-    for k in kinds:
+    for k in sorted({r["kind"] for r in recs}):
         ks = [r["attacks"][name]["pos"]["present"] for r in recs
               if r["kind"] == k and name in r["attacks"]]
         if ks:
             by_kind[k] = float(np.mean(ks))
     return {
-        "n": len(rows), "mode": wm_attacks.ATTACKS[name][1],
+        "n": len(rows), "n_negatives": len(neg), "mode": wm_attacks.ATTACKS[name][1],
         "tpr": float(np.mean([p["present"] for p in pos])),
-        "tpr_at_1pct_fpr": float(np.mean(pz > thr_1pct)), "auc": M.auc(pz, nz),
+        "tpr_at_1pct_fpr": (float(np.mean(pz > np.quantile(nz, 0.99))) if len(nz) else None),
+        "auc": M.auc(pz, nz) if len(nz) else None,
         "bit_acc": float(np.mean([p["bit_acc"] for p in pos])),
         "msg_acc": float(np.mean([p["msg_ok"] for p in pos])),
         "msg_acc_detected": (float(sum(p["msg_ok"] for p in pos) / detected)
                              if detected else None),
         "false_accepts": int(sum(p["false_accept"] for p in pos)),
         "z_median": float(np.median(pz)), "z_p5": float(np.quantile(pz, 0.05)),
-        "z_min": float(pz.min()), "neg_z_max": float(nz.max()),
+        "z_min": float(pz.min()), "neg_z_max": float(nz.max()) if len(nz) else None,
         "neg_false_positives": int(sum(n["present"] for n in neg)),
         "cross_key_n": len(cross),
         "cross_key_false_positives": int(sum(c["present"] for c in cross)),
@@ -147,18 +147,22 @@ def markdown(summary: dict) -> str:
                   f"(offset search) {_fmt(s['detect_rtf_median'], '{:.4f}')}, with speed/tempo "
                   f"search {_fmt(s['search_rtf_median'], '{:.3f}')}.", "",
                   "| attack | n | TPR 5 s | TPR 10 s | msg acc 5/10 s | bit acc | z med 5/10 s "
-                  "| AUC | neg z max | FP | false msg |", "|" + "---|" * 11]
+                  "| z p5 5/10 s | AUC | neg n | neg z max | FP | false msg |", "|" + "---|" * 14]
         for name, by_dur in r["attacks"].items():
             d5, d10 = by_dur.get("5"), by_dur.get("10")
             both = [d for d in (d5, d10) if d]
+            negs = [d["neg_z_max"] for d in both if d["neg_z_max"] is not None]
+            aucs = [d["auc"] for d in both if d["auc"] is not None]
             lines.append(
                 f"| {name} | {sum(d['n'] for d in both)} | {_fmt(d5 and d5['tpr'])} | "
                 f"{_fmt(d10 and d10['tpr'])} | {_fmt(d5 and d5['msg_acc'])}/"
                 f"{_fmt(d10 and d10['msg_acc'])} | "
                 f"{_fmt(np.mean([d['bit_acc'] for d in both]), '{:.3f}')} | "
                 f"{_fmt(d5 and d5['z_median'], '{:.1f}')}/{_fmt(d10 and d10['z_median'], '{:.1f}')}"
-                f" | {_fmt(min(d['auc'] for d in both), '{:.3f}')} | "
-                f"{_fmt(max(d['neg_z_max'] for d in both), '{:.1f}')} | "
+                f" | {_fmt(d5 and d5['z_p5'], '{:.1f}')}/{_fmt(d10 and d10['z_p5'], '{:.1f}')}"
+                f" | {_fmt(min(aucs) if aucs else None, '{:.3f}')} | "
+                f"{sum(d['n_negatives'] + d['cross_key_n'] for d in both)} | "
+                f"{_fmt(max(negs) if negs else None, '{:.1f}')} | "
                 f"{sum(d['neg_false_positives'] + d['cross_key_false_positives'] for d in both)}"
                 f" | {sum(d['false_accepts'] for d in both)} |")
         lines.append("")
