@@ -77,19 +77,22 @@ def main(argv: list[str] | None = None) -> int:
     kwargs = {"plan": plan, "threads": args.threads}
     if args.components:
         kwargs["components"] = tuple(args.components.split(","))
-    stages: dict[str, float] = {}
-    clock = {"t": time.perf_counter(), "key": None}
+    stages: dict[str, float] = {}  # wall seconds per stage
+    cpu: dict[str, float] = {}  # CPU seconds of this process (all threads) per stage
+    clock = {"t": time.perf_counter(), "c": time.process_time(), "key": None}
 
     def on_event(e) -> None:  # time between events, attributed to the stage that ended
-        now = time.perf_counter()
+        now, now_cpu = time.perf_counter(), time.process_time()
         if clock["key"] is not None:
             stages[clock["key"]] = stages.get(clock["key"], 0.0) + now - clock["t"]
-        clock["t"] = now
+            cpu[clock["key"]] = cpu.get(clock["key"], 0.0) + now_cpu - clock["c"]
+        clock["t"], clock["c"] = now, now_cpu
         clock["key"] = None if e.done >= e.total else f"{e.component}.{e.stage}"
         if e.stage == "export" and e.done == 1:
             clock["key"] = f"{e.component}.parity"
 
     load = os.getloadavg()
+    cpu_start = time.process_time()
     with tempfile.TemporaryDirectory() as tmp:
         out = args.keep or Path(tmp) / "bundle"
         result = export_bundle(
@@ -107,7 +110,9 @@ def main(argv: list[str] | None = None) -> int:
                 "external_data": r.external_data is not None,
                 "nodes": r.nodes,
                 "export_s": round(r.seconds, 2),
+                "export_cpu_s": round(cpu.get(f"{name}.export", float("nan")), 2),
                 "parity_s": round(stages.get(f"{name}.parity", float("nan")), 2),
+                "parity_cpu_s": round(cpu.get(f"{name}.parity", float("nan")), 2),
                 "parity_sizes": [c.sizes for c in parity.cases],
                 "worst_rel_l2": parity.worst("rel_l2"),
                 "worst_max_abs": parity.worst("max_abs"),
@@ -133,9 +138,11 @@ def main(argv: list[str] | None = None) -> int:
             "cfg": e2e_result.cfg,
             "waveform_rel_l2": e2e_result.metrics.rel_l2,
             "seconds": round(stages.get("end_to_end.parity", float("nan")), 2),
+            "cpu_seconds": round(cpu.get("end_to_end.parity", float("nan")), 2),
             "passed": e2e_result.passed,
         },
         "total_s": round(result.seconds, 1),
+        "total_cpu_s": round(time.process_time() - cpu_start, 1),
         "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2, 2),
         "passed": result.report.passed,
     }
@@ -162,6 +169,7 @@ def merge(old: dict, new: dict) -> dict:
         "components": [rows[c] for c in COMPONENTS if c in rows],
         "weights_load_s": (old.get("weights_load_s") or 0) + (new["weights_load_s"] or 0),
         "total_s": (old.get("total_s") or 0) + new["total_s"],
+        "total_cpu_s": (old.get("total_cpu_s") or 0) + (new.get("total_cpu_s") or 0),
         "peak_rss_gb": max(old.get("peak_rss_gb") or 0, new["peak_rss_gb"]),
         "end_to_end": new["end_to_end"] or old.get("end_to_end"),
         "passed": bool(old.get("passed", True)) and new["passed"],
@@ -190,6 +198,10 @@ def _machine(load: tuple[float, float, float]) -> dict:
     }
 
 
+def _f(x, digits: int = 1) -> str:
+    return "-" if x is None or x != x else f"{x:.{digits}f}"
+
+
 def markdown(r: dict) -> str:
     def e(x):
         return "-" if x is None or x != x else f"{x:.1e}"
@@ -202,14 +214,15 @@ def markdown(r: dict) -> str:
         f"{r['machine']['load_average_at_start'][0]} at start), torch {r['versions']['torch']}, "
         f"onnxruntime {r['versions']['onnxruntime']}, {r['versions']['exporter']}",
         "",
-        "| component | file MB | external data | nodes | export s | parity s | sizes | "
-        "worst rel L2 | worst max abs | gate |",
+        "| component | file MB | external data | nodes | export s (CPU s) | parity s (CPU s) "
+        "| sizes | worst rel L2 | worst max abs | gate |",
         "|---|---:|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for c in r["components"]:
         lines.append(
             f"| {c['component']} | {c['bytes'] / 1e6:.1f} | {'yes' if c['external_data'] else 'no'}"
-            f" | {c['nodes']} | {c['export_s']:.1f} | {c['parity_s']:.1f} | "
+            f" | {c['nodes']} | {c['export_s']:.1f} ({_f(c.get('export_cpu_s'))}) | "
+            f"{c['parity_s']:.1f} ({_f(c.get('parity_cpu_s'))}) | "
             f"{len(c['parity_sizes'])} | {e(c['worst_rel_l2'])} | {e(c['worst_max_abs'])} | "
             f"{'pass' if c['passed'] else 'FAIL'} |"
         )
@@ -217,14 +230,18 @@ def markdown(r: dict) -> str:
     lines += [
         "",
         f"Total ONNX {total_mb:.1f} MB; weights materialised in {r['weights_load_s']:.1f} s; "
-        f"whole export {r['total_s']:.0f} s; peak RSS {r['peak_rss_gb']:.1f} GB.",
+        f"whole export {r['total_s']:.0f} s ({_f(r.get('total_cpu_s'), 0)} CPU s); peak RSS "
+        f"{r['peak_rss_gb']:.1f} GB. Export s: torch.export + ONNX translation + folding + save "
+        "(wall); CPU s: this process's CPU time for the stage, weights included (robust to the "
+        "machine's load).",
     ]
     if r["end_to_end"]:
         x = r["end_to_end"]
         lines.append(
             f"End to end ({x['duration']:g} s, {x['steps']} Euler steps, CFG {x['cfg']:g}, ONNX "
             f"runtime pipeline vs PyTorch reference): waveform rel L2 {e(x['waveform_rel_l2'])} "
-            f"({'pass' if x['passed'] else 'FAIL'}, {x['seconds']:.0f} s)."
+            f"({'pass' if x['passed'] else 'FAIL'}, {x['seconds']:.0f} s, "
+            f"{_f(x.get('cpu_seconds'), 0)} CPU s)."
         )
     return "\n".join(lines) + "\n"
 
