@@ -28,9 +28,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 
-from v2a_export.export.precision_calibrate import measure_ranges
+from v2a_export.export.precision_calibrate import cpu_session, measure_ranges
 from v2a_export.export.precision_graph import (
     GraphIndex,
     apply_plan,
@@ -112,11 +111,11 @@ def convert_graph(
     refined: list[str] = []
     converted, low, fp32 = _rewrite(base, ranges, policy, extra)
     outputs = _output_errors(base, converted, feeds, threads) if feeds else {}
-    bad = [o for o, e in outputs.items() if not (e.finite and e.rel_l2 <= policy.output_rel_l2)]
+    bad = [o for o, e in outputs.items() if not (e.finite and e.rel_l2 <= policy.output_limit)]
     if bad:
         for o in bad:
             e = outputs[o]
-            detail = f"{o}: rel_l2 {e.rel_l2:.1e} > {policy.output_rel_l2:.0e}"
+            detail = f"{o}: rel_l2 {e.rel_l2:.1e} > {policy.output_limit:.0e}"
             for name in output_projection(base, o):
                 extra.setdefault(name, Fp32Node(name, _op(base, name), "output", detail))
         refined = bad
@@ -162,13 +161,6 @@ def _op(model: onnx.ModelProto, name: str) -> str:
 
 def _order(model: onnx.ModelProto) -> list[str]:
     return [n.name for n in model.graph.node]
-
-
-def cpu_session(model: onnx.ModelProto, threads: int | None = None) -> ort.InferenceSession:
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads or 0
-    so.log_severity_level = 3
-    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
 
 
 def _output_errors(base, converted, feeds, threads) -> dict[str, OutputError]:

@@ -16,6 +16,7 @@ finite (the approach of onnxruntime's fp16 block lists, made automatic: spec/dep
 from __future__ import annotations
 
 import logging
+import math
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -40,6 +41,7 @@ PROMPTS = (
 )
 WORLD_MIN_S, WORLD_MAX_S = 2.0, 10.0  # scene lengths the procedural world renders
 _EXTERNAL_BYTES = 1_800_000_000  # serialise with external data above this (protobuf limit 2 GB)
+CHUNK_BUDGET_BYTES = 1_000_000_000  # exposed intermediates held at once by measure_ranges
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,12 @@ class CalibrationPlan:
     seed: int = 0
     max_feeds: int = 8  # per component, evenly spread over the recorded calls
     prompts: tuple[tuple[str, str], ...] = PROMPTS
+    # The video encoders see frames (segments) one by one and the decoders are convolutional:
+    # their ranges are local, so calibrating them on the first frames / seconds of each clip
+    # measures the same statistics at a fraction of the cost (full-size CLIP at 384 px is
+    # ~0.5 TFLOP per frame, and every intermediate of a vocoder at 8 s is gigabytes).
+    encoder_items: int | None = 4  # frames (clip) / segments (sync) per feed; None: all
+    decoder_seconds: float | None = 2.0  # latent/mel span per feed; None: all
 
     def __post_init__(self) -> None:
         if not self.durations or min(self.durations) <= 0:
@@ -105,7 +113,87 @@ def calibration_inputs(
             cfg=plan.cfg,
             watermark=False,
         )
-    return {name: _spread(r.feeds, plan.max_feeds) for name, r in recorders.items()}
+    rate = pipe.bundle.manifest.audio.latent_rate
+    return {
+        name: [_trim(name, f, plan, rate) for f in _spread(r.feeds, plan.max_feeds)]
+        for name, r in recorders.items()
+    }
+
+
+def _trim(name: str, feed: dict, plan: CalibrationPlan, latent_rate: float) -> dict:
+    """The calibration slice of one recorded feed (see CalibrationPlan)."""
+    if name in ("clip_visual", "sync_visual") and plan.encoder_items:
+        return {k: v[: plan.encoder_items] for k, v in feed.items()}  # (F | S, ...)
+    if name in ("vae_decoder", "vocoder") and plan.decoder_seconds:
+        n = max(1, math.ceil(plan.decoder_seconds * latent_rate))  # latent frames
+        n = n if name == "vae_decoder" else 2 * n  # mel frames = 2 L
+        return {k: v[..., :n] for k, v in feed.items()}  # (B, C | n_mels, L | M)
+    return feed
+
+
+CHAIN = ("conditioner", "denoiser", "vae_decoder", "vocoder")
+
+
+def chain_inputs(
+    graph_dir: str | Path,
+    config,
+    plan: CalibrationPlan = CalibrationPlan(),
+    *,
+    threads: int | None = None,
+) -> dict[str, list[dict[str, np.ndarray]]]:
+    """Calibration feeds for a partial export without the encoders (``onnx/{conditioner,
+    denoiser,vae_decoder,vocoder}.onnx`` under ``graph_dir``, e.g. the flow, VAE and vocoder
+    of a full-size variant, whose CLIP is too costly to calibrate on a CPU). The conditioner
+    gets encoder-like features (unit-norm rows, as the encoders emit); everything downstream is
+    the real chain, as the pipeline runs it: conditions → Euler + CFG trajectory (the
+    denoiser's feeds) → latent → mel. The latent goes to the VAE without the manifest's
+    un-normalisation (a partial export has no manifest: identity statistics)."""
+    from v2a_runtime.backends import load_session
+
+    from v2a_export.export.descriptors import SequenceRules, descriptors
+
+    graph_dir = Path(graph_dir)
+    sessions = {n: load_session(graph_dir / "onnx" / f"{n}.onnx", threads=threads) for n in CHAIN}
+    desc, rules = descriptors(config), SequenceRules.of(config)
+    feeds: dict[str, list] = {n: [] for n in CHAIN}
+    for k, duration in enumerate(plan.durations):
+        sizes = desc["conditioner"].sizes(rules, duration)
+        cond_in = desc["conditioner"].sample_inputs(sizes, seed=plan.seed + k)
+        x = np.random.default_rng(plan.seed + k).standard_normal(
+            (1, sizes["L"], config.flow.latent_dim), dtype=np.float32
+        )  # (1, L, C)
+        _, latent, trail = chain_run(sessions, cond_in, x, plan.steps, plan.cfg)
+        for name, trail_feeds in trail.items():
+            feeds[name] += trail_feeds
+    rate = config.latent_rate
+    return {n: [_trim(n, f, plan, rate) for f in _spread(v, plan.max_feeds)]
+            for n, v in feeds.items()}  # fmt: skip
+
+
+def chain_run(sessions, cond_in: dict, x: np.ndarray, steps: int, cfg: float):
+    """(waveform (1, W), latent (1, C, L), {component: feeds}) of the conditioner → Euler with
+    CFG over a uniform grid → VAE → vocoder chain on ``sessions``, from noise ``x``."""
+    from v2a_runtime import sampling
+
+    trail: dict[str, list] = {n: [] for n in CHAIN}
+    trail["conditioner"].append(cond_in)
+    conds = sessions["conditioner"].run(cond_in)
+    rows = np.array([0, 1])  # [cond; uncond]
+    feeds = {n: (v if n.endswith("_rope") else v[rows]) for n, v in conds.items()}
+
+    def velocity(x: np.ndarray, t: float) -> np.ndarray:
+        f = {"x": np.concatenate([x, x]), "t": np.full(2, t, np.float32), **feeds}
+        trail["denoiser"].append(f)
+        v = sessions["denoiser"].run(f)["velocity"]  # (2, L, C)
+        return cfg * v[:1] + (1.0 - cfg) * v[1:]
+
+    x = sampling.sample(velocity, x, solver="euler", grid="uniform", steps=steps)
+    latent = np.ascontiguousarray(x.transpose(0, 2, 1))  # (1, C, L)
+    trail["vae_decoder"].append({"latent": latent})
+    mel = sessions["vae_decoder"].run({"latent": latent})["mel"]
+    trail["vocoder"].append({"mel": mel})
+    wave = sessions["vocoder"].run({"mel": mel})["waveform"][:, 0]  # (1, W)
+    return wave, latent, trail
 
 
 def rendered_frames(seed: int, duration: float, video):
@@ -147,7 +235,8 @@ def measure_ranges(
     chunk: int = 256,
 ) -> dict[str, Range]:
     """Per float tensor of ``model`` (graph inputs, intermediates, outputs): the calibrated
-    :class:`Range` over every feed."""
+    :class:`Range` over every feed. The first run exposes ``chunk`` tensors; later runs are
+    sized so the exposed tensors stay near :data:`CHUNK_BUDGET_BYTES`."""
     if not feeds:
         raise ValueError("measure_ranges needs at least one feed")
     idx = GraphIndex.of(model)
@@ -157,17 +246,28 @@ def measure_ranges(
         for name in names:
             r = Range.of(feed[name])
             ranges[name] = ranges[name].merge(r) if name in ranges else r
-    tensors = []
+    tensors, seen = [], set()
     for node in idx.nodes:
-        tensors += [o for o in node.output if o and idx.is_float(o) and o not in tensors]
-    for start in range(0, len(tensors), chunk):
-        part = tensors[start : start + chunk]
+        for o in node.output:
+            if o and idx.is_float(o) and o not in seen:
+                tensors.append(o)
+                seen.add(o)
+    start, size = 0, chunk
+    while start < len(tensors):
+        part = tensors[start : start + size]
         session = _session_with_outputs(model, idx, part, threads)
+        held = 0
         for feed in feeds:
             values = session.run(part, dict(feed))
+            held = max(held, sum(v.nbytes for v in values))
             for name, value in zip(part, values, strict=True):
                 r = Range.of(value)
                 ranges[name] = ranges[name].merge(r) if name in ranges else r
+            del values
+        start += len(part)
+        # keep one run's exposed tensors near the memory budget
+        per_tensor = max(1, held // max(1, len(part)))
+        size = int(min(max(CHUNK_BUDGET_BYTES // per_tensor, 8), 4 * chunk))
     return ranges
 
 
@@ -178,22 +278,37 @@ def _session_with_outputs(model, idx: GraphIndex, names: list[str], threads):
     for name in names:
         if name not in have:
             probe.graph.output.append(helper.make_tensor_value_info(name, idx.types[name], None))
-    so = ort.SessionOptions()
     # no fusions: every requested tensor is computed as the exported node computes it
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    return cpu_session(probe, threads, optimization=ort.GraphOptimizationLevel.ORT_ENABLE_BASIC)
+
+
+def cpu_session(
+    model: onnx.ModelProto,
+    threads: int | None = None,
+    *,
+    optimization=ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+) -> ort.InferenceSession:
+    """An onnxruntime CPU session for an in-memory model; graphs over protobuf's 2 GB limit go
+    through a temporary file with external data."""
+    so = ort.SessionOptions()
+    so.graph_optimization_level = optimization
     so.intra_op_num_threads = threads or 0
     so.log_severity_level = 3
     providers = ["CPUExecutionProvider"]
-    if probe.ByteSize() < _EXTERNAL_BYTES:
-        return ort.InferenceSession(probe.SerializeToString(), so, providers=providers)
+    if model.ByteSize() < _EXTERNAL_BYTES:
+        return ort.InferenceSession(model.SerializeToString(), so, providers=providers)
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "probe.onnx"
-        onnx.save_model(probe, str(path), save_as_external_data=True, location="probe.onnx.data")
+        path = Path(tmp) / "model.onnx"
+        onnx.save_model(model, str(path), save_as_external_data=True, location="model.onnx.data")
         return ort.InferenceSession(str(path), so, providers=providers)
 
 
 __all__ = [
+    "CHAIN",
     "PROMPTS",
+    "chain_inputs",
+    "chain_run",
+    "cpu_session",
     "CalibrationPlan",
     "calibration_inputs",
     "measure_ranges",

@@ -79,7 +79,8 @@ class PrecisionPolicy:
     - ``range_limit``: any tensor whose calibrated |value| exceeds it is fp32, and so are its
       producer and consumers (None: the target's default);
     - ``output_rel_l2``: after conversion the pass measures every graph output against fp32 on
-      the calibration inputs; an output worse than this gets its final projection in fp32;
+      the calibration inputs; an output worse than this gets its final projection in fp32
+      (None: :attr:`output_limit`'s per-target default);
     - ``absorb``: cheap nodes whose every neighbour is fp32 join the island (fewer Casts);
     - ``keep_fp32``: node names forced to fp32 by the user.
     """
@@ -91,7 +92,7 @@ class PrecisionPolicy:
     division_fp32: bool = True
     softmax_fp32: bool = False
     range_limit: float | None = None
-    output_rel_l2: float = 5e-3
+    output_rel_l2: float | None = None  # None: 5e-3 for fp16, 2e-2 for bf16
     absorb: bool = True
     keep_fp32: tuple[str, ...] = ()
 
@@ -110,6 +111,14 @@ class PrecisionPolicy:
     @property
     def limit(self) -> float:
         return self.range_limit or self.target.default_range_limit
+
+    @property
+    def output_limit(self) -> float:
+        """Output rel L2 that triggers the final-projection refinement: ~10x the error of the
+        pass on the tiny graphs (fp16 ~5e-4, bf16 ~4e-3 per output; bf16 keeps 8 bits)."""
+        if self.output_rel_l2 is not None:
+            return self.output_rel_l2
+        return 5e-3 if self.target is Precision.FP16 else 2e-2
 
 
 # Why a node stays in fp32. The manifest lists "<node>: <reason text>".
