@@ -10,6 +10,14 @@ import numpy as np
 import wm_attacks
 import wm_metrics as M
 
+# spec/watermark.md §6.2 / issue 6 "done when": TPR ≥ 0.99 (message accuracy ≥ 0.99 where met);
+# the second group is reported honestly with an aim of 0.9
+TARGETS_099 = ("none", "mp3_32k", "mp3_64k", "aac_64k", "opus_32k", "resample_2x",
+               "resample_8k", "resample_48k", "highpass_1500", "bandpass_500_5000", "gain_0.1",
+               "gain_10_clip", "polarity", "shift_1234", "crop_2s", "echo_0.5_0.5", "smooth_40",
+               "eq_peaks_6db", "compressor_8to1", "speed_0.8", "speed_0.9", "speed_1.05",
+               "speed_1.25", "atempo_0.8", "atempo_0.9", "atempo_1.1", "atempo_1.25")
+TARGETS_090 = ("white_snr20", "lowpass_500", "mp3_16k", "opus_16k")
 K_OFFSET = 256  # hypotheses of the offset search (8 sub-hop offsets × 32 phases)
 ALPHAS = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6)
 
@@ -133,6 +141,7 @@ def markdown(summary: dict) -> str:
               f"{n['trials']} trials, max z {n['z_max']:.2f}, false positives "
               f"{n['false_positives']}; empirical FPR at α: " + ", ".join(
                   f"{a}: {v:.2e}" for a, v in n["calibration"].items()), ""]
+    lines += targets_markdown(summary)
     for sr, r in summary["rates"].items():
         q, s = r["quality"], r["speed"]
         lines += [f"## {sr} Hz ({r['clips']} clips)", "",
@@ -167,6 +176,29 @@ def markdown(summary: dict) -> str:
                 f" | {sum(d['false_accepts'] for d in both)} |")
         lines.append("")
     return "\n".join(lines) + "\n"
+
+
+def targets_markdown(summary: dict) -> list[str]:
+    """One row per target attack: TPR and message accuracy per rate and duration."""
+    cols = [(sr, d) for sr in summary["rates"] for d in ("5", "10")]
+    head = " | ".join(f"{int(sr) / 1000:g}k {d} s" for sr, d in cols)
+    lines = ["## Targets (TPR / message accuracy)", "",
+             f"| attack | target | {head} | met |", "|" + "---|" * (len(cols) + 3)]
+    for group, goal in ((TARGETS_099, 0.99), (TARGETS_090, 0.90)):
+        for name in group:
+            cells, met, seen = [], True, False
+            for sr, d in cols:
+                st = summary["rates"][sr]["attacks"].get(name, {}).get(d)
+                if st is None:
+                    cells.append("–")
+                    continue
+                cells.append(f"{st['tpr']:.2f} / {st['msg_acc']:.2f} (n {st['n']})")
+                met &= st["tpr"] >= goal
+                seen = True
+            if seen:
+                lines.append(f"| {name} | TPR ≥ {goal:g} | " + " | ".join(cells)
+                             + f" | {'yes' if met else 'no'} |")
+    return lines + [""]
 
 
 def write(per_rate: dict, meta: dict, out: Path, name: str) -> None:
