@@ -91,14 +91,15 @@ def test_norm_statistics_stay_fp32_and_the_projection_goes_fp16():
     assert report.casts > 0 and report.low_nodes == 2
 
 
-def test_native_io_makes_the_boundary_fp16():
+def test_native_io_makes_the_boundary_fp16_except_where_fp32_nodes_read():
     converted, _ = convert_graph(_rmsnorm_mlp(), PrecisionPolicy("fp16", io="native"))
-    assert [v.type.tensor_type.elem_type for v in converted.graph.input] == [F16]
+    # x is read by the norm statistics (fp32): it stays float32; the outputs are fp16
+    assert [v.type.tensor_type.elem_type for v in converted.graph.input] == [F32]
     assert [v.type.tensor_type.elem_type for v in converted.graph.output] == [F16, F16]
     assert mixed_type_errors(converted) == []
-    x = np.random.default_rng(1).standard_normal((3, 8)).astype(np.float16)
+    x = np.random.default_rng(1).standard_normal((3, 8)).astype(np.float32)
     y, pooled = cpu_session(converted).run(None, {"x": x})
-    want = cpu_session(_rmsnorm_mlp()).run(None, {"x": x.astype(np.float32)})
+    want = cpu_session(_rmsnorm_mlp()).run(None, {"x": x})
     assert y.dtype == np.float16 and np.allclose(y, want[0], rtol=1e-2, atol=1e-2)
 
 
@@ -157,6 +158,12 @@ def test_trig_phase_chain_stops_where_two_activations_merge():
     assert _node_out_type(converted, "residual") == F16
     assert _node_out_type(converted, "conv") == F16
     assert mixed_type_errors(converted) == []
+    # native I/O: x goes fp16 at the boundary, t does not (float16's spacing of t times a
+    # frequency of 1000 would move the phase by up to 0.5 rad)
+    native, _ = convert_graph(model, PrecisionPolicy("fp16", io="native"))
+    types = {v.name: v.type.tensor_type.elem_type for v in native.graph.input}
+    assert types == {"x": F16, "t": F32}
+    assert mixed_type_errors(native) == []
 
 
 def test_constants_the_target_cannot_hold_keep_their_consumer_fp32():

@@ -149,7 +149,8 @@ class _Loop:
         self.shape = owner._denoiser(feeds)
         den = self.shape.session
         self.X = den.empty((rows, *x0.shape[1:]), xdt)
-        self.T = den.empty((rows,), "float32")
+        self.tdt = owner._dtype("t")
+        self.T = den.empty((rows,), self.tdt)
         self.V = den.empty((rows, *x0.shape[1:]), vdt)
         self.conds = {
             name: den.to_device(value, _declared(owner.inputs, name))
@@ -181,7 +182,7 @@ class _Loop:
         return np.ascontiguousarray(xb.astype(_NUMPY_OF[self.xdt]))
 
     def _denoise(self, t: float) -> None:
-        self.T.update_inplace(np.full(self.T.shape()[0], t, dtype=np.float32))
+        self.T.update_inplace(np.full(self.T.shape()[0], t, dtype=_NUMPY_OF[self.tdt]))
         canary = self.shape.runs < CANARY_RUNS
         if canary:
             vdt = _NUMPY_OF[self.owner._dtype("velocity")]

@@ -60,7 +60,7 @@ from v2a_export.export.precision_gate import (
     mel_error_db,
     threshold_for,
 )
-from v2a_export.export.precision_types import GraphIO, PrecisionPolicy
+from v2a_export.export.precision_types import PrecisionPolicy
 
 PRECISION_REPORT = "reports/precision.json"
 Callback = Callable[[Event], None]
@@ -156,10 +156,14 @@ def _save(work: Path, spec: ComponentSpec, model, policy, report: GraphPrecision
     ext = None
     if external:
         ext = describe_file(work, f"{Path(spec.file).parent.as_posix()}/{data.name}")
-    io = policy.target.numpy_name if policy.io is GraphIO.NATIVE else "float32"
+    # the boundary types the rewrite chose (native I/O keeps fp32 where an fp32 node reads)
+    names = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.FLOAT16: "float16",
+             onnx.TensorProto.BFLOAT16: "bfloat16"}  # fmt: skip
+    declared = {v.name: names.get(v.type.tensor_type.elem_type)
+                for v in (*model.graph.input, *model.graph.output)}  # fmt: skip
 
     def io_type(t: TensorInfo) -> TensorInfo:
-        return replace(t, dtype=io) if t.dtype == "float32" else t
+        return replace(t, dtype=declared[t.name]) if t.dtype == "float32" else t
 
     return replace(
         spec,

@@ -178,11 +178,14 @@ def apply_plan(
     for i, node in enumerate(g.node):
         if idx.is_float_node(i):
             dtype_of_node[i] = low_type if node.name in low_nodes else FLOAT
-    # the type each float tensor is produced in
+    # the type each float tensor is produced in. Native I/O puts a graph input in the low type
+    # unless an fp32 node reads it: the denoiser's t feeds the time-embedding phase t·f (f up
+    # to 1e4), where float16's spacing of t alone moves the phase by up to a radian
     produced: dict[str, int] = {}
     for name in idx.inputs:
         if idx.is_float(name):
-            produced[name] = low_type if native_io else FLOAT
+            read_fp32 = any(dtype_of_node.get(c) == FLOAT for c in idx.consumers.get(name, []))
+            produced[name] = low_type if native_io and not read_fp32 else FLOAT
     for i, node in enumerate(g.node):
         for o in node.output:
             if o and idx.is_float(o):
@@ -261,10 +264,9 @@ def apply_plan(
         for name, inner in renames.items():
             out_nodes.append(helper.make_node("Cast", [inner], [name], to=want_out,
                                               name=f"Cast_{name}_out"))  # fmt: skip
-    if native_io:
-        for v in g.input:
-            if idx.is_float(v.name):
-                v.type.tensor_type.elem_type = low_type
+    for v in g.input:
+        if idx.is_float(v.name):
+            v.type.tensor_type.elem_type = produced[v.name]
 
     used = {x for n in out_nodes for x in n.input} | {v.name for v in g.output}
     inits = [t for t in (*g.initializer, *extra_inits) if t.name in used]
