@@ -233,8 +233,10 @@ def _device_step_rows(args, root, feed, precision, nvml) -> list[Row]:
 
         p50, p95, n = measure(loop, args.warmup, args.repeats)
         mode = "loop step (CUDA graph)" if graph else "loop step (no graph)"
+        captured = all(s.session.captured for s in sampler._shapes.values())
+        note = "" if captured == graph else "onnxruntime refused capture: ran without a graph"
         rows.append(Row("denoiser step", "denoiser", "onnxruntime", "cuda", precision, mode,
-                        p50 / 8, p95 / 8, n * 8, nvml.process_mb()))  # fmt: skip
+                        p50 / 8, p95 / 8, n * 8, nvml.process_mb(), note=note))  # fmt: skip
         if graph:  # the replay alone: the buffers of the loop's last call
             from v2a_runtime.backends.cuda_loop import _Loop
 

@@ -142,15 +142,23 @@ def test_a_run_that_writes_nothing_is_caught_by_the_canary(pipe, frames, monkeyp
     assert CANARY_RUNS >= 3  # capture happens on the third run in onnxruntime
 
 
-def test_fixed_dims_sessions_are_loaded_once_per_shape(pipe, frames):
+def test_fixed_dims_sessions_and_their_buffers_persist_per_shape(pipe, frames):
+    """A captured CUDA graph replays the addresses it was captured with: every call of the
+    same shape must write into the same device buffers, and still get its own result."""
     dev = _device(pipe)
     sampler = dev.sessions["denoiser"].device_sampler
-    dev.generate(frames, seed=1, steps=2, solver="euler", watermark=False)
-    dev.generate(frames, seed=2, steps=2, solver="euler", watermark=False)
-    assert len(sampler._shapes) == 1
+    kw = dict(steps=2, solver="euler", watermark=False)
+    dev.generate(frames, seed=1, prompt="rain", **kw)
     (dims,) = sampler._shapes
+    shape = sampler._shapes[dims]
+    ptrs = {n: b.data_ptr() for n, b in (("x", shape.X), ("v", shape.V), *shape.conds.items())}
+    other = dev.generate(frames, seed=2, prompt="a dog barks", **kw).audio
+    assert len(sampler._shapes) == 1 and sampler._shapes[dims] is shape
+    now = {n: b.data_ptr() for n, b in (("x", shape.X), ("v", shape.V), *shape.conds.items())}
+    assert now == ptrs
+    assert np.array_equal(other, pipe.generate(frames, seed=2, prompt="a dog barks", **kw).audio)
     assert dict(dims)["B"] == 2 and dict(dims)["L"] == 63
-    session = sampler._shapes[dims].session
+    session = shape.session
     assert dict(session.static_dims) == dict(dims) and not session.captured  # CPU: no graphs
     # onnxruntime now sees static sizes (its shape subgraphs fold away) ...
     assert session.inputs[0].shape == (2, 63, dev.bundle.manifest.audio.latent_channels)

@@ -51,10 +51,26 @@ _TAG = {"float32": "f32", "float16": "f16"}
 
 @dataclass
 class _Shape:
-    """The denoiser loaded for one set of dims, and how many runs it has done."""
+    """The denoiser loaded for one set of dims, with its bound device buffers. A captured CUDA
+    graph replays the addresses it was captured with, so these buffers live as long as the
+    session and every call (every window of that shape) writes into them in place."""
 
     session: BoundSession
+    X: object  # OrtValue (rows, L, C): the denoiser's x
+    T: object  # OrtValue (rows,): t
+    V: object  # OrtValue (rows, L, C): the velocity
+    conds: dict  # name -> OrtValue, the conditions
+    binding: object  # the IOBinding over all of them
     runs: int = 0
+
+    @classmethod
+    def create(cls, session: BoundSession, feeds: Mapping[str, np.ndarray]) -> _Shape:
+        buffers = {t.name: session.empty(feeds[t.name].shape, t.dtype) for t in session.inputs}
+        v = session.outputs[0]
+        V = session.empty(feeds["x"].shape, v.dtype)
+        binding = session.binding(buffers, {v.name: V})
+        conds = {n: b for n, b in buffers.items() if n not in ("x", "t")}
+        return cls(session, buffers["x"], buffers["t"], V, conds, binding)
 
 
 @dataclass
@@ -105,7 +121,18 @@ class DeviceSampler:
         key = tuple(sorted(dims.items()))
         if key not in self._shapes:
             _LOGGER.debug("loading %s for %s", self.path.name, dims)
-            self._shapes[key] = _Shape(BoundSession.load(self.path, self.options, static_dims=dims))
+            try:
+                session = BoundSession.load(self.path, self.options, static_dims=dims)
+            except BackendError as e:
+                if not (self.options.cuda_graph and self.options.device == "cuda"):
+                    raise
+                # onnxruntime refuses capture at load (a node on the CPU, a Memcpy): run the
+                # same loop without the graph, and say so
+                _LOGGER.warning("%s: CUDA graph unavailable, running without: %s",
+                                self.path.name, e)  # fmt: skip
+                plain = CudaOptions(**{**self.options.__dict__, "cuda_graph": False})
+                session = BoundSession.load(self.path, plain, static_dims=dims)
+            self._shapes[key] = _Shape.create(session, feeds)
         return self._shapes[key]
 
     def __call__(
@@ -146,19 +173,13 @@ class _Loop:
         self.xdt = xdt
         feeds = {**conditions, "x": np.zeros((rows, *x0.shape[1:]), np.float32),
                  "t": np.zeros(rows, np.float32)}  # fmt: skip
-        self.shape = owner._denoiser(feeds)
-        den = self.shape.session
-        self.X = den.empty((rows, *x0.shape[1:]), xdt)
-        self.tdt = owner._dtype("t")
-        self.T = den.empty((rows,), self.tdt)
-        self.V = den.empty((rows, *x0.shape[1:]), vdt)
-        self.conds = {
-            name: den.to_device(value, _declared(owner.inputs, name))
-            for name, value in conditions.items()
-        }
-        self.den_binding = den.binding(
-            {"x": self.X, "t": self.T, **self.conds}, {"velocity": self.V}
-        )
+        self.shape = shape = owner._denoiser(feeds)
+        self.X, self.T, self.V = shape.X, shape.T, shape.V
+        self.tdt, self.vdt = owner._dtype("t"), vdt
+        for name, value in conditions.items():  # in place: the captured addresses stay valid
+            want = _NUMPY_OF.get(_declared(owner.inputs, name), value.dtype)
+            shape.conds[name].update_inplace(np.ascontiguousarray(value, dtype=want))
+        self.den_binding = shape.binding
         step = owner.steps_cfg if cfg is not None else owner.steps_plain
         self.step = step
         self.S = [step.empty(x0.shape, "float32"), step.empty(x0.shape, "float32")]
@@ -185,8 +206,7 @@ class _Loop:
         self.T.update_inplace(np.full(self.T.shape()[0], t, dtype=_NUMPY_OF[self.tdt]))
         canary = self.shape.runs < CANARY_RUNS
         if canary:
-            vdt = _NUMPY_OF[self.owner._dtype("velocity")]
-            self.V.update_inplace(np.full(self.V.shape(), np.nan, dtype=vdt))
+            self.V.update_inplace(np.full(self.V.shape(), np.nan, dtype=_NUMPY_OF[self.vdt]))
         self.shape.session.run_bound(self.den_binding)
         self.shape.runs += 1
         self.evaluations += 1
