@@ -274,41 +274,8 @@ def main(argv=None) -> int:
     calib = CalibrationPlan(durations=_floats(args.calibration), steps=args.calibration_steps)
     with tempfile.TemporaryDirectory(prefix="v2a-precision-") as tmp:
         work = Path(args.keep) if args.keep else Path(tmp)
-        if args.graphs:
-            from v2a_export.models.configs import ModelConfig
-
-            fp32 = Path(args.graphs)
-            config = ModelConfig.from_json(fp32 / "model_config.json")
-            meta = json.loads((fp32 / "reports" / "export.json").read_text())
-            variant, weights = config.name, meta.get("weights", "random")
-            args.components = [c for c in args.components if c in CHAIN]
-            bundles, conversion = convert_partial(args, fp32, config, calib, work)
-            evals = {}
-            for k, d in enumerate(_floats(args.eval_durations)):
-                plan = CalibrationPlan(durations=(d,), steps=args.eval_steps,
-                                       seed=EVAL_SEED + k, max_feeds=3)  # fmt: skip
-                evals[d] = chain_inputs(fp32, config, plan, threads=args.threads)
-            rows = component_errors(args, fp32, bundles, evals)
-            e2e = end_to_end_partial(args, fp32, config, bundles)
-        else:
-            fp32 = Path(args.bundle) if args.bundle else _export(args, work)
-            manifest = load_bundle(fp32).manifest
-            variant, weights = manifest.model.variant, manifest.model.weights
-            bundles, conversion = {}, {}
-            for target in args.targets:
-                out = work / f"{variant}_{target}"
-                result = convert_bundle(fp32, out, PrecisionPolicy(target), calib,
-                                        threads=args.threads)  # fmt: skip
-                bundles[target] = out
-                conversion[target] = {n: r.to_dict() for n, r in result.components.items()}
-                print(f"converted to {target} in {result.seconds:.0f} s", file=sys.stderr)
-            evals = {}
-            for k, d in enumerate(_floats(args.eval_durations)):
-                plan = CalibrationPlan(durations=(d,), steps=args.eval_steps,
-                                       seed=EVAL_SEED + k, max_feeds=3)  # fmt: skip
-                evals[d] = calibration_inputs(fp32, plan, threads=args.threads)
-            rows = component_errors(args, fp32, bundles, evals)
-            e2e = end_to_end(args, fp32, bundles)
+        run = _run_partial if args.graphs else _run_bundle
+        variant, weights, conversion, evals, rows, e2e = run(args, calib, work)
     report = {
         "command": " ".join(["benchmarks/precision.py", *(sys.argv[1:] if argv is None else argv)]),
         "machine": {"platform": platform.platform(), "python": platform.python_version()},
@@ -327,6 +294,44 @@ def main(argv=None) -> int:
     stem.with_suffix(".md").write_text(text)
     print(text)
     return 0
+
+
+def _run_bundle(args, calib, work: Path):
+    fp32 = Path(args.bundle) if args.bundle else _export(args, work)
+    manifest = load_bundle(fp32).manifest
+    bundles, conversion = {}, {}
+    for target in args.targets:
+        out = work / f"{manifest.model.variant}_{target}"
+        result = convert_bundle(fp32, out, PrecisionPolicy(target), calib, threads=args.threads)
+        bundles[target] = out
+        conversion[target] = {n: r.to_dict() for n, r in result.components.items()}
+        print(f"converted to {target} in {result.seconds:.0f} s", file=sys.stderr)
+    evals = {}
+    for k, d in enumerate(_floats(args.eval_durations)):
+        plan = CalibrationPlan(durations=(d,), steps=args.eval_steps, seed=EVAL_SEED + k,
+                               max_feeds=3)  # fmt: skip
+        evals[d] = calibration_inputs(fp32, plan, threads=args.threads)
+    rows = component_errors(args, fp32, bundles, evals)
+    e2e = end_to_end(args, fp32, bundles)
+    return manifest.model.variant, manifest.model.weights, conversion, evals, rows, e2e
+
+
+def _run_partial(args, calib, work: Path):
+    from v2a_export.models.configs import ModelConfig
+
+    fp32 = Path(args.graphs)
+    config = ModelConfig.from_json(fp32 / "model_config.json")
+    meta = json.loads((fp32 / "reports" / "export.json").read_text())
+    args.components = [c for c in args.components if c in CHAIN]
+    bundles, conversion = convert_partial(args, fp32, config, calib, work)
+    evals = {}
+    for k, d in enumerate(_floats(args.eval_durations)):
+        plan = CalibrationPlan(durations=(d,), steps=args.eval_steps, seed=EVAL_SEED + k,
+                               max_feeds=3)  # fmt: skip
+        evals[d] = chain_inputs(fp32, config, plan, threads=args.threads)
+    rows = component_errors(args, fp32, bundles, evals)
+    e2e = end_to_end_partial(args, fp32, config, bundles)
+    return config.name, meta.get("weights", "random"), conversion, evals, rows, e2e
 
 
 def _export(args, work: Path) -> Path:

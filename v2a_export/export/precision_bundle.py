@@ -212,9 +212,7 @@ def validate_precision_bundle(
     from v2a_runtime.tokenizer import Tokenizer
     from v2a_runtime.watermark.keys import load_key
 
-    from v2a_export.export.weights import WeightSource, load_weights
-    from v2a_export.export.wrappers import wrap
-    from v2a_export.models.configs import VARIANTS, ModelConfig
+    from v2a_export.export.weights import load_weights
 
     root = Path(root)
     emit = callback or (lambda _e: None)
@@ -224,6 +222,49 @@ def validate_precision_bundle(
     bundle = load_bundle(root)
     manifest = bundle.manifest
     recorded = manifest.parity or {}
+    config, source = _config_and_source(root, manifest, recorded, source)
+    plan = plan or _recorded_plan(recorded)
+    emit(Event("weights", "load", 0, 1))
+    loaded = load_weights(config, source)
+    emit(Event("weights", "load", 1, 1))
+    parity, sessions = {}, {}
+    for name, desc in descriptors(config).items():
+        spec = manifest.components[name]
+        if name in components:
+            parity[name], sessions[name] = _gate_component(
+                bundle, name, desc, loaded.networks, SequenceRules.of(config), plan, threads, emit
+            )
+        elif is_low(spec.precision):
+            sessions[name] = TwinSession.load(bundle.path(name), threads=threads)
+        else:
+            sessions[name] = load_session(bundle.path(name), threads=threads)
+    notes: list[str] = []
+    e2e = mel = None
+    if plan.e2e_duration is not None:
+        emit(Event("end_to_end", "parity", 0, 1))
+        tokenizer = Tokenizer.load(
+            bundle.tokenizer_path, context_length=manifest.tokenizer.context_length
+        )
+        pipe = Pipeline(bundle, sessions, tokenizer, load_key(None))
+        e2e, mel = _end_to_end(loaded.networks, pipe, plan, manifest)
+        notes.append(
+            f"end to end ({_precisions(manifest)}, low-precision graphs emulated on CPU): log-mel "
+            f"error mean {mel.mean_db:.3f} dB, p99 {mel.p99_db:.3f} dB, max {mel.max_db:.3f} dB "
+            f"over {mel.bins} bins (gate: mean <= {e2e.threshold.mel_db:g} dB)"
+        )
+        emit(Event("end_to_end", "parity", 1, 1))
+    report = ParityReport(parity, e2e, tuple(notes))
+    if write:
+        _write_validation(root, manifest, recorded, report, mel, plan)
+    return report
+
+
+def _config_and_source(root: Path, manifest: Manifest, recorded: dict, source):
+    """The model config (model_config.json, else the registered variant) and the weights to
+    compare with (given, else rebuilt from the recorded seed of a random-weight bundle)."""
+    from v2a_export.export.weights import WeightSource
+    from v2a_export.models.configs import VARIANTS, ModelConfig
+
     cfg_file = root / CONFIG_FILE
     if cfg_file.is_file():
         config = ModelConfig.from_json(cfg_file)
@@ -239,90 +280,64 @@ def validate_precision_bundle(
                 "validate against (--weights DIR or --weights-file F)"
             )
         source = WeightSource(seed=seed)
-    plan = plan or _recorded_plan(recorded)
-    emit(Event("weights", "load", 0, 1))
-    loaded = load_weights(config, source)
-    emit(Event("weights", "load", 1, 1))
-    rules = SequenceRules.of(config)
-    parity, sessions = {}, {}
-    for name, desc in descriptors(config).items():
-        spec = manifest.components[name]
-        if name not in components:
-            sessions[name] = (
-                TwinSession.load(bundle.path(name), threads=threads)
-                if is_low(spec.precision)
-                else load_session(bundle.path(name), threads=threads)
-            )
-            continue
-        steps = len(plan.cases(desc)) * (2 if spec.precision == "fp16" else 1)
-        emit(Event(name, "parity", 0, steps))
-        module = wrap(loaded.networks, name)
+    return config, source
 
-        def progress(i, _n, name=name, steps=steps, offset=0):
-            emit(Event(name, "parity", min(offset + i, steps), steps))
 
-        if not is_low(spec.precision):
-            session = load_session(bundle.path(name), threads=threads)
-            check_io(name, spec, session)
-            sessions[name] = session
-            parity[name] = check_component(
-                module, desc, session, rules, plan, threshold=FP32_THRESHOLDS[name],
-                on_case=progress,
-            )  # fmt: skip
-            continue
-        threshold = threshold_for(spec.precision)
-        twin = TwinSession.load(bundle.path(name), threads=threads)
-        sessions[name] = twin
-        cases: list[CaseCheck] = []
-        if spec.precision == "fp16":  # onnxruntime has fp16 CPU kernels (no bf16 ones)
-            real = load_session(bundle.path(name), threads=threads)
-            check_io(name, spec, real)
-            cases += check_component(module, desc, real, rules, plan,
-                                     threshold=threshold, on_case=progress).cases  # fmt: skip
-        done = len(cases)
-        emulated = check_component(
-            module, desc, twin, rules, plan, threshold=threshold,
-            on_case=lambda i, n, done=done, progress=progress: progress(i, n, offset=done),
-        )  # fmt: skip
-        tag = f" [emulated {spec.precision}]"
-        cases += [replace(c, outputs=tuple(replace(o, name=o.name + tag) for o in c.outputs))
-                  for c in emulated.cases]  # fmt: skip
-        parity[name] = replace(emulated, cases=tuple(cases))
-    notes: list[str] = []
-    e2e = None
-    if plan.e2e_duration is not None:
-        emit(Event("end_to_end", "parity", 0, 1))
-        pipe = Pipeline(
-            bundle,
-            sessions,
-            Tokenizer.load(bundle.tokenizer_path, context_length=manifest.tokenizer.context_length),
-            load_key(None),
-        )
-        e2e, mel = _end_to_end(loaded.networks, pipe, plan, manifest)
-        notes.append(
-            f"end to end ({_precisions(manifest)}, low-precision graphs emulated on CPU): log-mel "
-            f"error mean {mel.mean_db:.3f} dB, p99 {mel.p99_db:.3f} dB, max {mel.max_db:.3f} dB "
-            f"over {mel.bins} bins (gate: mean <= {e2e.threshold.mel_db:g} dB)"
-        )
-        emit(Event("end_to_end", "parity", 1, 1))
-    report = ParityReport(parity, e2e, tuple(notes))
-    if write:
-        details = report.to_dict()
-        if e2e is not None:
-            details["end_to_end"]["mel_error_db"] = asdict(mel)
-        _write_json(root / PARITY_REPORT, details)
-        section = report.manifest_summary()
-        section["backend"] = (
-            "onnxruntime CPU: fp16 graphs and the emulation twin of every low-precision graph "
-            "(per-op rounding) vs PyTorch fp32"
-        )
-        if e2e is not None:
-            section["end_to_end"]["mel_error_db"] = round(mel.mean_db, 4)
-        section["reference"] = recorded.get("reference") or {"weights": manifest.model.weights}
-        section["plan"] = {k: list(v) if isinstance(v, tuple) else v
-                           for k, v in asdict(plan).items()}  # fmt: skip
-        write_manifest(root, replace(manifest, parity=_jsonable(section)))
-    return report
+def _gate_component(bundle, name, desc, nets, rules, plan, threads, emit):
+    """(ComponentParity, the session the end-to-end check uses) for one component: fp32 graphs
+    with the fp32 gate; low-precision ones with the graph itself (fp16: onnxruntime has no
+    bf16 CPU kernels) and its emulation twin, both against PyTorch fp32."""
+    from v2a_export.export.wrappers import wrap
+
+    spec = bundle.manifest.components[name]
+    steps = len(plan.cases(desc)) * (2 if spec.precision == "fp16" else 1)
+    emit(Event(name, "parity", 0, steps))
+    module = wrap(nets, name)
+
+    def progress(i, _n, offset=0):
+        emit(Event(name, "parity", min(offset + i, steps), steps))
+
+    if not is_low(spec.precision):
+        session = load_session(bundle.path(name), threads=threads)
+        check_io(name, spec, session)
+        parity = check_component(module, desc, session, rules, plan,
+                                 threshold=FP32_THRESHOLDS[name], on_case=progress)  # fmt: skip
+        return parity, session
+    threshold = threshold_for(spec.precision)
+    twin = TwinSession.load(bundle.path(name), threads=threads)
+    cases: list[CaseCheck] = []
+    if spec.precision == "fp16":
+        real = load_session(bundle.path(name), threads=threads)
+        check_io(name, spec, real)
+        cases += check_component(module, desc, real, rules, plan, threshold=threshold,
+                                 on_case=progress).cases  # fmt: skip
+    done = len(cases)
+    emulated = check_component(module, desc, twin, rules, plan, threshold=threshold,
+                               on_case=lambda i, n: progress(i, n, offset=done))  # fmt: skip
+    tag = f" [emulated {spec.precision}]"
+    cases += [replace(c, outputs=tuple(replace(o, name=o.name + tag) for o in c.outputs))
+              for c in emulated.cases]  # fmt: skip
+    return replace(emulated, cases=tuple(cases)), twin
+
+
+def _write_validation(root: Path, manifest, recorded, report: ParityReport, mel, plan) -> None:
+    """reports/parity.json and the manifest's parity section (reference and plan kept, so the
+    bundle can be validated again)."""
+    details = report.to_dict()
+    if mel is not None:
+        details["end_to_end"]["mel_error_db"] = asdict(mel)
+    _write_json(root / PARITY_REPORT, details)
+    section = report.manifest_summary()
+    section["backend"] = (
+        "onnxruntime CPU: fp16 graphs and the emulation twin of every low-precision graph "
+        "(per-op rounding) vs PyTorch fp32"
+    )
+    if mel is not None:
+        section["end_to_end"]["mel_error_db"] = round(mel.mean_db, 4)
+    section["reference"] = recorded.get("reference") or {"weights": manifest.model.weights}
+    section["plan"] = {k: list(v) if isinstance(v, tuple) else v
+                       for k, v in asdict(plan).items()}  # fmt: skip
+    write_manifest(root, replace(manifest, parity=_jsonable(section)))
 
 
 def _end_to_end(nets, pipe, plan: ParityPlan, manifest: Manifest) -> tuple[EndToEnd, MelError]:

@@ -171,111 +171,116 @@ def apply_plan(
 ) -> onnx.ModelProto:
     """Rewrite ``model`` (normalised, fp32) so the nodes named in ``low_nodes`` compute in
     ``low_type`` and every other float node in float32, with explicit Casts between."""
-    idx = GraphIndex.of(model)
-    opset = opset_of(model)
-    g = model.graph
-    dtype_of_node = {}  # node index -> compute type of float nodes
-    for i, node in enumerate(g.node):
-        if idx.is_float_node(i):
-            dtype_of_node[i] = low_type if node.name in low_nodes else FLOAT
-    # the type each float tensor is produced in. Native I/O puts a graph input in the low type
-    # unless an fp32 node reads it: the denoiser's t feeds the time-embedding phase t·f (f up
-    # to 1e4), where float16's spacing of t alone moves the phase by up to a radian
-    produced: dict[str, int] = {}
-    for name in idx.inputs:
-        if idx.is_float(name):
-            read_fp32 = any(dtype_of_node.get(c) == FLOAT for c in idx.consumers.get(name, []))
-            produced[name] = low_type if native_io and not read_fp32 else FLOAT
-    for i, node in enumerate(g.node):
-        for o in node.output:
-            if o and idx.is_float(o):
-                produced[o] = dtype_of_node.get(i, idx.types[o])
+    return _Rewrite(model, low_nodes, low_type, native_io).run()
 
-    new_inits: dict[tuple[str, int], str] = {}
-    casts: dict[tuple[str, int], onnx.NodeProto] = {}
-    cast_by_output: dict[str, onnx.NodeProto] = {}
-    emitted: set[str] = set()
-    out_nodes: list[onnx.NodeProto] = []
-    extra_inits: list[onnx.TensorProto] = []
 
-    def initializer_as(name: str, to: int) -> str:
-        src = idx.initializers[name]
+class _Rewrite:
+    """One application of a plan: node types, shared Casts, converted initializers."""
+
+    def __init__(self, model, low_nodes: set[str], low_type: int, native_io: bool):
+        self.model, self.idx = model, GraphIndex.of(model)
+        self.low_type, self.native_io = low_type, native_io
+        idx = self.idx
+        self.dtype_of_node = {  # node index -> compute type, for float nodes
+            i: (low_type if node.name in low_nodes else FLOAT)
+            for i, node in enumerate(model.graph.node)
+            if idx.is_float_node(i)
+        }
+        # the type each float tensor is produced in. Native I/O puts a graph input in the low
+        # type unless an fp32 node reads it: the denoiser's t feeds the time-embedding phase
+        # t·f (f up to 1e4), where float16's spacing of t alone moves the phase by a radian
+        self.produced: dict[str, int] = {}
+        for name in idx.inputs:
+            if idx.is_float(name):
+                readers = idx.consumers.get(name, [])
+                read_fp32 = any(self.dtype_of_node.get(c) == FLOAT for c in readers)
+                self.produced[name] = low_type if native_io and not read_fp32 else FLOAT
+        for i, node in enumerate(model.graph.node):
+            for o in node.output:
+                if o and idx.is_float(o):
+                    self.produced[o] = self.dtype_of_node.get(i, idx.types[o])
+        self.casts: dict[str, onnx.NodeProto] = {}  # cast output name -> Cast node
+        self.converted: dict[str, onnx.TensorProto] = {}  # new initializer name -> tensor
+
+    def run(self) -> onnx.ModelProto:
+        g = self.model.graph
+        nodes = self._nodes()
+        nodes += self._outputs(nodes)
+        for v in g.input:
+            if self.idx.is_float(v.name):
+                v.type.tensor_type.elem_type = self.produced[v.name]
+        used = {x for n in nodes for x in n.input} | {v.name for v in g.output}
+        inits = [t for t in (*g.initializer, *self.converted.values()) if t.name in used]
+        del g.node[:]
+        g.node.extend(nodes)
+        del g.initializer[:]
+        g.initializer.extend(inits)
+        del g.value_info[:]
+        return self.model
+
+    def _initializer_as(self, name: str, to: int) -> str:
+        src = self.idx.initializers[name]
         if src.data_type == to:
             return name
-        key = (name, to)
-        if key not in new_inits:
-            new_name = f"{name}__{_SUFFIX[to]}"
-            extra_inits.append(convert_tensor(src, to, new_name))
-            new_inits[key] = new_name
-        return new_inits[key]
+        new = f"{name}__{_SUFFIX[to]}"
+        if new not in self.converted:
+            self.converted[new] = convert_tensor(src, to, new)
+        return new
 
-    def cast_of(name: str, to: int) -> str:
-        key = (name, to)
-        if key not in casts:
-            out = f"{name}__{_SUFFIX[to]}"
-            casts[key] = helper.make_node("Cast", [name], [out], to=to, name=f"Cast_{out}")
-            cast_by_output[out] = casts[key]
-        return casts[key].output[0]
+    def _cast_of(self, name: str, to: int) -> str:
+        out = f"{name}__{_SUFFIX[to]}"
+        if out not in self.casts:
+            self.casts[out] = helper.make_node("Cast", [name], [out], to=to, name=f"Cast_{out}")
+        return out
 
-    for i, node in enumerate(g.node):
-        d = dtype_of_node.get(i)
-        if d is not None:
-            fixed = _schema_fixed_float_inputs(node, opset)
-            cast_node = node.op_type == "Cast"
-            for slot, x in enumerate(node.input):
-                if not x or not idx.is_float(x) or slot in fixed or cast_node:
-                    continue
-                if x in idx.initializers:
-                    node.input[slot] = initializer_as(x, d)
-                elif produced.get(x, FLOAT) != d:
-                    node.input[slot] = cast_of(x, d)
-            if cast_node and _attr(node, "to") in FLOAT_TYPES:
-                _set_attr(node, "to", d)
-            if node.op_type == "ConstantOfShape":
-                _convert_value_attr(node, d)
-        for x in node.input:
-            c = cast_by_output.get(x)
-            if c is not None and x not in emitted:
-                out_nodes.append(c)
-                emitted.add(x)
-        out_nodes.append(node)
+    def _nodes(self) -> list[onnx.NodeProto]:
+        """Every node with its float inputs in its compute type, each Cast placed right
+        before its first reader (topological order kept)."""
+        idx, opset = self.idx, opset_of(self.model)
+        out, emitted = [], set()
+        for i, node in enumerate(self.model.graph.node):
+            d = self.dtype_of_node.get(i)
+            if d is not None:
+                fixed = _schema_fixed_float_inputs(node, opset)
+                cast_node = node.op_type == "Cast"  # reads any type: no Cast in front
+                for slot, x in enumerate(node.input):
+                    if not x or not idx.is_float(x) or slot in fixed or cast_node:
+                        continue
+                    if x in idx.initializers:
+                        node.input[slot] = self._initializer_as(x, d)
+                    elif self.produced.get(x, FLOAT) != d:
+                        node.input[slot] = self._cast_of(x, d)
+                if cast_node and _attr(node, "to") in FLOAT_TYPES:
+                    _set_attr(node, "to", d)
+                if node.op_type == "ConstantOfShape":
+                    _convert_value_attr(node, d)
+            for x in node.input:
+                if x in self.casts and x not in emitted:
+                    out.append(self.casts[x])
+                    emitted.add(x)
+            out.append(node)
+        return out
 
-    # graph outputs: the declared boundary type
-    want_out = low_type if native_io else FLOAT
-    renames = {}
-    for v in g.output:
-        if not idx.is_float(v.name):
-            continue
-        have = produced.get(v.name, FLOAT)
-        if v.name in idx.initializers:
-            continue
-        if have != want_out:
-            inner = f"{v.name}__{_SUFFIX[have]}"
-            renames[v.name] = inner
-        v.type.tensor_type.elem_type = want_out
-    if renames:
-        for node in out_nodes:
+    def _outputs(self, nodes: list[onnx.NodeProto]) -> list[onnx.NodeProto]:
+        """Casts to the declared boundary type of the graph outputs (the producer's tensor is
+        renamed; the Cast writes the contract's name)."""
+        want = self.low_type if self.native_io else FLOAT
+        renames, tail = {}, []
+        for v in self.model.graph.output:
+            if not self.idx.is_float(v.name) or v.name in self.idx.initializers:
+                continue
+            have = self.produced.get(v.name, FLOAT)
+            if have != want:
+                renames[v.name] = f"{v.name}__{_SUFFIX[have]}"
+            v.type.tensor_type.elem_type = want
+        for node in nodes:
             for k, x in enumerate(node.input):
-                if x in renames:
-                    node.input[k] = renames[x]
+                node.input[k] = renames.get(x, x)
             for k, x in enumerate(node.output):
-                if x in renames:
-                    node.output[k] = renames[x]
+                node.output[k] = renames.get(x, x)
         for name, inner in renames.items():
-            out_nodes.append(helper.make_node("Cast", [inner], [name], to=want_out,
-                                              name=f"Cast_{name}_out"))  # fmt: skip
-    for v in g.input:
-        if idx.is_float(v.name):
-            v.type.tensor_type.elem_type = produced[v.name]
-
-    used = {x for n in out_nodes for x in n.input} | {v.name for v in g.output}
-    inits = [t for t in (*g.initializer, *extra_inits) if t.name in used]
-    del g.node[:]
-    g.node.extend(out_nodes)
-    del g.initializer[:]
-    g.initializer.extend(inits)
-    del g.value_info[:]
-    return model
+            tail.append(helper.make_node("Cast", [inner], [name], to=want, name=f"Cast_{name}_out"))
+        return tail
 
 
 _SUFFIX = {FLOAT: "fp32", TensorProto.FLOAT16: "fp16", TensorProto.BFLOAT16: "bf16"}
