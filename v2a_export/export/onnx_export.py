@@ -16,7 +16,10 @@ After export, on the in-memory graph:
    1e4) that moves the phase by ~5e-4 rad and the velocity by ~3e-5 relative. Tables the torch
    network computes from constants alone (time and RoPE frequencies) are therefore written with
    the values PyTorch computes (:func:`pin_constants`), so the graph matches the reference
-   bit for bit where it can.
+   bit for bit where it can;
+3. **CPU rewrites** (:mod:`v2a_export.export.cpu_rewrites`): depthwise transposed convolutions
+   become polyphase depthwise convolutions and 1-D convolutions 2-D ones, so onnxruntime's CPU
+   provider runs its fast kernels (BigVGAN's vocoder: 1.3× faster). Exact up to summation order.
 
 Graphs whose initializers exceed 2 GB are saved with external data (``<file>.data``).
 """
@@ -36,6 +39,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from v2a_export.export.cpu_rewrites import rewrite_for_cpu
 from v2a_export.export.descriptors import Descriptor
 
 _LOGGER = logging.getLogger(__name__)
@@ -90,6 +94,7 @@ def export_component(
     program = _export(module, descriptor, args, opset)
     _name_dims(program.model, descriptor)
     pinned = pin_constants(program.model, pins or {})
+    rewrite_for_cpu(program.model)
     program.model.metadata_props["v2a.component"] = descriptor.name
     program.model.metadata_props["v2a.contract"] = "docs/contract.md"
     path.parent.mkdir(parents=True, exist_ok=True)

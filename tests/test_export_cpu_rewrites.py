@@ -1,0 +1,125 @@
+"""The exporter's CPU rewrites on small hand-built graphs: onnxruntime gives the same outputs
+before and after (float32, a few ulp), at two input lengths, and the rewritten graph holds the
+intended nodes; nodes the rewrites do not cover are left alone."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from v2a_export.export.cpu_rewrites import rewrite_for_cpu
+
+F32 = TensorProto.FLOAT
+
+
+def _model(nodes, inits, outputs=("y",)) -> onnx.ModelProto:
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", F32, ["B", "C", "T"])],
+        [helper.make_tensor_value_info(o, F32, ["B", None, None]) for o in outputs],
+        [numpy_helper.from_array(v, k) for k, v in inits.items()],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+def _run(model: onnx.ModelProto, x: np.ndarray) -> list[np.ndarray]:
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    session = ort.InferenceSession(model.SerializeToString(), so, ["CPUExecutionProvider"])
+    return session.run(None, {"x": x})
+
+
+def _rewrite(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, int]]:
+    m = ir.from_proto(model)
+    counts = rewrite_for_cpu(m)
+    out = ir.to_proto(m)
+    onnx.checker.check_model(out)
+    return out, counts
+
+
+def _same(before: onnx.ModelProto, after: onnx.ModelProto, channels: int) -> None:
+    rng = np.random.default_rng(0)
+    for t in (37, 64):  # the graphs keep T dynamic
+        x = rng.standard_normal((2, channels, t), dtype=np.float32)
+        for want, got in zip(_run(before, x), _run(after, x), strict=True):
+            assert got.shape == want.shape
+            np.testing.assert_allclose(got, want, rtol=0, atol=2e-6 * max(1, np.abs(want).max()))
+
+
+@pytest.mark.parametrize(("stride", "taps", "bias"), [(2, 12, False), (3, 12, True), (2, 4, True)])
+def test_depthwise_transposed_conv_becomes_polyphase(stride, taps, bias):
+    c = 16
+    rng = np.random.default_rng(1)
+    inits = {"w": rng.standard_normal((c, 1, taps), dtype=np.float32)}
+    inputs = ["x", "w"]
+    if bias:
+        inits["b"] = rng.standard_normal(c, dtype=np.float32)
+        inputs.append("b")
+    node = helper.make_node("ConvTranspose", inputs, ["y"], group=c, strides=[stride],
+                            kernel_shape=[taps])  # fmt: skip
+    before = _model([node], inits)
+    after, counts = _rewrite(before)
+    assert counts == {"polyphase_transposed": 1, "conv1d_as_conv2d": stride}
+    ops = [n.op_type for n in after.graph.node]
+    assert "ConvTranspose" not in ops and ops.count("Conv") == stride
+    convs = [n for n in after.graph.node if n.op_type == "Conv"]
+    for n in convs:  # each phase: a depthwise 2-D conv of K/s taps
+        attrs = {a.name: helper.get_attribute_value(a) for a in n.attribute}
+        assert attrs["group"] == c and attrs["kernel_shape"] == [1, taps // stride]
+    assert "w" not in {i.name for i in after.graph.initializer}  # the old weight is gone
+    assert [o.name for o in after.graph.output] == ["y"]
+    _same(before, after, c)
+
+
+def test_conv1d_becomes_conv2d_with_every_attribute():
+    rng = np.random.default_rng(2)
+    inits = {
+        "w1": rng.standard_normal((8, 2, 5), dtype=np.float32),  # group 4: 8 in, 8 out
+        "b1": rng.standard_normal(8, dtype=np.float32),
+        "w2": rng.standard_normal((6, 8, 3), dtype=np.float32),
+    }
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["h"], group=4, dilations=[3], strides=[2],
+                         pads=[2, 1], kernel_shape=[5]),
+        helper.make_node("Relu", ["h"], ["r"]),
+        helper.make_node("Conv", ["r", "w2"], ["y"], pads=[1, 1]),
+        helper.make_node("Conv", ["r", "w2"], ["z"], strides=[3]),  # shares w2
+    ]  # fmt: skip
+    before = _model(nodes, inits, outputs=("y", "z"))
+    after, counts = _rewrite(before)
+    assert counts == {"polyphase_transposed": 0, "conv1d_as_conv2d": 3}
+    weights = {i.name: numpy_helper.to_array(i).shape for i in after.graph.initializer}
+    assert sorted(s for s in weights.values() if len(s) == 4) == [(6, 8, 1, 3), (8, 2, 1, 5)]
+    assert [o.name for o in after.graph.output] == ["y", "z"]  # graph outputs keep their names
+    first = next(n for n in after.graph.node if n.op_type == "Conv")
+    attrs = {a.name: helper.get_attribute_value(a) for a in first.attribute}
+    assert attrs == {"group": 4, "kernel_shape": [1, 5], "strides": [1, 2],
+                     "dilations": [1, 3], "pads": [0, 2, 0, 1]}  # fmt: skip
+    _same(before, after, 8)
+
+
+def test_other_convolutions_are_left_alone():
+    rng = np.random.default_rng(3)
+    inits = {
+        "wt": rng.standard_normal((8, 4, 4), dtype=np.float32),  # dense transposed conv
+        "wd": rng.standard_normal((8, 1, 5), dtype=np.float32),  # depthwise, K not divisible
+    }
+    nodes = [
+        helper.make_node("ConvTranspose", ["x", "wt"], ["y"], strides=[2]),
+        helper.make_node("ConvTranspose", ["x", "wd"], ["z"], group=8, strides=[2]),
+        helper.make_node("Conv", ["x", "x_weight"], ["u"]),  # weight is not a constant
+    ]
+    graph = _model(nodes[:2], inits, outputs=("y", "z"))
+    after, counts = _rewrite(graph)
+    assert counts == {"polyphase_transposed": 0, "conv1d_as_conv2d": 0}
+    assert [n.op_type for n in after.graph.node] == ["ConvTranspose", "ConvTranspose"]
+    dynamic = _model(nodes[2:], {}, outputs=("u",))
+    dynamic.graph.input.append(helper.make_tensor_value_info("x_weight", F32, [8, 8, 3]))
+    after, counts = _rewrite(dynamic)
+    assert counts == {"polyphase_transposed": 0, "conv1d_as_conv2d": 0}
+    assert [n.op_type for n in after.graph.node] == ["Conv"]
