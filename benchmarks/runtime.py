@@ -49,6 +49,7 @@ the table.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import gc
 import json
 import os
@@ -97,9 +98,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=RESULTS, help="results directory")
     p.add_argument("--name", help="results file stem (default: runtime_<variant>)")
     p.add_argument("--no-write", action="store_true", help="print only")
+    p.add_argument("--export-only", action="store_true", help="export --bundle and stop")
     args = p.parse_args(argv)
     if min(args.runs, args.threads, args.steps) < 1 or min(args.warmup, args.cli_runs) < 0:
         p.error("--runs, --threads and --steps must be >= 1; --warmup, --cli-runs >= 0")
+    if args.export_only and args.bundle is None:
+        p.error("--export-only needs --bundle DIR (where the export goes)")
     return args
 
 
@@ -112,13 +116,16 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="v2a-runtime-bench-") as tmp:
         bundle, config, seed = prepare_bundle(args, Path(tmp))
+        if args.export_only:
+            _log(f"exported {config.name} (random weights, seed {seed}) into {bundle}")
+            return 0
         stages = tuple(args.stages or DEFAULT_STAGES.get(config.name, CHAIN))
         req = make_request(args, bundle, Path(tmp))
         _log(f"{config.name}: {req.duration:g} s, L {req.x0.shape[1]}, bundle {bundle}")
         record: dict = {}
-        if args.encoders_per_unit:
-            record["encoders_per_unit"] = measure_encoder_units(args, bundle, config, seed, req)
         record["pipeline"] = measure_pipeline(args, bundle, config, seed, req, stages)
+        if args.encoders_per_unit:  # after the pipeline: its load deltas start from a clean heap
+            record["encoders_per_unit"] = measure_encoder_units(args, bundle, config, seed, req)
         if args.cli_runs:
             record["cli"] = measure_cli(args, bundle, req, Path(tmp))
     record = {
@@ -204,7 +211,7 @@ def export(config, seed: int, out: Path, threads: int) -> None:
         result = export_bundle(config, WeightSource(seed=seed), out, options)
         if not result.report.passed:
             raise SystemExit(f"export gate failed: {result.report.summary()}")
-        gc.collect()
+        release_memory()
 
 
 def make_request(args, bundle: Path, tmp: Path) -> P.Request:
@@ -316,7 +323,7 @@ def measure_pipeline(args, bundle: Path, config, seed: int, req: P.Request, stag
         },
     }
     del pipe, ref, nets, paths, first
-    gc.collect()
+    release_memory()
     return out
 
 
@@ -370,7 +377,7 @@ def measure_encoder_units(args, bundle: Path, config, seed: int, req: P.Request)
                 "peak_rss_mb": {k: _mb(max(v)) for k, v in rounds["peak_rss"].items()},
             }
         del nets, sessions
-        gc.collect()
+        release_memory()
     return out
 
 
@@ -547,6 +554,16 @@ def reset_peak_rss() -> None:
     try:
         Path("/proc/self/clear_refs").write_text("5")
     except OSError:
+        pass
+
+
+def release_memory() -> None:
+    """Collect, then hand freed heap pages back to the OS (glibc), so later RSS deltas and
+    peaks are not hidden by memory a finished phase left in the allocator."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
         pass
 
 
