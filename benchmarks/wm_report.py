@@ -152,9 +152,10 @@ def markdown(summary: dict) -> str:
                      f"{_fmt(q['pesq_wb']['min'])}), STOI {_fmt(q['stoi']['median'], '{:.3f}')}"
                      if "pesq_wb" in q else "") + ". SNR by kind: " + ", ".join(
                       f"{k} {_fmt(v, '{:.1f}')}" for k, v in q["snr_by_kind"].items()) + ".",
-                  f"Speed (this CPU): embed RTF {_fmt(s['embed_rtf_median'], '{:.4f}')}, detect "
-                  f"(offset search) {_fmt(s['detect_rtf_median'], '{:.4f}')}, with speed/tempo "
-                  f"search {_fmt(s['search_rtf_median'], '{:.3f}')}.", "",
+                  "Wall-clock time / audio time on the shared benchmark machine (CPU-time RTFs "
+                  f"are in watermark_rtf.md): embed {_fmt(s['embed_rtf_median'], '{:.4f}')}, "
+                  f"detect (offset search) {_fmt(s['detect_rtf_median'], '{:.4f}')}, "
+                  f"with speed/tempo search {_fmt(s['search_rtf_median'], '{:.3f}')}.", "",
                   "| attack | n | TPR 5 s | TPR 10 s | msg acc 5/10 s | bit acc | z med 5/10 s "
                   "| z p5 5/10 s | AUC | neg n | neg z max | FP | false msg |", "|" + "---|" * 14]
         for name, by_dur in r["attacks"].items():
