@@ -32,11 +32,13 @@ class VAERecipe:
 
 @dataclass(frozen=True)
 class VocoderRecipe:
-    steps: int = 1500
+    steps: int = 4000
     batch: int = 8
-    crop: int = 32  # mel frames per example (0.51 s)
+    crop: int = 16  # mel frames per example (0.26 s)
     lr: float = 2e-3
     event_crops: float = 0.6  # share of crops that start shortly before an impact
+    linear_weight: float = 1.0  # relative linear-magnitude L1 in the STFT loss (loud partials)
+    snake_init: tuple[float, float] = (2.0, 30.0)  # SnakeBeta alpha = beta, log-uniform
 
 
 @dataclass(frozen=True)
