@@ -312,6 +312,10 @@ class _ProgressBar:
         self.done = done
 
 
+from .cli_demo import demo  # noqa: E402  (the demo reuses this module's helpers)
+
+main.add_command(demo)
+
 from .cli_watermark import watermark  # noqa: E402
 
 main.add_command(watermark)
