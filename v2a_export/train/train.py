@@ -159,8 +159,10 @@ def export_weights(out: Path, recipe: TrainRecipe, *, command: str | None = None
         params = {k for k, _ in module.named_parameters()}
         sd = {k: (v.detach().half() if k in params else v.detach()).contiguous()
               for k, v in module.state_dict().items()}
-        save_file(sd, str(dest / f"{name}.safetensors"), metadata={"network": name,
-                                                                   "variant": recipe.variant})
+        # one metadata key: safetensors writes the metadata map in hash order, so two keys
+        # would make byte-identical weights differ between runs
+        save_file(sd, str(dest / f"{name}.safetensors"),
+                  metadata={"v2a_network": f"{recipe.variant}/{name}"})
     times = json.loads((Path(out) / "times.json").read_text())
     info = {
         "variant": recipe.variant,
