@@ -6,7 +6,9 @@
 
 One process holds both paths: the bundle's ONNX graphs behind ``v2a_runtime.pipeline``
 (onnxruntime CPU) and the PyTorch networks behind ``v2a_export.reference.ReferencePipeline``,
-built from the same seed (random weights). ``--bundle DIR`` reuses a bundle (its
+built from the same seed (random weights) or loaded from the weight files the bundle was
+exported from (``--weights DIR``, e.g. the shipped default model: ``--bundle
+runtime/default_bundle --weights weights/tiny``). ``--bundle DIR`` reuses a bundle (its
 ``model_config.json`` and recorded seed rebuild the PyTorch side) or exports one into an empty
 ``DIR``; without it the variant is exported (seed ``--weights-seed``) into a temporary
 directory. Both paths get:
@@ -81,6 +83,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--variant", help="tiny, small_16k, ... (default: the bundle's, else tiny)")
     p.add_argument("--bundle", type=Path, help="reuse this bundle, or export into it if empty")
     p.add_argument("--weights-seed", type=int, default=0, help="random weights of an export")
+    p.add_argument("--weights", type=Path,
+                   help="weight files the --bundle was exported from (a trained bundle)")
     p.add_argument("--duration", type=float, default=8.0, help="seconds of video")
     p.add_argument("--steps", type=int, default=25)
     p.add_argument("--cfg", type=float, default=4.5)
@@ -115,24 +119,26 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="v2a-runtime-bench-") as tmp:
-        bundle, config, seed = prepare_bundle(args, Path(tmp))
+        bundle, config, source = prepare_bundle(args, Path(tmp))
         if args.export_only:
-            _log(f"exported {config.name} (random weights, seed {seed}) into {bundle}")
+            _log(f"exported {config.name} ({source.describe()}) into {bundle}")
             return 0
         stages = tuple(args.stages or DEFAULT_STAGES.get(config.name, CHAIN))
         req = make_request(args, bundle, Path(tmp))
         _log(f"{config.name}: {req.duration:g} s, L {req.x0.shape[1]}, bundle {bundle}")
         record: dict = {}
-        record["pipeline"] = measure_pipeline(args, bundle, config, seed, req, stages)
+        record["pipeline"] = measure_pipeline(args, bundle, config, source, req, stages)
         if args.encoders_per_unit:  # after the pipeline: its load deltas start from a clean heap
-            record["encoders_per_unit"] = measure_encoder_units(args, bundle, config, seed, req)
+            record["encoders_per_unit"] = measure_encoder_units(args, bundle, config, source,
+                                                                req)
         if args.cli_runs:
             record["cli"] = measure_cli(args, bundle, req, Path(tmp))
     record = {
         "benchmark": "runtime",
         "command": shlex.join(["python", "benchmarks/runtime.py", *argv]),
         "variant": config.name,
-        "weights": f"random (seed {seed})",
+        "weights": (f"random (seed {source.seed})" if source.random
+                    else f"trained ({args.weights})"),
         "bundle": str(bundle) if args.bundle else "exported to a temporary directory",
         "request": {
             "video": str(args.video) if args.video else "rendered world scene (PyAV, H.264)",
@@ -177,7 +183,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def prepare_bundle(args, tmp: Path):
-    """(bundle dir, ModelConfig, weight seed): reuse ``--bundle`` or export the variant."""
+    """(bundle dir, ModelConfig, WeightSource): reuse ``--bundle`` or export the variant."""
+    from v2a_export.export.weights import WeightSource
     from v2a_export.models.configs import ModelConfig, get_config
 
     root = args.bundle or tmp / "bundle"
@@ -185,12 +192,19 @@ def prepare_bundle(args, tmp: Path):
         export(get_config(args.variant or "tiny"), args.weights_seed, root, args.threads)
     record = json.loads((root / "reports" / "export.json").read_text())
     seed = (record.get("reference") or {}).get("seed")
-    if record["reference"].get("weights") != "random" or not isinstance(seed, int):
-        raise SystemExit(f"{root}: needs a random-weight bundle (the seed rebuilds PyTorch)")
+    if args.weights is not None:
+        if not args.weights.is_dir():
+            raise SystemExit(f"--weights {args.weights}: not a directory")
+        source = WeightSource(directory=args.weights)
+    elif record["reference"].get("weights") != "random" or not isinstance(seed, int):
+        raise SystemExit(f"{root}: not a random-weight bundle; give --weights DIR, the weight "
+                         "files it was exported from")
+    else:
+        source = WeightSource(seed=seed)
     config = ModelConfig.from_json(root / "model_config.json")
     if args.variant is not None and args.variant != config.name:
         raise SystemExit(f"{root} holds {config.name}, not --variant {args.variant}")
-    return root, config, seed
+    return root, config, source
 
 
 def export(config, seed: int, out: Path, threads: int) -> None:
@@ -268,12 +282,12 @@ def render_video(path: Path, duration: float, seed: int) -> Path:
 # --- measurements -----------------------------------------------------------------------------
 
 
-def measure_pipeline(args, bundle: Path, config, seed: int, req: P.Request, stages) -> dict:
+def measure_pipeline(args, bundle: Path, config, source, req: P.Request, stages) -> dict:
     """The headline measurement: end to end (``encoders`` in ``stages``) or the flow chain."""
     from v2a_runtime.pipeline import Pipeline
 
     from v2a_export.export.parity import END_TO_END, Metrics
-    from v2a_export.export.weights import random_networks
+    from v2a_export.export.weights import load_weights
     from v2a_export.reference import ReferencePipeline
 
     e2e = "encoders" in stages
@@ -283,8 +297,10 @@ def measure_pipeline(args, bundle: Path, config, seed: int, req: P.Request, stag
     else:  # only the chain's four graphs in memory; the encoders are stubbed below
         pipe = chain_pipeline(bundle, args.threads)
     rss1 = rss()
-    networks = None if e2e else ("flow", "vae", "vocoder")
-    nets = random_networks(config, seed) if e2e else random_networks(config, seed, networks)
+    if e2e:
+        nets = load_weights(config, source).networks
+    else:
+        nets = load_weights(config, source, ("flow", "vae", "vocoder")).networks
     ref = ReferencePipeline(nets)
     rss2 = rss()
     if e2e:
@@ -345,18 +361,18 @@ def chain_pipeline(bundle: Path, threads: int):
                     load_key(None))  # fmt: skip
 
 
-def measure_encoder_units(args, bundle: Path, config, seed: int, req: P.Request) -> dict:
+def measure_encoder_units(args, bundle: Path, config, source, req: P.Request) -> dict:
     """Each encoder on one unit; one PyTorch network at a time in memory (ViT-H is large)."""
     from v2a_runtime.backends import load_session
     from v2a_runtime.bundle import load_bundle
 
     from v2a_export.export.parity import FP32, Metrics
-    from v2a_export.export.weights import random_networks
+    from v2a_export.export.weights import load_weights
 
     b = load_bundle(bundle, verify=False)
     out = {}
     for network, names in (("clip", ("clip_visual", "text")), ("synchformer", ("sync_visual",))):
-        nets = random_networks(config, seed, (network,))
+        nets = load_weights(config, source, (network,)).networks
         sessions = {n: load_session(b.path(n), "cpu", threads=args.threads) for n in names}
         for unit in P.encoder_units(sessions, nets, req):
             paths = {"runtime": unit.runtime, "reference": unit.reference}

@@ -17,7 +17,7 @@ def markdown(r: dict) -> str:
         f"{m['cpu']}, {m['cores']} cores (shared; 1-min load average {load0:g} at start, "
         f"{load1:g} at end), {r['threads']['torch_intra_op']} threads each (torch intra-op / "
         f"onnxruntime intra-op), torch {v['torch']}, onnxruntime {v['onnxruntime']}; "
-        f"{r['weights']} weights on both paths; {r['method']['runs']} timed rounds after a "
+        f"{r['weights']} weights on both paths; {r['method']['runs']} timed round(s) after a "
         f"parity round and {r['method']['warmup']} warm-up round(s), interleaved, order "
         "alternating.",
         "",
@@ -34,10 +34,8 @@ def markdown(r: dict) -> str:
                               row.get("ratio_p50")))  # fmt: skip
     h = p["headline"]
     name = " + ".join(h["stages"])
-    lines.append(
-        _row(f"**headline: {name}**", h["runtime"], h["reference"], h["ratio_p50"], bold=True)
-        + f" (paired {h['ratio_paired_median']:.2f})"
-    )
+    row = _row(f"**headline: {name}**", h["runtime"], h["reference"], h["ratio_p50"], bold=True)
+    lines.append(row[: -len(" |")] + f" (paired {h['ratio_paired_median']:.2f}) |")
     par = p["parity"]
     mem = p["memory_mb"]
     lines += [
@@ -56,9 +54,9 @@ def markdown(r: dict) -> str:
             f"Encoders per unit (full clip = unit × count for {q['duration']:g} s):",
             "",
             "| encoder | unit | runtime p50 ms | runtime p95 ms | reference p50 ms | "
-            "reference p95 ms | runtime / reference | per clip: runtime s / reference s | "
-            "rel L2 |",
-            "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+            "reference p95 ms | runtime / reference | units per clip | per clip: runtime s / "
+            "reference s | rel L2 |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for name, u in units.items():
             n = u["units_per_clip"]
@@ -66,7 +64,7 @@ def markdown(r: dict) -> str:
             lines.append(
                 f"| {name} | {u['unit']} | {rt['p50_ms']:.1f} | {rt['p95_ms']:.1f} | "
                 f"{ref['p50_ms']:.1f} | {ref['p95_ms']:.1f} | {u['ratio_p50']:.2f} | "
-                f"{n} × → {n * rt['p50_ms'] / 1e3:.1f} / {n * ref['p50_ms'] / 1e3:.1f} | "
+                f"{n} | {n * rt['p50_ms'] / 1e3:.1f} / {n * ref['p50_ms'] / 1e3:.1f} | "
                 f"{u['parity']['rel_l2']:.1e} |"
             )
     cli = r.get("cli")
@@ -74,7 +72,7 @@ def markdown(r: dict) -> str:
         g, inside, ver = cli["generate"], cli["inside_command"], cli["version"]
         lines += [
             "",
-            f"`{cli['command']}` ({cli['output']}): process wall time p50 "
+            f"CLI: `{cli['command']}` ({cli['output']}): process wall time p50 "
             f"{g['p50_ms'] / 1e3:.2f} s, p95 {g['p95_ms'] / 1e3:.2f} s over {g['n']} runs "
             f"after one warm-up; includes {cli['includes']}."
             + (
