@@ -27,7 +27,7 @@ prediction. MMAudio's own Euler sampler likewise ends with an evaluation at ``ts
 :func:`steps_for_evaluations` turns an evaluation budget into steps, because evaluations,
 not steps, are the latency.
 
-The defaults (``DEFAULT_*``) come from ``benchmarks/samplers.py``; docs/readme/samplers.md
+The defaults (``DEFAULT_*``) come from ``benchmarks/samplers.py``; docs/samplers.md
 has the measured tables and the reasons.
 """
 
@@ -297,7 +297,7 @@ def shifted_grid(steps: int, shift: float = 1.5) -> np.ndarray:
     On the noise level σ = 1 − t of a uniform grid: σ' = shift·σ / (1 + (shift − 1)·σ).
     ``shift > 1`` moves steps toward the noise end (t = 0), ``shift < 1`` toward the data.
     SD3 uses 3.0 for 1024² images; 1.5 is measured for our ~250-frame latents
-    (docs/readme/samplers.md) and sits near Flux's e^0.5 ≈ 1.65 for 256-token sequences.
+    (docs/samplers.md) and sits near Flux's e^0.5 ≈ 1.65 for 256-token sequences.
     """
     _check_steps(steps)
     shift = _check_param("shift", shift, positive=True)
@@ -373,7 +373,7 @@ def _as_grid(t: np.ndarray, name: str, steps: int) -> np.ndarray:
     return out
 
 
-# --- defaults (measured: docs/readme/samplers.md, benchmarks/samplers.py) ------------------
+# --- defaults (measured: docs/samplers.md, benchmarks/samplers.py) ------------------
 
 # abm3 on the shifted grid (shift 1.5) with 12 evaluations has a lower final-latent error
 # than MMAudio's 25-step Euler on every problem measured (3 analytic, 2 networks), with

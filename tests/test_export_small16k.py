@@ -3,7 +3,7 @@
 The conditioner, denoiser (H = 448, 12 blocks) and VAE decoder (16 kHz) are exported and gated
 at 2 s and 9 s (batch 3 and 1). The full-size encoders (CLIP ViT-H/14 at 384 px, Synchformer)
 and the BigVGAN vocoder are too slow for CI on two CPU cores; their export is the recorded run of
-benchmarks/export.py (docs/readme/export.md).
+benchmarks/export.py (docs/export.md).
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ from .tensorrt_cache import Platform
 
 INSTALL_HINT = (
     "pip install 'v2a-export[tensorrt]' (TensorRT >= 10.1 and cuda-python; see "
-    "docs/readme/tensorrt.md)"
+    "docs/tensorrt.md)"
 )
 GPU_HINT = "run on a machine with an NVIDIA GPU and its driver"
 MIN_TENSORRT = (10, 1)  # device_memory_size_v2 and set_device_memory(ptr, size) arrived in 10.1

@@ -14,7 +14,7 @@ Public API (stable; the runtime pipeline and the ``v2a watermark`` CLI use only 
 ``embed`` returns the same shape and dtype, clipped to [-1, 1], and never modifies its input.
 ``detect`` reports ``present`` when the Hoeffding/union bound puts the probability that audio
 without this key's mark scores this high at ≤ ``ALPHA`` (1e-6) per file. Design, constants and
-measured robustness: docs/readme/watermark.md; the spec is spec/watermark.md §5.5–§6.
+measured robustness: docs/watermark.md; the spec is spec/watermark.md §5.5–§6.
 
 Module map: keys (WatermarkKey, HMAC streams) · layout (geometry, keyed cell roles) ·
 coding (CRC-16, K=7 rate-1/3 convolutional code, soft Viterbi) · features (STFT, whitened

@@ -170,7 +170,7 @@ def export_cmd(
 ) -> None:  # fmt: skip
     """Export every component of a model to ONNX, gate each against PyTorch, write a bundle.
     With --precision fp16|bf16 the gated fp32 bundle is then converted in place (measured fp32
-    islands, docs/readme/precision.md) and gated again against PyTorch fp32."""
+    islands, docs/precision.md) and gated again against PyTorch fp32."""
     from v2a_runtime.bundle import COMPONENTS
 
     from v2a_export.export.bundle import ExportOptions, export_bundle

@@ -7,7 +7,7 @@ depthwise ``ConvTranspose`` has no fast CPU kernel at all. BigVGAN's anti-aliase
 consist of exactly these: a depthwise ×2 transposed convolution and a depthwise stride-2
 convolution with 12 taps around every SnakeBeta. On small_16k (random weights, 8 s, one
 thread) they made onnxruntime's vocoder 1.18× slower than PyTorch's; the rewrites below took
-24.3 s to 18.5 s (see docs/readme/benchmarks.md, "What was changed").
+24.3 s to 18.5 s (see docs/benchmarks.md, "What was changed").
 
 1. :func:`polyphase_transposed` — a depthwise transposed convolution with stride s and K taps
    (``group`` = channels, one filter per channel, K divisible by s) becomes s depthwise

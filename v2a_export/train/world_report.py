@@ -2,7 +2,7 @@
 
     python -m v2a_export.train.world_report [--clips 200] [--json report.json]
 
-Prints the markdown tables of ``docs/readme/world.md``. Clips are 8 s held-out scenes
+Prints the markdown tables of ``docs/world.md``. Clips are 8 s held-out scenes
 (seeds from ``HELD_OUT_SEED_BASE``). Timings are the best of three runs in this process, on
 whatever CPU runs it; they are wall-clock and vary with the machine's load. This is a command
 (it prints); the library modules it measures are silent.
