@@ -64,7 +64,7 @@ def test_depthwise_transposed_conv_becomes_polyphase(stride, taps, bias):
                             kernel_shape=[taps])  # fmt: skip
     before = _model([node], inits)
     after, counts = _rewrite(before)
-    assert counts == {"polyphase_transposed": 1, "conv1d_as_conv2d": stride}
+    assert counts["polyphase_transposed"] == 1 and counts["conv1d_as_conv2d"] == stride
     ops = [n.op_type for n in after.graph.node]
     assert "ConvTranspose" not in ops and ops.count("Conv") == stride
     convs = [n for n in after.graph.node if n.op_type == "Conv"]
@@ -92,7 +92,7 @@ def test_conv1d_becomes_conv2d_with_every_attribute():
     ]  # fmt: skip
     before = _model(nodes, inits, outputs=("y", "z"))
     after, counts = _rewrite(before)
-    assert counts == {"polyphase_transposed": 0, "conv1d_as_conv2d": 3}
+    assert (counts["polyphase_transposed"], counts["conv1d_as_conv2d"]) == (0, 3)
     weights = {i.name: numpy_helper.to_array(i).shape for i in after.graph.initializer}
     assert sorted(s for s in weights.values() if len(s) == 4) == [(6, 8, 1, 3), (8, 2, 1, 5)]
     assert [o.name for o in after.graph.output] == ["y", "z"]  # graph outputs keep their names
@@ -116,10 +116,96 @@ def test_other_convolutions_are_left_alone():
     ]
     graph = _model(nodes[:2], inits, outputs=("y", "z"))
     after, counts = _rewrite(graph)
-    assert counts == {"polyphase_transposed": 0, "conv1d_as_conv2d": 0}
+    assert not any(counts.values())
     assert [n.op_type for n in after.graph.node] == ["ConvTranspose", "ConvTranspose"]
     dynamic = _model(nodes[2:], {}, outputs=("u",))
     dynamic.graph.input.append(helper.make_tensor_value_info("x_weight", F32, [8, 8, 3]))
     after, counts = _rewrite(dynamic)
-    assert counts == {"polyphase_transposed": 0, "conv1d_as_conv2d": 0}
+    assert not any(counts.values())
     assert [n.op_type for n in after.graph.node] == ["Conv"]
+
+
+def _edge_pad(pads: list[int]) -> tuple[helper.NodeProto, np.ndarray]:
+    return helper.make_node("Pad", ["x", "pads"], ["xp"], mode="edge"), np.array(pads, np.int64)
+
+
+@pytest.mark.parametrize(
+    ("stride", "taps", "crop", "bias", "pad_crops"),
+    [(2, 12, (15, 15), True, 1), (3, 12, (10, 5), False, 0)],
+)
+def test_scaled_cropped_upsample_folds_into_the_phases(stride, taps, crop, bias, pad_crops):
+    """BigVGAN's UpSample1d: edge pad, depthwise transposed conv, × ratio, crop. The scale
+    moves into the phase weights, the crop into the phase pads (one zero tap aligns the
+    phases on one input) and then into the edge pad."""
+    c, pad = 16, taps // stride - 1
+    rng = np.random.default_rng(4)
+    pad_node, pads = _edge_pad([0, 0, pad, 0, 0, pad])
+    inits = {
+        "pads": pads,
+        "w": rng.standard_normal((c, 1, taps), dtype=np.float32),
+        "ratio": np.array(float(stride), np.float32) if stride == 2 else np.array(0.25, np.float32),
+        "starts": np.array([crop[0]], np.int64),
+        "ends": np.array([-crop[1]], np.int64),
+        "axes": np.array([-1], np.int64),
+    }
+    inputs = ["xp", "w"] + (["b"] if bias else [])
+    if bias:
+        inits["b"] = rng.standard_normal(c, dtype=np.float32)
+    nodes = [
+        pad_node,
+        helper.make_node("ConvTranspose", inputs, ["u"], group=c, strides=[stride],
+                         kernel_shape=[taps]),
+        helper.make_node("Mul", ["u", "ratio"], ["s"]),
+        helper.make_node("Slice", ["s", "starts", "ends", "axes"], ["y"]),
+    ]  # fmt: skip
+    before = _model(nodes, inits)
+    after, counts = _rewrite(before)
+    assert counts["polyphase_transposed"] == 1 and counts["crop_padding"] == pad_crops
+    ops = [n.op_type for n in after.graph.node]
+    assert "Mul" not in ops and "Slice" not in ops and "ConvTranspose" not in ops
+    assert ops.count("Pad") == 1 and ops.count("Conv") == stride
+    for n in after.graph.node:
+        if n.op_type == "Conv":  # K/s taps and one zero tap, on the one (edge padded) input
+            attrs = {a.name: helper.get_attribute_value(a) for a in n.attribute}
+            assert attrs["kernel_shape"] == [1, taps // stride + 1]
+    _same(before, after, c)
+
+
+def test_crop_padding_only_inside_the_padding():
+    pad_node, pads = _edge_pad([0, 0, 3, 0, 0, 2])
+    inits = {"pads": pads, "s1": np.array([2], np.int64), "e1": np.array([-2], np.int64),
+             "s2": np.array([4], np.int64), "e2": np.array([-1], np.int64),
+             "ax": np.array([2], np.int64)}  # fmt: skip
+    nodes = [
+        pad_node,
+        helper.make_node("Slice", ["xp", "s1", "e1", "ax"], ["y"]),  # inside: folds
+        helper.make_node("Slice", ["xp", "s2", "e2", "ax"], ["z"]),  # cuts into x: stays
+    ]
+    before = _model(nodes, inits, outputs=("y", "z"))
+    after, counts = _rewrite(before)
+    assert counts["crop_padding"] == 1
+    assert sorted(n.op_type for n in after.graph.node) == ["Pad", "Pad", "Slice"]
+    _same(before, after, 4)
+
+
+def test_squeeze_unsqueeze_pairs_cancel_and_pow2_becomes_a_product():
+    rng = np.random.default_rng(5)
+    inits = {
+        "w1": rng.standard_normal((8, 4, 3), dtype=np.float32),
+        "w2": rng.standard_normal((4, 8, 3), dtype=np.float32),
+        "two": np.array(2.0, np.float32),
+        "three": np.array(3.0, np.float32),
+    }
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["h"], pads=[1, 1]),
+        helper.make_node("Conv", ["h", "w2"], ["g"], pads=[1, 1]),  # conv -> conv: pair cancels
+        helper.make_node("Pow", ["g", "two"], ["y"]),
+        helper.make_node("Pow", ["g", "three"], ["z"]),  # other exponents stay
+    ]
+    before = _model(nodes, inits, outputs=("y", "z"))
+    after, counts = _rewrite(before)
+    assert counts["conv1d_as_conv2d"] == 2 and counts["squeeze_unsqueeze"] == 1
+    assert counts["square_as_mul"] == 1
+    ops = [n.op_type for n in after.graph.node]
+    assert ops.count("Squeeze") == 1 and ops.count("Unsqueeze") == 1 and ops.count("Pow") == 1
+    _same(before, after, 4)

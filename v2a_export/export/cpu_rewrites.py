@@ -13,13 +13,24 @@ thread) they made onnxruntime's vocoder 1.18× slower than PyTorch's; the rewrit
    (``group`` = channels, one filter per channel, K divisible by s) becomes s depthwise
    convolutions of K/s taps, one per output phase, interleaved:
    ``y[s·m + p] = Σ_j x[m − j] · h[p + s·j]`` (zero outside the input, as the transposed
-   convolution); the phase outputs are stacked on a new last axis and reshaped.
-2. :func:`conv1d_as_conv2d` — every 1-D ``Conv`` with a constant weight becomes
+   convolution); the phase outputs are stacked on a new last axis and reshaped. BigVGAN's
+   UpSample1d goes on with ``× ratio`` and a crop ``[a : −b]``: a power-of-two scale moves
+   into the phase weights (bit-exact), the crop into the phase convs' pads, so the cropped
+   samples are never computed (phases that start on different samples share one input
+   through a zero tap).
+2. :func:`crop_padding` — a ``Slice`` that only cuts into a ``Pad``'s last-axis padding
+   becomes a smaller ``Pad`` (where 1. left BigVGAN's edge pad 5 + crop 2, one edge pad 3).
+3. :func:`conv1d_as_conv2d` — every 1-D ``Conv`` with a constant weight becomes
    ``Unsqueeze(axis 2)`` → 2-D ``Conv`` (kernel 1 × k, same strides, dilations, pads, group,
    bias) → ``Squeeze(axis 2)``.
+4. :func:`cancel_squeeze_unsqueeze` — the ``Squeeze`` → ``Unsqueeze`` pairs that 3. leaves
+   between two convs go, so onnxruntime keeps the tensor in its blocked layout between them.
+5. :func:`square_as_mul` — ``Pow(x, 2)`` becomes ``Mul(x, x)`` (SnakeBeta's sin²).
 
-Both compute the same sums in a different order (float32 differences of a few ulp; the parity
-gate runs on the rewritten graph). TensorRT and the CUDA provider accept both forms.
+1. and 3. compute the same sums in a different order (float32 differences of a few ulp; the
+parity gate runs on the rewritten graph); 2., 4., 5. and the folds in 1. give the same bits.
+On small_16k's vocoder 2., 4., 5. and the folds took onnxruntime's time a further 7 % down
+(docs/benchmarks.md). TensorRT and the CUDA provider accept every form.
 """
 
 from __future__ import annotations
@@ -28,17 +39,20 @@ import logging
 
 import numpy as np
 import onnx_ir as ir
-from onnx_ir.convenience import replace_nodes_and_values
+from onnx_ir.convenience import replace_all_uses_with, replace_nodes_and_values
 
 _LOGGER = logging.getLogger(__name__)
 
 
 def rewrite_for_cpu(model: ir.Model) -> dict[str, int]:
-    """Apply both rewrites to ``model``'s main graph in place; returns the count of each."""
+    """Apply the rewrites to ``model``'s main graph in place; returns the count of each."""
     graph = model.graph
     counts = {
         "polyphase_transposed": polyphase_transposed(graph),
+        "crop_padding": crop_padding(graph),
         "conv1d_as_conv2d": conv1d_as_conv2d(graph),
+        "squeeze_unsqueeze": cancel_squeeze_unsqueeze(graph),
+        "square_as_mul": square_as_mul(graph),
     }
     _LOGGER.debug("cpu rewrites: %s", counts)
     return counts
@@ -49,51 +63,172 @@ def polyphase_transposed(graph: ir.Graph) -> int:
     count = 0
     for node in list(graph):
         w = _weight(node, "ConvTranspose")
-        if w is None:
-            continue
-        channels, per_group, taps = w.shape  # (C_in, C_out / group, K)
-        stride = _ints(node, "strides", [1])[0]
-        if not (
-            _int(node, "group", 1) == channels > 1
-            and per_group == 1
-            and stride > 1
-            and taps % stride == 0
-            and not any(_ints(node, "pads", [0, 0]))
-            and not any(_ints(node, "output_padding", [0]))
-            and _ints(node, "dilations", [1]) == [1]
-            and "output_shape" not in node.attributes
-        ):
+        if w is None or not _is_plain_depthwise_upsample(node, w):
             continue
         name = node.name or f"convtranspose_{count}"
-        j = taps // stride
+        channels, _, taps = w.shape  # (C, 1, K)
+        stride = _ints(node, "strides", [1])[0]
         x, bias = node.inputs[0], (node.inputs[2] if len(node.inputs) > 2 else None)
-        last = _constant(graph, "v2a_cpu_last_axis", np.array([-1], np.int64))
-        new, phases = [], []
-        for p in range(stride):
-            h = np.ascontiguousarray(w[:, :, p::stride][:, :, ::-1])  # (C, 1, K/s), flipped
-            weight = _constant(graph, f"{name}_phase{p}_weight", h)
+        scale_node, scale = _power_of_two_scale(node.outputs[0])
+        tail = scale_node.outputs[0] if scale_node is not None else node.outputs[0]
+        crop_node, crop = _static_crop(tail, taps, stride)
+        old = [node] + [n for n in (scale_node, crop_node) if n is not None]
+        if scale != 1.0 and bias is not None:
+            bias = _constant(graph, f"{name}_bias_scaled", bias.const_value.numpy() * scale)
+        left, right, layout = _phase_layout(taps, stride, crop)
+        new: list[ir.Node] = []
+        source = _crop_input(graph, x, left, right, f"{name}_input", new)
+        phases = []
+        for q, (p, lead, trail) in enumerate(layout):
+            h = w[:, :, p::stride][:, :, ::-1] * np.float32(scale)  # (C, 1, K/s), flipped
+            h = np.pad(h, [(0, 0), (0, 0), (lead, trail)])  # zero taps align the phases
+            weight = _constant(graph, f"{name}_phase{q}_weight", h)
             conv = ir.node(
                 "Conv",
-                [x, weight] + ([bias] if bias is not None else []),
+                [source, weight] + ([bias] if bias is not None else []),
                 {
                     "group": channels,
-                    "kernel_shape": [j],
-                    "pads": [j - 1, j - 1],
+                    "kernel_shape": [h.shape[2]],
+                    "pads": [max(left, 0), max(right, 0)],
                     "strides": [1],
                     "dilations": [1],
                 },
-                name=f"{name}_phase{p}",
-            )  # fmt: skip  (B, C, T + K/s − 1)
-            stack = ir.node("Unsqueeze", [conv.outputs[0], last], name=f"{name}_phase{p}_axis")
+                name=f"{name}_phase{q}",
+            )  # (B, C, T_q)
+            last = _constant(graph, "v2a_cpu_last_axis", np.array([-1], np.int64))
+            stack = ir.node("Unsqueeze", [conv.outputs[0], last], name=f"{name}_phase{q}_axis")
             new += [conv, stack]
-            phases.append(stack.outputs[0])  # (B, C, T + K/s − 1, 1)
-        cat = ir.node("Concat", phases, {"axis": -1}, name=f"{name}_phases")  # (B, C, T', s)
+            phases.append(stack.outputs[0])  # (B, C, T_q, 1)
+        cat = ir.node("Concat", phases, {"axis": -1}, name=f"{name}_phases")  # (B, C, T_q, s)
         shape = _constant(graph, "v2a_cpu_interleave_shape", np.array([0, 0, -1], np.int64))
-        out = ir.node("Reshape", [cat.outputs[0], shape], name=f"{name}_interleave")  # (B, C, s·T')
+        out = ir.node("Reshape", [cat.outputs[0], shape], name=f"{name}_interleave")
+        # (B, C, s·T_q)
         new += [cat, out]
-        old_weight = node.inputs[1]
-        replace_nodes_and_values(graph, node, [node], new, [node.outputs[0]], [out.outputs[0]])
-        _drop_if_unused(graph, old_weight)
+        old_weight, old_bias = node.inputs[1], node.inputs[2] if len(node.inputs) > 2 else None
+        replace_nodes_and_values(graph, node, old, new, [old[-1].outputs[0]], [out.outputs[0]])
+        for value in (old_weight, old_bias):
+            if value is not None:
+                _drop_if_unused(graph, value)
+        count += 1
+    return count
+
+
+def _is_plain_depthwise_upsample(node: ir.Node, w: np.ndarray) -> bool:
+    channels, per_group, taps = w.shape  # (C_in, C_out / group, K)
+    stride = _ints(node, "strides", [1])[0]
+    return (
+        _int(node, "group", 1) == channels > 1
+        and per_group == 1
+        and stride > 1
+        and taps % stride == 0
+        and not any(_ints(node, "pads", [0, 0]))
+        and not any(_ints(node, "output_padding", [0]))
+        and _ints(node, "dilations", [1]) == [1]
+        and "output_shape" not in node.attributes
+    )
+
+
+def _power_of_two_scale(value: ir.Value) -> tuple[ir.Node | None, float]:
+    """The ``Mul`` by a constant scalar ±2^k that is ``value``'s only use, and that scalar.
+
+    Scaling by a power of two is exact in float32, so it moves into the weights bit for bit.
+    """
+    node = _only_consumer(value, "Mul")
+    if node is None:
+        return None, 1.0
+    other = node.inputs[1] if node.inputs[0] is value else node.inputs[0]
+    c = _scalar(other)
+    if c is None or c == 0.0 or np.frexp(c)[0] not in (0.5, -0.5):
+        return None, 1.0
+    return node, c
+
+
+def _static_crop(value: ir.Value, taps: int, stride: int) -> tuple[ir.Node | None, tuple[int, int]]:
+    """The ``Slice`` ``[a : -b]`` on the last axis that is ``value``'s only use, and (a, b).
+
+    Only crops that leave every output phase the same length, ``(K − s − a − b) % s == 0``.
+    """
+    node = _only_consumer(value, "Slice")
+    crop = _slice_last_axis(node, 3) if node is not None and node.inputs[0] is value else None
+    if crop is None or (taps - stride - crop[0] - crop[1]) % stride:
+        return None, (0, 0)
+    return node, crop
+
+
+def _phase_layout(
+    taps: int, stride: int, crop: tuple[int, int]
+) -> tuple[int, int, list[tuple[int, int, int]]]:
+    """The pads (l, r) of the phase convs, and per output phase q: the filter phase p and the
+    zero taps before and after its flipped K/s taps.
+
+    Uncropped output y[s·m + p] = Σ_j x[m − j] · h[p + s·j]; cropped out[i] = y[a + i]; so
+    out[s·n + q] = y_p[d + n] with p = (a + q) mod s and d = (a + q) div s. A conv of the
+    flipped K/s taps with pads (l_q, r_q) = (K/s − 1 − d, c + d) gives exactly those values,
+    T + c of them, c = (K − s − a − b) / s. All phases share one input and pads
+    (l, r) = (max l_q, max r_q): phase q's filter gets l − l_q zeros in front and r − r_q
+    behind (an exact shift). A negative pad crops the input itself (:func:`_crop_input`).
+    """
+    a, b = crop
+    j, c = taps // stride, (taps - stride - a - b) // stride
+    pads = [(j - 1 - (a + q) // stride, c + (a + q) // stride) for q in range(stride)]
+    left, right = max(p[0] for p in pads), max(p[1] for p in pads)
+    layout = [((a + q) % stride, left - lq, right - rq) for q, (lq, rq) in enumerate(pads)]
+    return left, right, layout
+
+
+def _crop_input(
+    graph: ir.Graph, x: ir.Value, left: int, right: int, name: str, new: list[ir.Node]
+) -> ir.Value:
+    """``x[-left : right]`` on the last axis where a pad is negative, else ``x`` itself."""
+    if left >= 0 and right >= 0:
+        return x
+    start = _constant(graph, f"v2a_cpu_start_{max(-left, 0)}", np.array([max(-left, 0)], np.int64))
+    end_value = right if right < 0 else np.iinfo(np.int64).max
+    end = _constant(graph, f"v2a_cpu_end_{end_value}", np.array([end_value], np.int64))
+    last = _constant(graph, "v2a_cpu_last_axis", np.array([-1], np.int64))
+    node = ir.node("Slice", [x, start, end, last], name=name)  # (B, C, T − |l| − |r|)
+    new.append(node)
+    return node.outputs[0]
+
+
+def crop_padding(graph: ir.Graph) -> int:
+    """Fold a ``Slice`` that only cuts into a ``Pad``'s last-axis padding into a smaller Pad.
+
+    ``Pad(x, l, r)[a : -b]`` with a ≤ l, b ≤ r is ``Pad(x, l − a, r − b)`` for the constant,
+    edge and reflect modes (the padded values do not depend on how much is padded). Runs
+    after :func:`polyphase_transposed`, whose input crops land on BigVGAN's edge padding.
+    """
+    count = 0
+    for node in list(graph):
+        pad = node.inputs[0].producer() if node.op_type == "Slice" and node.inputs else None
+        if pad is None or pad.op_type != "Pad" or pad.domain not in ("", "ai.onnx"):
+            continue
+        pads = _ints_input(pad, 1)
+        crop = _slice_last_axis(node, len(pads) // 2) if pads is not None else None
+        mode = pad.attributes.get("mode")
+        mode = "constant" if mode is None else mode.value
+        mode = mode.decode() if isinstance(mode, bytes) else mode
+        if (
+            pads is None
+            or crop is None
+            or mode not in ("constant", "edge", "reflect")
+            or (len(pad.inputs) > 3 and pad.inputs[3] is not None)  # explicit axes
+        ):
+            continue
+        rank, (a, b) = len(pads) // 2, crop
+        if a > pads[rank - 1] or b > pads[-1]:
+            continue
+        new_pads = list(pads)
+        new_pads[rank - 1] -= a
+        new_pads[-1] -= b
+        inputs = [pad.inputs[0], _constant(graph, f"v2a_cpu_pads_{'_'.join(map(str, new_pads))}",
+                                           np.array(new_pads, np.int64))]  # fmt: skip
+        if len(pad.inputs) > 2 and pad.inputs[2] is not None:
+            inputs.append(pad.inputs[2])
+        smaller = ir.node("Pad", inputs, {"mode": mode}, name=(node.name or "crop") + "_pad")
+        _swap(graph, node, smaller)
+        if not any(o.uses() or o.is_graph_output() for o in pad.outputs):
+            graph.remove(pad, safe=True)
         count += 1
     return count
 
@@ -130,6 +265,45 @@ def conv1d_as_conv2d(graph: ir.Graph) -> int:
         new = [lift, conv, drop]
         replace_nodes_and_values(graph, node, [node], new, [node.outputs[0]], [drop.outputs[0]])
         _drop_if_unused(graph, old_weight)
+        count += 1
+    return count
+
+
+def cancel_squeeze_unsqueeze(graph: ir.Graph) -> int:
+    """``Unsqueeze(Squeeze(x, axes), axes)`` is ``x``: readers of the Unsqueeze read ``x``.
+
+    :func:`conv1d_as_conv2d` wraps every conv in Unsqueeze/Squeeze, so two convs in a row
+    meet as Squeeze → Unsqueeze; onnxruntime's NCHWc pass does not look through that pair and
+    reorders the tensor out of and back into its blocked layout between them.
+    """
+    count = 0
+    for node in list(graph):
+        squeeze = node.inputs[0].producer() if node.op_type == "Unsqueeze" and node.inputs else None
+        if squeeze is None or squeeze.op_type != "Squeeze" or len(squeeze.inputs) < 2:
+            continue
+        axes = _ints_input(node, 1)
+        if axes is None or axes != _ints_input(squeeze, 1) or node.outputs[0].is_graph_output():
+            continue
+        replace_all_uses_with(node.outputs[0], squeeze.inputs[0])
+        graph.remove(node, safe=True)
+        if not squeeze.outputs[0].uses() and not squeeze.outputs[0].is_graph_output():
+            graph.remove(squeeze, safe=True)
+        count += 1
+    return count
+
+
+def square_as_mul(graph: ir.Graph) -> int:
+    """``Pow(x, 2)`` becomes ``Mul(x, x)`` (the same correctly rounded value, half the time on
+    onnxruntime's CPU kernels: BigVGAN's SnakeBeta squares a sine per sample)."""
+    count = 0
+    for node in list(graph):
+        if node.op_type != "Pow" or node.domain not in ("", "ai.onnx") or len(node.inputs) != 2:
+            continue
+        x = node.inputs[0]
+        if _scalar(node.inputs[1]) != 2.0 or x.dtype not in (ir.DataType.FLOAT, None):
+            continue
+        square = ir.node("Mul", [x, x], name=(node.name or f"pow_{count}") + "_square")
+        _swap(graph, node, square)
         count += 1
     return count
 
@@ -182,4 +356,61 @@ def _drop_if_unused(graph: ir.Graph, value: ir.Value) -> None:
         graph.initializers.pop(value.name)
 
 
-__all__ = ["conv1d_as_conv2d", "polyphase_transposed", "rewrite_for_cpu"]
+def _swap(graph: ir.Graph, old: ir.Node, new: ir.Node) -> None:
+    """Put single-output ``new`` in the place of single-output ``old``."""
+    replace_nodes_and_values(graph, old, [old], [new], [old.outputs[0]], [new.outputs[0]])
+
+
+def _only_consumer(value: ir.Value, op_type: str) -> ir.Node | None:
+    """The single standard-domain ``op_type`` node reading ``value``, else None."""
+    users = {id(n): n for n, _ in value.uses()}
+    if len(users) != 1 or value.is_graph_output():
+        return None
+    (node,) = users.values()
+    return node if node.op_type == op_type and node.domain in ("", "ai.onnx") else None
+
+
+def _scalar(value: ir.Value | None) -> float | None:
+    """The float held by a one-element constant, else None."""
+    tensor = value.const_value if value is not None else None
+    if tensor is None or tensor.dtype != ir.DataType.FLOAT or tensor.numpy().size != 1:
+        return None
+    return float(tensor.numpy().reshape(()))
+
+
+def _ints_input(node: ir.Node, index: int) -> list[int] | None:
+    """The constant integer input ``index`` of ``node`` as a list, else None."""
+    value = node.inputs[index] if len(node.inputs) > index else None
+    tensor = value.const_value if value is not None else None
+    if tensor is None or tensor.dtype not in (ir.DataType.INT64, ir.DataType.INT32):
+        return None
+    return [int(v) for v in tensor.numpy().reshape(-1)]
+
+
+def _slice_last_axis(node: ir.Node, rank: int) -> tuple[int, int] | None:
+    """(a, b) for a ``Slice`` that is ``[a : -b]`` (or ``[a:]``, b = 0) on the last of ``rank``
+    axes, else None."""
+    starts, ends = _ints_input(node, 1), _ints_input(node, 2)
+    axes = _ints_input(node, 3) if len(node.inputs) > 3 and node.inputs[3] is not None else None
+    steps = _ints_input(node, 4) if len(node.inputs) > 4 and node.inputs[4] is not None else [1]
+    if axes is None and len(node.inputs) > 3 and node.inputs[3] is not None:
+        return None
+    axes = axes if axes is not None else list(range(len(starts or [])))
+    if starts is None or ends is None or steps != [1] or len(starts) != 1 or len(ends) != 1:
+        return None
+    if axes[0] not in (-1, rank - 1) or starts[0] < 0:
+        return None
+    end = ends[0]
+    if end < 0:
+        return starts[0], -end
+    return (starts[0], 0) if end >= np.iinfo(np.int64).max // 2 else None
+
+
+__all__ = [
+    "cancel_squeeze_unsqueeze",
+    "conv1d_as_conv2d",
+    "crop_padding",
+    "polyphase_transposed",
+    "rewrite_for_cpu",
+    "square_as_mul",
+]
