@@ -18,6 +18,7 @@ pytest.importorskip("torch")
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "runtime" / "default_bundle"
+WEIGHTS = REPO / "weights" / "tiny"  # the shipped bundle's trained weights
 
 
 def _harness():
@@ -28,7 +29,8 @@ def _harness():
 
 
 def _run(tmp_path, *extra: str) -> dict:
-    argv = ["--bundle", str(BUNDLE), "--duration", "2", "--steps", "10", "--runs", "1"]
+    argv = ["--bundle", str(BUNDLE), "--weights", str(WEIGHTS), "--duration", "2", "--steps", "10"]
+    argv += ["--runs", "1"]
     argv += ["--warmup", "0", "--threads", "2", "--out", str(tmp_path), "--name", "r", *extra]
     assert _harness().main(argv) == 0  # 0: every parity check passed
     record = json.loads((tmp_path / "r.json").read_text())
@@ -58,7 +60,7 @@ def _check_summary(p: dict, headline: list[str]) -> None:
 def test_end_to_end_from_video_and_encoder_units(tmp_path):
     r = _run(tmp_path, "--encoders-per-unit", "--unit-runs", "1", "--cli-runs", "1")
     assert r["benchmark"] == "runtime" and r["variant"] == "tiny" and r["passed"]
-    assert r["weights"] == "random (seed 0)"
+    assert r["weights"] == f"trained ({WEIGHTS})"
     assert (
         r["request"] | {"duration": 2.0, "steps": 10, "cfg": 4.5, "solver": "euler"}
         == (r["request"])
@@ -129,5 +131,8 @@ def test_bad_arguments_are_refused():
     harness = _harness()
     with pytest.raises(SystemExit):
         harness.main(["--runs", "0", "--no-write"])
+    with pytest.raises(SystemExit, match="not a random-weight bundle; give --weights DIR"):
+        harness.main(["--bundle", str(BUNDLE), "--no-write"])  # trained: needs its weights
     with pytest.raises(SystemExit, match="holds tiny, not --variant small_16k"):
-        harness.main(["--bundle", str(BUNDLE), "--variant", "small_16k", "--no-write"])
+        harness.main(["--bundle", str(BUNDLE), "--weights", str(WEIGHTS), "--variant",
+                      "small_16k", "--no-write"])

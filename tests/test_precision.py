@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -142,7 +143,8 @@ def test_bf16_denoiser_through_its_twin(config, tmp_path):
 @pytest.mark.slow
 def test_cli_validate_gates_the_fp16_bundle_against_pytorch(fp16):
     """``v2a-export validate`` dispatches an fp16 bundle to the precision gate: PyTorch fp32
-    networks rebuilt from the recorded seed, the graph and its twin at two durations, end to
+    networks (rebuilt from the recorded seed, or the shipped model's weight files), the graph
+    and its twin at two durations, end to
     end with the log-mel error."""
     pytest.importorskip("torch")
     from click.testing import CliRunner
@@ -150,10 +152,10 @@ def test_cli_validate_gates_the_fp16_bundle_against_pytorch(fp16):
     from v2a_export.cli import main
 
     manifest = load_bundle(fp16.root).manifest
-    if manifest.model.weights != "random":
-        pytest.skip("the shipped bundle holds trained weights: PyTorch parity needs the weights")
     args = ["validate", str(fp16.root), "--parity-durations", "1,2", "--parity-batches", "1",
             "--e2e-duration", "1", "--e2e-steps", "3", "--threads", "2", "-q"]  # fmt: skip
+    if manifest.model.weights == "trained":  # the shipped model: gate against its weight files
+        args += ["--weights", str(Path(__file__).resolve().parents[1] / "weights" / "tiny")]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     assert "log-mel error" in result.output and "7/7 components pass" in result.output
