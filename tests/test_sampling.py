@@ -347,7 +347,7 @@ def test_best_8_evaluation_solver_and_default_beat_25_step_euler():
         at_8[solver] = bench.relative_error(fn(mix.velocity, x0, ts), reference)
     assert min(at_8, key=at_8.get) == "abm3"
     assert at_8["abm3"] < 0.85 * euler_25, (at_8, euler_25)
-    # The default sampler (abm3, shifted, 12 steps) also wins, with about half the evaluations.
+    # The default sampler (ab2, shifted, 12 steps) also wins, with about half the evaluations.
     assert evaluations(sampling.DEFAULT_SOLVER, sampling.DEFAULT_STEPS) <= 12
     default = bench.relative_error(sampling.sample(mix.velocity, x0), reference)
     assert default < 0.85 * euler_25, (default, euler_25)
