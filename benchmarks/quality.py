@@ -77,8 +77,9 @@ def run(args) -> dict:
     solver, grid = m.sampler.solver, m.sampler.grid
     steps = sampling.steps_for_evaluations(solver, NFE)
     clips = _videos(world, args.clips, args.cache)
-    log = (lambda *a: print(*a, file=sys.stderr, flush=True)) if not args.quiet else (
-        lambda *a: None)
+    def log(*parts) -> None:
+        if not args.quiet:
+            print(*parts, file=sys.stderr, flush=True)
 
     truth_rows, main_rows, levels = [], [], []
     t_main = 0.0
