@@ -13,14 +13,7 @@ from click.testing import CliRunner  # noqa: E402
 
 from v2a_export.cli import EXIT_BAD_INPUT, EXIT_FAILED, main  # noqa: E402
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # tiny tensors: OpenMP barriers on a shared 2-core machine cost more than they give
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def _parity_jsons(fixtures_dir):

@@ -24,14 +24,7 @@ from v2a_export.checkpoints import (  # noqa: E402
 from v2a_export.models.build import NETWORKS, build_module, build_networks  # noqa: E402
 from v2a_export.models.configs import TINY, VARIANTS  # noqa: E402
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # tiny tensors: OpenMP barriers on a shared 2-core machine cost more than they give
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 # key manifest -> (variant whose config describes it, network)

@@ -24,13 +24,7 @@ from v2a_export.models.layers import rope_frequencies, rope_table  # noqa: E402
 FLOW_FIXTURES = ("flow_v1", "flow_v2")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # tiny tensors: OpenMP barriers on a shared 2-core machine cost more than they give
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 GROUPS = (

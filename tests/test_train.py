@@ -20,13 +20,7 @@ from v2a_export.train.data_mel import LogMel, mel_filterbank  # noqa: E402
 from v2a_export.train.train import WEIGHT_FILES, RecipeMismatch, train  # noqa: E402
 from v2a_export.train.train_config import smoke_recipe  # noqa: E402
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors on a shared CPU: threads cost more than they give
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 class _Log:
