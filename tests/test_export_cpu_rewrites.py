@@ -209,3 +209,98 @@ def test_squeeze_unsqueeze_pairs_cancel_and_pow2_becomes_a_product():
     ops = [n.op_type for n in after.graph.node]
     assert ops.count("Squeeze") == 1 and ops.count("Unsqueeze") == 1 and ops.count("Pow") == 1
     _same(before, after, 4)
+
+
+def test_squeeze_moves_before_transpose():
+    """MMAudio's q/k/v split: Split on the innermost axis, Transpose that moves it first,
+    Squeeze it; also a Squeeze of two axes and a Transpose that becomes the identity."""
+    inits = {"a0": np.array([0], np.int64), "a01": np.array([0, -1], np.int64)}
+    nodes = [
+        helper.make_node("Reshape", ["x", "shape"], ["r"]),  # (B, C, T/3, 1, 3)
+        helper.make_node("Split", ["r"], ["q", "k", "v"], axis=4, num_outputs=3),
+        helper.make_node("Transpose", ["q"], ["qt"], perm=[4, 0, 3, 2, 1]),
+        helper.make_node("Squeeze", ["qt", "a0"], ["y"]),  # (B, 1, T/3, C)
+        helper.make_node("Transpose", ["k"], ["kt"], perm=[4, 0, 1, 2, 3]),
+        helper.make_node("Squeeze", ["kt", "a0"], ["z"]),  # only a squeeze is left
+        helper.make_node("Transpose", ["v"], ["vt"], perm=[4, 1, 2, 0, 3]),
+        helper.make_node("Squeeze", ["vt", "a01"], ["u"]),  # squeezes v's axes 4 and 3
+    ]
+    inits["shape"] = np.array([0, 0, -1, 1, 3], np.int64)
+    before = _model(nodes, inits, outputs=("y", "z", "u"))
+    after, counts = _rewrite(before)
+    assert counts["squeeze_before_transpose"] == 3
+    perms = [helper.get_attribute_value(n.attribute[0]) for n in after.graph.node
+             if n.op_type == "Transpose"]  # fmt: skip
+    assert sorted(perms) == [[0, 3, 2, 1], [1, 2, 0]]
+    rng = np.random.default_rng(6)
+    for t in (3, 36):  # T/3 = 1 is a size-1 axis too: only the named axes go
+        x = rng.standard_normal((2, 4, t), dtype=np.float32)
+        for want, got in zip(_run(before, x), _run(after, x), strict=True):
+            np.testing.assert_array_equal(got, want)  # data movement only: the same bits
+
+
+def _tokens() -> list[onnx.NodeProto]:
+    return [helper.make_node("Transpose", ["x"], ["xt"], perm=[0, 2, 1])]  # (B, T, C)
+
+
+def test_qkv_columns_go_outermost_and_the_5d_transpose_goes():
+    """einops ``b n (h d k) -> k b h n d`` then ``qkv[i]``, as MMAudio exports it."""
+    c, h, d, k = 8, 2, 3, 3
+    rng = np.random.default_rng(7)
+    inits = {
+        "w": rng.standard_normal((c, h * d * k), dtype=np.float32),
+        "b": rng.standard_normal(h * d * k, dtype=np.float32),
+        "nh": np.array([h], np.int64), "nd": np.array([d], np.int64), "nk": np.array([k], np.int64),
+        "s0": np.array([0], np.int64), "s2": np.array([2], np.int64),
+    }  # fmt: skip
+    nodes = _tokens() + [
+        helper.make_node("MatMul", ["xt", "w"], ["p"]),
+        helper.make_node("Add", ["p", "b"], ["pb"]),
+        helper.make_node("Shape", ["xt"], ["bt"], end=2),
+        helper.make_node("Concat", ["bt", "nh", "nd", "nk"], ["shape"], axis=0),
+        helper.make_node("Reshape", ["pb", "shape"], ["view"]),  # (B, T, H, D, K)
+        helper.make_node("Transpose", ["view"], ["qkv"], perm=[4, 0, 2, 1, 3]),  # (K, B, H, T, D)
+    ]
+    for i, out in enumerate("qkv"):
+        inits[f"i{i}"], inits[f"j{i}"] = np.array([i], np.int64), np.array([i + 1], np.int64)
+        nodes += [
+            helper.make_node("Slice", ["qkv", f"i{i}", f"j{i}", "s0"], [f"{out}1"]),
+            helper.make_node("Squeeze", [f"{out}1", "s0"], [out]),  # (B, H, T, D)
+        ]
+    before = _model(nodes, inits, outputs=("q", "k", "v"))
+    after, counts = _rewrite(before)
+    assert counts["qkv_outermost"] == 1
+    assert counts["slice_before_transpose"] == counts["squeeze_before_transpose"] == 3
+    perms = [helper.get_attribute_value(n.attribute[0]) for n in after.graph.node
+             if n.op_type == "Transpose"]  # fmt: skip
+    assert sorted(perms) == [[0, 2, 1]] + [[0, 2, 1, 3]] * 3  # no 5-D transpose left
+    assert len(after.graph.initializer) < len(inits) + 8 and "w" not in {
+        i.name for i in after.graph.initializer
+    }  # the permuted weight replaces the old one
+    _same(before, after, c)
+
+
+@pytest.mark.parametrize("sizes", [None, [2, 10]])
+def test_split_projection_becomes_one_projection_per_chunk(sizes):
+    rng = np.random.default_rng(8)
+    inits = {
+        "w": rng.standard_normal((6, 12), dtype=np.float32),
+        "b": rng.standard_normal(12, dtype=np.float32),
+    }
+    outs = ("y", "z", "u") if sizes is None else ("y", "z")
+    split_inputs = ["pb"]
+    if sizes is not None:
+        inits["sizes"] = np.array(sizes, np.int64)
+        split_inputs.append("sizes")
+    nodes = _tokens() + [
+        helper.make_node("MatMul", ["xt", "w"], ["p"]),
+        helper.make_node("Add", ["p", "b"], ["pb"]),
+        helper.make_node("Split", split_inputs, list(outs), axis=2,
+                         **({"num_outputs": 3} if sizes is None else {})),
+    ]  # fmt: skip
+    before = onnx.shape_inference.infer_shapes(_model(nodes, inits, outputs=outs))  # as exported
+    after, counts = _rewrite(before)
+    assert counts["split_projection"] == 1
+    ops = [n.op_type for n in after.graph.node]
+    assert "Split" not in ops and ops.count("MatMul") == len(outs)
+    _same(before, after, 6)
