@@ -35,9 +35,12 @@ thread) they made onnxruntime's vocoder 1.18× slower than PyTorch's; the rewrit
    one projection per chunk (the adaLN modulation).
 
 1. and 3. compute the same sums in a different order (float32 differences of a few ulp; the
-parity gate runs on the rewritten graph); 2., 4. to 8. and the folds in 1. give the same bits.
-On small_16k's vocoder 2., 4., 5. and the folds took onnxruntime's time a further 7 % down
-(docs/benchmarks.md). TensorRT and the CUDA provider accept every form.
+parity gate runs on the rewritten graph); 2., 4. to 8. and the folds in 1. change no arithmetic
+(small_16k's vocoder and denoiser give the same bits; onnxruntime may still fuse a rewritten
+graph differently: sync_visual differs by rel L2 3.7e-7).
+On small_16k (one thread) 2., 4., 5. and the folds took the vocoder's onnxruntime time 8 %
+down, 5. to 8. the denoiser's 4 % (docs/benchmarks.md). TensorRT and the CUDA provider
+accept every form.
 """
 
 from __future__ import annotations
