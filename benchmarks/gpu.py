@@ -264,23 +264,18 @@ def torch_rows(args, bundle: Path, frames, feeds) -> list[Row]:
 
     manifest = load_bundle(bundle).manifest
     seed = ((manifest.parity or {}).get("reference") or {}).get("seed")
-    if manifest.model.weights != "random" or not isinstance(seed, int):
-        return [
-            Row(
-                "component",
-                "-",
-                "pytorch",
-                "-",
-                "-",
-                "-",
-                note="skipped: the bundle's weights are not reproducible from a seed",
-            )
-        ]
+    if args.weights:  # the weight files the bundle was exported from
+        source = WeightSource(directory=Path(args.weights))
+    elif manifest.model.weights == "random" and isinstance(seed, int):
+        source = WeightSource(seed=seed)
+    else:
+        note = "skipped: trained or official weights; pass --weights DIR (the bundle's files)"
+        return [Row("component", "-", "pytorch", "-", "-", "-", note=note)]
     device = torch.device("cuda" if "cuda" in args.backend and torch.cuda.is_available()
                           else "cpu")  # fmt: skip
     torch.set_num_threads(args.threads or torch.get_num_threads())
     config = ModelConfig.from_json(bundle / "model_config.json")
-    nets = load_weights(config, WeightSource(seed=seed)).networks
+    nets = load_weights(config, source).networks
     sync = torch.cuda.synchronize if device.type == "cuda" else None
     rows = []
     for mode in args.torch:
@@ -300,7 +295,7 @@ def torch_rows(args, bundle: Path, frames, feeds) -> list[Row]:
                                 mode=mode))  # fmt: skip
         if mode != "compile":
             rows += _torch_e2e(args, nets, frames, device, dtype, precision, mode, sync)
-        nets = load_weights(config, WeightSource(seed=seed)).networks  # fresh fp32 weights
+        nets = load_weights(config, source).networks  # fresh fp32 weights
     return rows
 
 
@@ -523,6 +518,8 @@ def parse(argv=None):
     ap.add_argument("--bundle", help="fp32 bundle (default: export --variant with random weights)")
     ap.add_argument("--fp16-bundle", help="fp16 bundle (default: convert --bundle into a temp dir)")
     ap.add_argument("--variant", default="tiny")
+    ap.add_argument("--weights", help="weight files of --bundle for the PyTorch rows (a trained "
+                    "or official bundle; random-weight bundles rebuild from their seed)")
     ap.add_argument("--backend", default="cpu,cuda", help="comma list: cpu, cuda, tensorrt")
     ap.add_argument("--precision", default="fp32,fp16")
     ap.add_argument("--torch", default=",".join(TORCH_MODES), help="PyTorch modes ('' = none)")
@@ -542,7 +539,10 @@ def parse(argv=None):
     if args.dry_run:
         from v2a_runtime.pipeline import DEFAULT_BUNDLE
 
-        args.bundle = args.bundle or str(DEFAULT_BUNDLE)
+        if args.bundle is None:  # the shipped bundle, with its trained weights
+            args.bundle = str(DEFAULT_BUNDLE)
+            args.weights = args.weights or str(Path(__file__).resolve().parents[1] / "weights"
+                                               / "tiny")
         args.backend, args.duration, args.steps = "cpu", 1.0, "2"
         args.repeats, args.repeats_e2e, args.warmup = 2, 1, 1
         args.torch = "eager-fp32,eager-bf16" if args.torch == ",".join(TORCH_MODES) else args.torch
