@@ -35,7 +35,7 @@ import numpy as np
 import onnxruntime as ort
 
 from .base import BackendError, TensorInfo
-from .ort import GRAPH_OPTIMIZATIONS, _info
+from .ort import GRAPH_OPTIMIZATIONS, OrtOptions, _info, providers, session_options
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -87,12 +87,7 @@ def provider_list(options: CudaOptions, *, capture: bool) -> list:
     provider is missing."""
     if options.device == "cpu":
         return ["CPUExecutionProvider"]
-    if not cuda_available():
-        raise BackendError(
-            "device 'cuda' needs onnxruntime-gpu (pip install 'v2a-export[gpu]' after "
-            f"uninstalling onnxruntime); this onnxruntime offers "
-            f"{', '.join(ort.get_available_providers())}"
-        )
+    providers("cuda")  # BackendError with the install hint when the CUDA provider is missing
     cuda = {
         "device_id": str(options.device_id),
         "enable_cuda_graph": "1" if capture else "0",
@@ -104,12 +99,7 @@ def provider_list(options: CudaOptions, *, capture: bool) -> list:
 
 
 def _session_options(options: CudaOptions, static_dims: Mapping[str, int] | None):
-    so = ort.SessionOptions()
-    so.graph_optimization_level = GRAPH_OPTIMIZATIONS[options.graph_optimization]
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.intra_op_num_threads = options.threads or 0
-    so.inter_op_num_threads = 1
-    so.log_severity_level = 3
+    so = session_options(OrtOptions(options.device, options.threads, options.graph_optimization))
     for name, size in (static_dims or {}).items():
         so.add_free_dimension_override_by_name(name, int(size))
     return so
