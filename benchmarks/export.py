@@ -21,13 +21,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import shlex
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine_info import machine  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -125,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *sys.argv[1:]]),
         "variant": args.variant,
         "weights": "random (seed 0)",
-        "machine": _machine(load),
+        "machine": machine(load_average_at_start=load),
         "versions": library_versions(),
         "plan": {k: v for k, v in vars(plan).items()},
         "weights_load_s": round(stages.get("weights.load", float("nan")), 2),
@@ -178,24 +180,6 @@ def merge(old: dict, new: dict) -> dict:
 
 def _as_list(x) -> list:
     return [] if x is None else x if isinstance(x, list) else [x]
-
-
-def _machine(load: tuple[float, float, float]) -> dict:
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "load_average_at_start": [round(x, 2) for x in load],
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-    }
 
 
 def _f(x, digits: int = 1) -> str:

@@ -55,7 +55,6 @@ import ctypes
 import gc
 import json
 import os
-import platform
 import re
 import shlex
 import statistics
@@ -70,6 +69,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import runtime_paths as P  # noqa: E402
 import runtime_report  # noqa: E402
+from machine_info import machine  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CHAIN = ("conditions", "sampling", "vae", "vocoder")
@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
             "p95": "nearest rank",
             "headline_stages": list(stages),
         },
-        "machine": machine(load_start, os.getloadavg()),
+        "machine": machine(load_average_start=load_start, load_average_end=os.getloadavg()),
         "versions": versions(),
         **record,
     }
@@ -501,25 +501,6 @@ def measure_cli(args, bundle: Path, req: P.Request, tmp: Path) -> dict:
 
 
 # --- records ----------------------------------------------------------------------------------
-
-
-def machine(load_start, load_end) -> dict:
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "load_average_start": [round(x, 2) for x in load_start],
-        "load_average_end": [round(x, 2) for x in load_end],
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-    }
 
 
 def versions() -> dict:
