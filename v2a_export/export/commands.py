@@ -265,10 +265,7 @@ def validate_cmd(
         raise _InputError(" ".join(str(e).split())) from e
     finally:
         bars.close()
-    _print_parity(report)
-    for note in report.notes:
-        click.echo(f"  {note}")
-    click.echo(report.summary())
+    _print_report(report)
     if not report.passed:
         raise SystemExit(EXIT_FAILED)
 
@@ -348,7 +345,8 @@ def _print_summary(result) -> None:
         )
 
 
-def _print_parity(report) -> None:
+def _print_report(report) -> None:
+    """The parity table, the report's notes and its one-line summary."""
     click.echo(
         f"  {'component':<12} {'sizes':>5} {'rel_l2':>8} {'max_abs':>8} {'cosine':>10}  parity"
     )
@@ -360,3 +358,6 @@ def _print_parity(report) -> None:
         )
         for line in p.failures[:3]:
             click.echo(f"      {line}")
+    for note in report.notes:
+        click.echo(f"  {note}")
+    click.echo(report.summary())

@@ -22,7 +22,7 @@ from v2a_export.export.commands import (
     _InputError,
     _parity_options,
     _plan,
-    _print_parity,
+    _print_report,
     _source,
     _weight_options,
 )
@@ -59,10 +59,7 @@ def convert_and_validate(
         raise _InputError(" ".join(str(e).split())) from e
     finally:
         bars.close()
-    _print_parity(report)
-    for note in report.notes:
-        click.echo(f"  {note}")
-    click.echo(report.summary())
+    _print_report(report)
     return report.passed
 
 
