@@ -47,7 +47,7 @@ from v2a_runtime.backends import load_session
 from v2a_runtime.bundle import COMPONENTS, load_bundle
 from v2a_runtime.pipeline import Pipeline
 
-from v2a_export.export.parity import Metrics
+from v2a_export.export.parity import Metrics, jsonable
 from v2a_export.export.precision import convert_graph
 from v2a_export.export.precision_bundle import convert_bundle
 from v2a_export.export.precision_calibrate import (
@@ -289,7 +289,7 @@ def main(argv=None) -> int:
     }  # fmt: skip
     stem = Path(args.out) if args.out else RESULTS / f"precision_{variant}"
     stem.parent.mkdir(parents=True, exist_ok=True)
-    stem.with_suffix(".json").write_text(json.dumps(_jsonable(report), indent=2) + "\n")
+    stem.with_suffix(".json").write_text(json.dumps(jsonable(report), indent=2) + "\n")
     text = markdown(report)
     stem.with_suffix(".md").write_text(text)
     print(text)
@@ -349,16 +349,6 @@ def _export(args, work: Path) -> Path:
 
 def _floats(text: str) -> tuple[float, ...]:
     return tuple(float(x) for x in text.split(",") if x.strip())
-
-
-def _jsonable(x):
-    if isinstance(x, float):
-        return x if np.isfinite(x) else None
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    return x
 
 
 if __name__ == "__main__":

@@ -190,7 +190,7 @@ class ComponentParity:
 
     def summary(self) -> dict:
         """The compact per-component entry of the manifest's parity section."""
-        return _jsonable(
+        return jsonable(
             {
                 "passed": self.passed,
                 "sizes_tested": len(self.cases),
@@ -263,7 +263,7 @@ class ParityReport:
 
     def to_dict(self) -> dict:
         """The full report (reports/parity.json)."""
-        return _jsonable(
+        return jsonable(
             {
                 "passed": self.passed,
                 "summary": self.summary(),
@@ -290,7 +290,7 @@ class ParityReport:
                 "waveform_max_abs": e.metrics.max_abs,
                 "threshold_rel_l2": e.threshold.rel_l2,
             }
-        return _jsonable(
+        return jsonable(
             {
                 "passed": self.passed,
                 "summary": self.summary(),
@@ -302,14 +302,17 @@ class ParityReport:
         )
 
 
-def _jsonable(x):
-    """NaN/Inf -> None (JSON has no NaN); tuples -> lists; dataclass dicts already plain."""
+def jsonable(x):
+    """NaN/Inf -> None (JSON has no NaN); tuples -> lists; numpy scalars -> Python; dict keys
+    -> str; dataclass dicts already plain."""
+    if isinstance(x, np.generic):
+        x = x.item()
     if isinstance(x, float):
         return x if math.isfinite(x) else None
     if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
+        return {str(k): jsonable(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
+        return [jsonable(v) for v in x]
     return x
 
 

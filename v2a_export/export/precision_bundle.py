@@ -24,7 +24,6 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-import numpy as np
 import onnx
 from v2a_runtime.backends import TensorInfo, load_session
 from v2a_runtime.bundle import (
@@ -49,6 +48,7 @@ from v2a_export.export.parity import (
     ParityReport,
     check_component,
     end_to_end_audio,
+    jsonable,
 )
 from v2a_export.export.precision import GraphPrecision, convert_graph
 from v2a_export.export.precision_calibrate import CalibrationPlan, calibration_inputs
@@ -187,7 +187,7 @@ def _report(policy, calibration, reports: dict[str, GraphPrecision], feeds) -> d
             "feeds": {n: len(f) for n, f in feeds.items()},
             "source": "v2a_runtime pipeline on the fp32 bundle, procedural-world video",
         },
-        "components": {n: _jsonable(r.to_dict()) for n, r in reports.items()},
+        "components": {n: jsonable(r.to_dict()) for n, r in reports.items()},
     }
 
 
@@ -337,7 +337,7 @@ def _write_validation(root: Path, manifest, recorded, report: ParityReport, mel,
     section["reference"] = recorded.get("reference") or {"weights": manifest.model.weights}
     section["plan"] = {k: list(v) if isinstance(v, tuple) else v
                        for k, v in asdict(plan).items()}  # fmt: skip
-    write_manifest(root, replace(manifest, parity=_jsonable(section)))
+    write_manifest(root, replace(manifest, parity=jsonable(section)))
 
 
 def _end_to_end(nets, pipe, plan: ParityPlan, manifest: Manifest) -> tuple[EndToEnd, MelError]:
@@ -377,19 +377,7 @@ def _recorded_plan(recorded: dict) -> ParityPlan:
 
 def _write_json(path: Path, data: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(_jsonable(data), indent=2, allow_nan=False) + "\n", "utf-8")
-
-
-def _jsonable(x):
-    if isinstance(x, float):
-        return x if np.isfinite(x) else None
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, np.generic):
-        return _jsonable(x.item())
-    return x
+    path.write_text(json.dumps(jsonable(data), indent=2, allow_nan=False) + "\n", "utf-8")
 
 
 def bundle_precision(manifest: Manifest) -> str:
