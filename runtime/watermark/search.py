@@ -26,7 +26,7 @@ from functools import lru_cache
 import numpy as np
 from scipy.signal import resample_poly
 
-from .analysis import SUB_HOP_STEPS, Analysis, Grid, analyse_grid, best_alignment
+from .analysis import SUB_HOP_STEPS, Analysis, best_alignment
 from .layout import Layout, WatermarkConfig
 
 FACTOR_RANGE = (0.8, 1.25)
@@ -88,13 +88,7 @@ def _loudest(x16: np.ndarray, seconds: float, sample_rate: int) -> np.ndarray:
 def _score(x: np.ndarray, kind: str, factor: float, layout: Layout, config: WatermarkConfig,
            offsets: int) -> Analysis | None:
     signal, tempo = _prepare(x, kind, factor)
-    best = None
-    for k in range(offsets):
-        a = analyse_grid(signal, Grid(int(round(k * config.hop * tempo / offsets)), tempo),
-                         layout, config)
-        if a is not None and (best is None or a.z > best.z):
-            best = a
-    return best
+    return best_alignment(signal, layout, config, tempo, offsets)
 
 
 def search(x16: np.ndarray, layout: Layout, config: WatermarkConfig) -> Found | None:
