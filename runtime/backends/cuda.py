@@ -35,7 +35,7 @@ import numpy as np
 import onnxruntime as ort
 
 from .base import BackendError, TensorInfo
-from .ort import GRAPH_OPTIMIZATIONS, OrtOptions, _info, providers, session_options
+from .ort import OrtOptions, _info, providers, session_options
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -64,18 +64,16 @@ class CudaOptions:
     conv_algo_search: str = "EXHAUSTIVE"
 
     def __post_init__(self) -> None:
-        if self.device not in DEVICES:
-            raise BackendError(f"unknown device {self.device!r}; choose from {', '.join(DEVICES)}")
-        if self.graph_optimization not in GRAPH_OPTIMIZATIONS:
-            raise BackendError(
-                f"unknown graph optimisation {self.graph_optimization!r}; "
-                f"choose from {', '.join(GRAPH_OPTIMIZATIONS)}"
-            )
+        self.ort_options()  # validates device, threads and graph optimisation
         if self.conv_algo_search not in ("EXHAUSTIVE", "HEURISTIC", "DEFAULT"):
             raise BackendError(
                 f"unknown conv_algo_search {self.conv_algo_search!r}; "
                 "choose from EXHAUSTIVE, HEURISTIC, DEFAULT"
             )
+
+    def ort_options(self) -> OrtOptions:
+        """The plain onnxruntime options these extend (session options come from them)."""
+        return OrtOptions(self.device, self.threads, self.graph_optimization)
 
 
 def cuda_available() -> bool:
@@ -99,7 +97,7 @@ def provider_list(options: CudaOptions, *, capture: bool) -> list:
 
 
 def _session_options(options: CudaOptions, static_dims: Mapping[str, int] | None):
-    so = session_options(OrtOptions(options.device, options.threads, options.graph_optimization))
+    so = session_options(options.ort_options())
     for name, size in (static_dims or {}).items():
         so.add_free_dimension_override_by_name(name, int(size))
     return so
