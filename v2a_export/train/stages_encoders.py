@@ -43,7 +43,7 @@ from .data import (
 )
 from .stages_data import load_data
 from .train_config import EncoderRecipe
-from .train_state import run_loop, set_lr, step_generators, warmup_cosine
+from .train_state import optimizer_step, run_loop, set_lr, step_generators, warmup_cosine
 from .world_spec import AMBIENCE_NAMES, MATERIAL_NAMES
 
 N_MAT, N_AMB = len(MATERIAL_NAMES), len(AMBIENCE_NAMES)
@@ -132,10 +132,7 @@ def run_encoders(out: Path, recipe: EncoderRecipe, config: ModelConfig, seed: in
             out_t[:, :N_MAT], torch.from_numpy(np.stack([m for _, m, _ in caps]))
         ) + F.cross_entropy(out_t[:, N_MAT:], torch.tensor([a for _, _, a in caps]))
         loss = loss_c + loss_s + loss_t
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
+        optimizer_step(opt, loss, params, 1.0)
         return {"clip": float(loss_c.detach()), "sync": float(loss_s.detach()),
                 "text": float(loss_t.detach())}
 

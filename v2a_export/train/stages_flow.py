@@ -40,7 +40,7 @@ from .data import ClipRecord
 from .stages_data import load_data
 from .stages_features import lengths, load_features
 from .train_config import FlowRecipe
-from .train_state import EMA, run_loop, set_lr, step_generators, warmup_cosine
+from .train_state import EMA, optimizer_step, run_loop, set_lr, step_generators, warmup_cosine
 from .world_spec import AMBIENCES
 
 
@@ -161,10 +161,7 @@ def run_flow(out: Path, recipe: FlowRecipe, config: ModelConfig, seed: int, dura
         w = torch.from_numpy(np.stack([event_weights(records[j], seq.latent, recipe.event_weight,
                                                      latent_rate) for j in idx]))  # (B, L)
         loss = ((v - (x1 - x0)).square().mean(dim=2) * w).sum() / w.sum()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
-        opt.step()
+        optimizer_step(opt, loss, trainable, 1.0)
         ema.update(flow)
         return {"loss": float(loss.detach())}
 

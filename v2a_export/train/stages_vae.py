@@ -19,7 +19,7 @@ from v2a_export.models.vae import VAE
 
 from .stages_data import load_data
 from .train_config import VAERecipe
-from .train_state import run_loop, set_lr, step_generators, warmup_cosine
+from .train_state import optimizer_step, run_loop, set_lr, step_generators, warmup_cosine
 
 
 def checkpoint_path(out: Path) -> Path:
@@ -61,10 +61,7 @@ def run_vae(out: Path, recipe: VAERecipe, config: ModelConfig, seed: int, *,
         l1 = (rec - vae.normalize(mel)).abs().mean()
         kl = post.kl().mean()
         loss = l1 + recipe.kl_weight * kl
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
-        opt.step()
+        optimizer_step(opt, loss, vae.parameters(), 1.0)
         return {"l1": float(l1.detach()), "kl": float(kl.detach())}
 
     run_loop("vae", checkpoint_path(out), recipe.steps, {"vae": vae, "opt": opt}, step,

@@ -22,7 +22,7 @@ from v2a_export.models.configs import ModelConfig
 from .data_mel import LogMel
 from .stages_data import load_data
 from .train_config import VocoderRecipe
-from .train_state import run_loop, set_lr, step_generators, warmup_cosine
+from .train_state import optimizer_step, run_loop, set_lr, step_generators, warmup_cosine
 
 RESOLUTIONS = ((256, 64), (512, 128), (1024, 256), (2048, 512))  # (n_fft, hop)
 MEL_WEIGHT = 2.0
@@ -103,10 +103,7 @@ def run_vocoder(out: Path, recipe: VocoderRecipe, config: ModelConfig, seed: int
         mel_l1 = (mel_fn(y) - mel_fn(wave)).abs().mean()
         spec = stft_loss(y, wave, recipe.linear_weight)
         loss = MEL_WEIGHT * mel_l1 + spec
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(voc.parameters(), 10.0)
-        opt.step()
+        optimizer_step(opt, loss, voc.parameters(), 10.0)
         return {"mel_l1": float(mel_l1.detach()), "stft": float(spec.detach())}
 
     run_loop("vocoder", checkpoint_path(out), recipe.steps, {"vocoder": voc, "opt": opt}, step,

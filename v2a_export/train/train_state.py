@@ -53,6 +53,16 @@ def warmup_cosine(step: int, total: int, lr: float, warmup: int, decay_from: flo
     return lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * p)))
 
 
+def optimizer_step(opt: torch.optim.Optimizer, loss: torch.Tensor, params, max_norm: float
+                   ) -> None:
+    """One update: clear the gradients, back-propagate ``loss``, clip ``params``' gradient norm
+    to ``max_norm``, step."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, max_norm)
+    opt.step()
+
+
 def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
     for group in opt.param_groups:
         group["lr"] = lr
