@@ -272,7 +272,7 @@ def make_request(args, bundle: Path, tmp: Path) -> P.Request:
 
 def render_video(path: Path, duration: float, seed: int) -> Path:
     """A procedural-world clip (objects falling and colliding), H.264, 256 px, 25 fps."""
-    from v2a_export.train import world
+    from v2a_runtime import world
 
     if not 2.0 <= duration <= 10.0:
         raise SystemExit("the rendered clip needs --duration in [2, 10] s; or pass --video")

@@ -80,9 +80,8 @@ def _runtime_clip(spec: ClipSpec) -> np.ndarray:
     """A runtime generation (watermark off) for a procedural scene, at the clip's rate."""
     import tempfile
 
+    from v2a_runtime import world
     from v2a_runtime.pipeline import Pipeline
-
-    from v2a_export.train import world
 
     pipe = Pipeline.load(None if spec.bundle == "default" else spec.bundle, threads=1)
     with tempfile.TemporaryDirectory() as tmp:

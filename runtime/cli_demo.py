@@ -10,8 +10,8 @@ material of each generated impact, level of the named ambience. ``--out DIR`` ke
 ``scene.mp4`` (silent), ``truth.json`` (event times in s, materials, ambience, caption),
 ``generated.flac`` and ``scene.v2a.mp4``.
 
-The world and its metrics live in ``v2a_export.train`` (numpy/scipy only, no torch); they are
-imported when the command runs, so the runtime itself never depends on them.
+The world and its metrics are :mod:`v2a_runtime.world` (numpy, scipy and PyAV, like the rest
+of the runtime), so the demo needs nothing beyond the runtime.
 """
 
 from __future__ import annotations
@@ -23,20 +23,14 @@ from pathlib import Path
 
 import click
 
-from .cli import _Failure, _notes, _one_line_errors, _ProgressBar
+from . import world
+from .cli import _notes, _one_line_errors, _ProgressBar
 from .media import mux, write_audio
 from .pipeline import Pipeline
 from .watermark import detect, read_audio
+from .world import metrics
 
 DURATION = 8.0
-
-
-def _world():
-    try:
-        from v2a_export.train import metrics, world
-    except ImportError as e:  # a runtime installed without the v2a_export package
-        raise _Failure(f"the demo needs the procedural world of v2a_export ({e})") from e
-    return world, metrics
 
 
 @click.command()
@@ -54,18 +48,17 @@ def demo(seed: int, out: Path | None, bundle: Path | None, threads: int | None,
     """Render a held-out scene, generate and mux its soundtrack, and score it against the
     scene's truth."""
     with _one_line_errors():
-        world, metrics = _world()
         with tempfile.TemporaryDirectory(prefix="v2a-demo-") as tmp:
             work = out if out is not None else Path(tmp)
             work.mkdir(parents=True, exist_ok=True)
-            lines = _run(world, metrics, seed, work, bundle, threads, quiet)
+            lines = _run(seed, work, bundle, threads, quiet)
             if out is not None:
                 lines.append(f"files     {work}/: scene.mp4 (silent), truth.json, "
                              "generated.flac, scene.v2a.mp4")
     click.echo("\n".join(lines))
 
 
-def _run(world, metrics, n: int, work: Path, bundle: Path | None, threads: int | None,
+def _run(n: int, work: Path, bundle: Path | None, threads: int | None,
          quiet: bool) -> list[str]:
     scene = world.make_scene(world.HELD_OUT_SEED_BASE + n, DURATION)
     truth = scene.ground_truth()
@@ -92,7 +85,7 @@ def _run(world, metrics, n: int, work: Path, bundle: Path | None, threads: int |
         f"model     {model.variant} ({model.weights} weights), {o.solver} {o.steps} steps, "
         f"cfg {o.cfg:g}, seed {o.seed}: {seconds:.1f} s",
         _watermark_line(pipe, muxed, result),
-        *_metric_lines(m, scene, metrics),
+        *_metric_lines(m, scene),
     ]
     return lines
 
@@ -113,7 +106,7 @@ def _watermark_line(pipe: Pipeline, muxed: Path, result) -> str:
             + (" (public demo key)" if pipe.key.is_demo else ""))
 
 
-def _metric_lines(m, scene, metrics) -> list[str]:
+def _metric_lines(m, scene) -> list[str]:
     hits = f"{m.n_hits}/{m.n_onsets} onsets within ±{metrics.TOLERANCE * 1000:.0f} ms"
     if m.n_hits:
         hits += (f", median |offset| {m.median_abs_offset_ms:.1f} ms, "

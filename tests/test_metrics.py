@@ -8,8 +8,8 @@ import json
 
 import numpy as np
 import pytest
-
-from v2a_export.train import metrics, world
+from v2a_runtime import world
+from v2a_runtime.world import metrics
 
 SR = world.SAMPLE_RATE
 EVAL_SEEDS = world.held_out_seeds(30)

@@ -11,11 +11,11 @@ import textwrap
 
 import numpy as np
 import soundfile as sf
+from v2a_runtime import world
 from v2a_runtime.bundle import load_bundle
 from v2a_runtime.media import probe
 from v2a_runtime.pipeline import DEFAULT_BUNDLE
-
-from v2a_export.train import metrics, world
+from v2a_runtime.world import metrics
 
 SCRIPT = textwrap.dedent(
     """

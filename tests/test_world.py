@@ -11,11 +11,10 @@ import textwrap
 import av
 import numpy as np
 import pytest
-
-from v2a_export.train import world
-from v2a_export.train.scene_physics import Body, positions_at, simulate
-from v2a_export.train.sound import impact_gain, impact_sound
-from v2a_export.train.world_spec import (
+from v2a_runtime import world
+from v2a_runtime.world.physics import Body, positions_at, simulate
+from v2a_runtime.world.sound import impact_gain, impact_sound
+from v2a_runtime.world.spec import (
     FLOOR_Y,
     GRAVITY,
     MIN_IMPACT_SPEED,
@@ -286,7 +285,8 @@ def test_world_imports_and_runs_with_torch_unimportable():
                 if name == "torch" or name.startswith("torch."):
                     raise ImportError(name)
         sys.meta_path.insert(0, BlockTorch())
-        from v2a_export.train import metrics, world
+        from v2a_runtime import world
+        from v2a_runtime.world import metrics
         s = world.make_scene(1, 2.0)
         world.render_frames(s, [0.5], 32)
         metrics.evaluate_clip(world.render_audio(s), s.ground_truth())

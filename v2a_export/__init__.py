@@ -4,7 +4,7 @@ Builds artifacts: checkpoint-compatible MMAudio-family networks, ONNX export wit
 gates, mixed precision, TensorRT engines, and the trainer of the default model. It imports
 ``v2a_runtime`` for the bundle format, never the other way round.
 
-This file imports nothing heavy: ``v2a_export.train.world`` must stay importable without torch.
+This file imports nothing heavy.
 """
 
 __version__ = "0.1.0"

@@ -199,9 +199,8 @@ def chain_run(sessions, cond_in: dict, x: np.ndarray, steps: int, cfg: float):
 def rendered_frames(seed: int, duration: float, video):
     """Both frame streams of a procedural-world clip at the bundle's rates and sizes. The world
     renders 2–10 s scenes; a shorter span takes the scene's start, a longer one loops it."""
+    from v2a_runtime import world
     from v2a_runtime.media import Frames
-
-    from v2a_export.train import world
 
     span = min(max(float(duration), WORLD_MIN_S), WORLD_MAX_S)
     scene = world.make_scene(seed, span)

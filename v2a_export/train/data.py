@@ -15,11 +15,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from v2a_runtime import world
+from v2a_runtime.world.spec import AMBIENCE_NAMES, HELD_OUT_SEED_BASE, MATERIAL_NAMES
 
 from v2a_export.models.configs import ModelConfig
-
-from . import world
-from .world_spec import AMBIENCE_NAMES, HELD_OUT_SEED_BASE, MATERIAL_NAMES
 
 _ALT_STREAM = 0xA17
 _AUG_STREAM = 0xA06

@@ -25,14 +25,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from v2a_runtime import world
 from v2a_runtime.media import sync_segments
 from v2a_runtime.tokenizer import Tokenizer
+from v2a_runtime.world.spec import AMBIENCE_NAMES, MATERIAL_NAMES
 
 from v2a_export.models.clip import CLIP
 from v2a_export.models.configs import ModelConfig
 from v2a_export.models.synchformer import Synchformer
 
-from . import world
 from .data import (
     ambience_index,
     augment_frames,
@@ -44,7 +45,6 @@ from .data import (
 from .stages_data import load_data
 from .train_config import EncoderRecipe
 from .train_state import optimizer_step, run_loop, set_lr, step_generators, warmup_cosine
-from .world_spec import AMBIENCE_NAMES, MATERIAL_NAMES
 
 N_MAT, N_AMB = len(MATERIAL_NAMES), len(AMBIENCE_NAMES)
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from v2a_runtime import world
 from v2a_runtime.media import sync_segments
 from v2a_runtime.sequence import sequence_lengths
 
@@ -27,7 +28,6 @@ from v2a_export.models.configs import ModelConfig
 from v2a_export.models.synchformer import Synchformer
 from v2a_export.models.vae import VAE
 
-from . import world
 from .data import augment_frames, render_streams
 from .stages_data import load_data
 

@@ -29,19 +29,19 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from v2a_runtime import world
 from v2a_runtime.tokenizer import Tokenizer
+from v2a_runtime.world.spec import AMBIENCES
 
 from v2a_export.models.clip import CLIP
 from v2a_export.models.configs import ModelConfig
 from v2a_export.models.flow import MMAudio
 
-from . import world
 from .data import ClipRecord
 from .stages_data import load_data
 from .stages_features import lengths, load_features
 from .train_config import FlowRecipe
 from .train_state import EMA, optimizer_step, run_loop, set_lr, step_generators, warmup_cosine
-from .world_spec import AMBIENCES
 
 
 def checkpoint_path(out: Path) -> Path:

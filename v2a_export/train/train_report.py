@@ -7,7 +7,7 @@
 - ``vae+vocoder``: true log-mel → VAE posterior mean → decoder → vocoder (the best the flow
   can reach: its targets are these latents).
 
-Prints a markdown table of the sync and material metrics (``v2a_export.train.metrics``).
+Prints a markdown table of the sync and material metrics (``v2a_runtime.world.metrics``).
 """
 
 from __future__ import annotations
@@ -18,12 +18,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from v2a_runtime import world
+from v2a_runtime.world import metrics
 
 from v2a_export.checkpoints import WeightFiles, load_networks
 from v2a_export.models.configs import get_config
 from v2a_export.models.vae import VAE
 
-from . import metrics, world
 from .data_mel import LogMel
 from .train import WEIGHT_FILES
 

@@ -5,7 +5,7 @@ visible contact makes an impact sound whose timbre follows the object's material
 its colour and shape) and whose loudness follows the impact speed; the background's look
 selects an ambience. Everything is torch-free (numpy, scipy; PyAV only to write video).
 
-    from v2a_export.train import world
+    from v2a_runtime import world
     scene = world.make_scene(world.HELD_OUT_SEED_BASE + 7, duration=8.0)
     clip = world.render_frames(scene, world.decoded_times(scene.duration, 8.0), size=64)
     sync = world.render_frames(scene, world.decoded_times(scene.duration, 25.0), size=64)
@@ -13,16 +13,16 @@ selects an ambience. Everything is torch-free (numpy, scipy; PyAV only to write 
     truth = scene.ground_truth()                 # JSON-ready: events, ambience, caption
     world.write_video(scene, "scene.mp4")        # silent H.264, 256 px, 25 fps
 
-Modules: :mod:`.world_spec` (materials, ambiences, vocabulary, seeds),
-:mod:`.scene_physics` (continuous-time contacts), :mod:`.scene` (scene drawing, events,
-ground truth), :mod:`.scene_render` (frames, video), :mod:`.sound` (synthesis),
+Modules: :mod:`.spec` (materials, ambiences, vocabulary, seeds),
+:mod:`.physics` (continuous-time contacts), :mod:`.scene` (scene drawing, events,
+ground truth), :mod:`.render` (frames, video), :mod:`.sound` (synthesis),
 :mod:`.metrics` (evaluation).
 """
 
+from .render import decoded_times, frame_times, render_frames, write_video
 from .scene import Event, Scene, WorldObject, make_scene
-from .scene_render import decoded_times, frame_times, render_frames, write_video
 from .sound import AudioStems, render_audio, render_stems
-from .world_spec import (
+from .spec import (
     AMBIENCE_NAMES,
     AMBIENCES,
     HELD_OUT_SEED_BASE,

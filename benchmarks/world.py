@@ -1,6 +1,6 @@
 """Measure the world: rendering speed, scene statistics and the metrics on ground truth.
 
-    python -m v2a_export.train.world_report [--clips 200] [--json report.json]
+    python benchmarks/world.py [--clips 200] [--json report.json]
 
 Prints the markdown tables of ``docs/world.md``. Clips are 8 s held-out scenes
 (seeds from ``HELD_OUT_SEED_BASE``). Timings are the best of three runs in this process, on
@@ -19,12 +19,11 @@ from pathlib import Path
 from tempfile import TemporaryDirectory
 
 import numpy as np
-
-from . import metrics
-from .scene import make_scene
-from .scene_render import frame_times, render_frames, write_video
-from .sound import render_audio
-from .world_spec import AMBIENCE_NAMES, MATERIAL_NAMES, NAMED_AMBIENCES, held_out_seeds
+from v2a_runtime.world import metrics
+from v2a_runtime.world.render import frame_times, render_frames, write_video
+from v2a_runtime.world.scene import make_scene
+from v2a_runtime.world.sound import render_audio
+from v2a_runtime.world.spec import AMBIENCE_NAMES, MATERIAL_NAMES, NAMED_AMBIENCES, held_out_seeds
 
 DURATION = 8.0
 
@@ -137,7 +136,7 @@ def main(argv: list[str] | None = None) -> None:
     report = {
         "machine": {"platform": platform.platform(), "processor": platform.processor(),
                     "python": platform.python_version(), "numpy": np.__version__},
-        "command": f"python -m v2a_export.train.world_report --clips {args.clips}",
+        "command": f"python benchmarks/world.py --clips {args.clips}",
         "speed": speed(),
         "statistics": statistics(scenes),
         "quality": quality(scenes),

@@ -36,7 +36,7 @@ from types import MappingProxyType
 import numpy as np
 
 from .scene import Scene
-from .world_spec import FLOOR_Y, VIEW_LEFT, VIEW_SIZE, VIEW_TOP
+from .spec import FLOOR_Y, VIEW_LEFT, VIEW_SIZE, VIEW_TOP
 
 _VISUAL_STREAM = 0x7151B1E
 _CHUNK = 32  # frames rendered together (memory bound at 256 px)

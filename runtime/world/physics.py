@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .world_spec import FLOOR_Y, GRAVITY, MIN_IMPACT_SPEED, WALL_LEFT, WALL_RIGHT
+from .spec import FLOOR_Y, GRAVITY, MIN_IMPACT_SPEED, WALL_LEFT, WALL_RIGHT
 
 FLOOR_FRICTION = 0.8  # horizontal speed kept at each floor bounce
 MIN_SEPARATION_SPEED = 0.4  # m/s, after a contact with a resting body

@@ -49,7 +49,7 @@ from scipy import linalg, ndimage, signal
 
 from .scene import make_scene
 from .sound import render_audio
-from .world_spec import AMBIENCES, MATERIAL_NAMES, NAMED_AMBIENCES, SAMPLE_RATE
+from .spec import AMBIENCES, MATERIAL_NAMES, NAMED_AMBIENCES, SAMPLE_RATE
 
 TOLERANCE = 0.040  # s, a detected onset within ± this of a true event is a hit
 CLUSTER_GAP = 0.050  # s, true events closer than this form one acoustic onset

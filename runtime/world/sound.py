@@ -34,7 +34,7 @@ import numpy as np
 from scipy import signal
 
 from .scene import Scene
-from .world_spec import AMBIENCES, SAMPLE_RATE, check_ambience, check_material
+from .spec import AMBIENCES, SAMPLE_RATE, check_ambience, check_material
 
 _IMPACT_STREAM = 0x1A9AC7
 _AMBIENCE_STREAM = 0xA7B1E

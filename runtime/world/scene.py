@@ -8,7 +8,7 @@ colour family, size range, restitution and sound), and a role:
   objects are released within 60 ms of each other, which gives near or overlapping events);
 - ``rest``: lies on the floor and never moves (a silent obstacle the others can hit).
 
-The physics (:mod:`.scene_physics`) gives exact contact instants. A contact is an **event**
+The physics (:mod:`.physics`) gives exact contact instants. A contact is an **event**
 (it makes a sound) when its normal speed is at least ``MIN_IMPACT_SPEED`` and its contact
 point is in view; a body-body contact is one event per body (each sounds its own material).
 The draw is repeated (same seed, next attempt) until the clip has 1 to 8 events, the first
@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .scene_physics import Body, Segment, positions_at, simulate
-from .world_spec import (
+from .physics import Body, Segment, positions_at, simulate
+from .spec import (
     AMBIENCE_NAMES,
     FLOOR_Y,
     MATERIAL_NAMES,
