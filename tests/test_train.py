@@ -16,9 +16,9 @@ torch = pytest.importorskip("torch")
 
 from v2a_export.checkpoints import WeightFiles, load_networks  # noqa: E402
 from v2a_export.models.configs import TINY  # noqa: E402
-from v2a_export.train.data_mel import LogMel, mel_filterbank  # noqa: E402
+from v2a_export.models.mel import LogMel, mel_filterbank  # noqa: E402
+from v2a_export.train.recipe import smoke_recipe  # noqa: E402
 from v2a_export.train.train import WEIGHT_FILES, RecipeMismatch, train  # noqa: E402
-from v2a_export.train.train_config import smoke_recipe  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
@@ -142,8 +142,8 @@ def test_encoder_targets_mark_the_frames_and_tokens_of_an_event():
 
 def test_flow_conditions_follow_the_recipe():
     from v2a_export.train.data import ClipRecord
-    from v2a_export.train.stages_flow import choose_condition, event_weights
-    from v2a_export.train.train_config import FlowRecipe
+    from v2a_export.train.recipe import FlowRecipe
+    from v2a_export.train.stages.flow import choose_condition, event_weights
 
     rec = ClipRecord(7, "wind", "rain", ("glass", "metal"), (1.0, 2.0), ("glass", "metal"))
     recipe = FlowRecipe()

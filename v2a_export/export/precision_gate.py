@@ -134,7 +134,7 @@ def mel_error_db(got: np.ndarray, want: np.ndarray, sample_rate: int) -> MelErro
     """Log-mel error of waveform ``got`` against ``want`` (both (W,) float)."""
     from scipy.signal import stft
 
-    from v2a_export.train.data_mel import mel_filterbank
+    from v2a_export.models.mel import mel_filterbank
 
     n_fft = 1024 if sample_rate <= 24000 else 2048
     n_mels = 80 if sample_rate <= 24000 else 128

@@ -11,7 +11,7 @@ parameters stored as float16, buffers as float32) plus ``training.json`` (recipe
 times, versions).
 ``v2a_export.checkpoints.load_networks`` loads them strictly.
 
-Stages run in :data:`~v2a_export.train.train_config.STAGES` order; a stage whose checkpoint
+Stages run in :data:`~v2a_export.train.recipe.STAGES` order; a stage whose checkpoint
 says it is complete is skipped, an interrupted one resumes from its last checkpoint. ``stages``
 restricts a call to some stages (e.g. the vocoder in a second process: it depends only on
 ``data``). The library is silent: progress goes to ``on_step(stage, step, total, logs)``.
@@ -30,8 +30,13 @@ from safetensors.torch import save_file
 
 from v2a_export.models.configs import get_config
 
-from . import stages_data, stages_encoders, stages_features, stages_flow, stages_vae, stages_vocoder
-from .train_config import STAGES, TrainRecipe
+from .recipe import STAGES, TrainRecipe
+from .stages import data as stages_data
+from .stages import encoders as stages_encoders
+from .stages import features as stages_features
+from .stages import flow as stages_flow
+from .stages import vae as stages_vae
+from .stages import vocoder as stages_vocoder
 
 _LOGGER = logging.getLogger(__name__)
 WEIGHT_FILES = ("clip", "synchformer", "flow", "vae", "vocoder")

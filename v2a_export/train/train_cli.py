@@ -59,8 +59,8 @@ def main(out, resume, seed, stages, recipe_file, threads, every) -> None:
     """Train the default tiny model on the procedural world (resumable)."""
     import torch
 
+    from .recipe import TrainRecipe
     from .train import RecipeMismatch, train
-    from .train_config import TrainRecipe
 
     torch.set_num_threads(threads)
     try:

@@ -28,8 +28,8 @@ from v2a_export.models.configs import ModelConfig
 from v2a_export.models.synchformer import Synchformer
 from v2a_export.models.vae import VAE
 
-from .data import augment_frames, render_streams
-from .stages_data import load_data
+from ..data import augment_frames, render_streams
+from .data import load_data
 
 CHUNK = 64
 _FEATURE_STREAM = 3

@@ -17,9 +17,9 @@ import torch
 from v2a_export.models.configs import ModelConfig
 from v2a_export.models.vae import VAE
 
-from .stages_data import load_data
-from .train_config import VAERecipe
-from .train_state import optimizer_step, run_loop, set_lr, step_generators, warmup_cosine
+from ..recipe import VAERecipe
+from ..state import optimizer_step, run_loop, set_lr, step_generators, warmup_cosine
+from .data import load_data
 
 
 def checkpoint_path(out: Path) -> Path:

@@ -1,8 +1,8 @@
 """Stage ``vocoder``: BigVGAN-tiny from log-mel to waveform, without a discriminator.
 
 Regression losses only (a GAN does not fit the time budget): L1 between log10-mels of the
-output and the target (the front-end of :mod:`.data_mel`) and a multi-resolution STFT loss
-(spectral convergence + L1 of log magnitudes at 4 resolutions, Yamamoto et al. 2020,
+output and the target (the front-end of :mod:`v2a_export.models.mel`) and a multi-resolution
+STFT loss (spectral convergence + L1 of log magnitudes at 4 resolutions, Yamamoto et al. 2020,
 "Parallel WaveGAN", eq. 1-4). Crops of ``crop`` mel frames of the stored waveforms; the mel
 crop is cut from the whole clip's mel, so its edges match what the VAE decoder gives.
 Most crops start shortly before an impact (attacks are what the metrics listen to).
@@ -18,11 +18,11 @@ import torch
 
 from v2a_export.models.bigvgan import BigVGAN, SnakeBeta
 from v2a_export.models.configs import ModelConfig
+from v2a_export.models.mel import LogMel
 
-from .data_mel import LogMel
-from .stages_data import load_data
-from .train_config import VocoderRecipe
-from .train_state import optimizer_step, run_loop, set_lr, step_generators, warmup_cosine
+from ..recipe import VocoderRecipe
+from ..state import optimizer_step, run_loop, set_lr, step_generators, warmup_cosine
+from .data import load_data
 
 RESOLUTIONS = ((256, 64), (512, 128), (1024, 256), (2048, 512))  # (n_fft, hop)
 MEL_WEIGHT = 2.0

@@ -1,6 +1,6 @@
 """What each trained part gives back on held-out scenes (PyTorch, for the training report).
 
-    python -m v2a_export.train.train_report --weights weights/tiny --clips 50
+    python benchmarks/trained_parts.py --weights weights/tiny --clips 50
 
 - ``world``: the world's own audio (the metrics' ceiling);
 - ``vocoder``: the vocoder on the true log-mel;
@@ -23,10 +23,9 @@ from v2a_runtime.world import metrics
 
 from v2a_export.checkpoints import WeightFiles, load_networks
 from v2a_export.models.configs import get_config
+from v2a_export.models.mel import LogMel
 from v2a_export.models.vae import VAE
-
-from .data_mel import LogMel
-from .train import WEIGHT_FILES
+from v2a_export.train.train import WEIGHT_FILES
 
 ROWS = ("world", "vocoder", "vae+vocoder")
 

@@ -6,7 +6,8 @@ MMAudio's ``mel_converter.py`` as a torch module: clamp the waveform to [-1, 1],
 area-normalised triangles), ``clamp(min=1e-5)``, then log10. W samples give
 ``(W + n_fft - hop - n_fft) // hop + 1`` frames: 128 000 samples (8 s) -> 500 frames.
 
-Training only: inference never computes a mel (the VAE decoder produces one).
+Used by the trainer and by the precision gate's log-mel error (:func:`mel_filterbank`);
+inference never computes a mel (the VAE decoder produces one).
 """
 
 from __future__ import annotations

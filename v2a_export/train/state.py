@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .train_config import STAGES
+from .recipe import STAGES
 
 _STREAM = 0x7A1
 

@@ -22,10 +22,10 @@ import torch
 from v2a_runtime.sequence import sequence_lengths
 
 from v2a_export.models.configs import ModelConfig
+from v2a_export.models.mel import LogMel
 
-from .data import ClipRecord, clip_record, soundtracks, training_seeds
-from .data_mel import LogMel
-from .train_config import DataRecipe
+from ..data import ClipRecord, clip_record, soundtracks, training_seeds
+from ..recipe import DataRecipe
 
 CHUNK = 64  # clips rendered between progress saves
 

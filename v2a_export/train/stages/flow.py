@@ -37,11 +37,11 @@ from v2a_export.models.clip import CLIP
 from v2a_export.models.configs import ModelConfig
 from v2a_export.models.flow import MMAudio
 
-from .data import ClipRecord
-from .stages_data import load_data
-from .stages_features import lengths, load_features
-from .train_config import FlowRecipe
-from .train_state import EMA, optimizer_step, run_loop, set_lr, step_generators, warmup_cosine
+from ..data import ClipRecord
+from ..recipe import FlowRecipe
+from ..state import EMA, optimizer_step, run_loop, set_lr, step_generators, warmup_cosine
+from .data import load_data
+from .features import lengths, load_features
 
 
 def checkpoint_path(out: Path) -> Path:

@@ -34,7 +34,7 @@ from v2a_export.models.clip import CLIP
 from v2a_export.models.configs import ModelConfig
 from v2a_export.models.synchformer import Synchformer
 
-from .data import (
+from ..data import (
     ambience_index,
     augment_frames,
     frame_targets,
@@ -42,9 +42,9 @@ from .data import (
     render_streams,
     token_targets,
 )
-from .stages_data import load_data
-from .train_config import EncoderRecipe
-from .train_state import optimizer_step, run_loop, set_lr, step_generators, warmup_cosine
+from ..recipe import EncoderRecipe
+from ..state import optimizer_step, run_loop, set_lr, step_generators, warmup_cosine
+from .data import load_data
 
 N_MAT, N_AMB = len(MATERIAL_NAMES), len(AMBIENCE_NAMES)
 
