@@ -163,7 +163,7 @@ def record_inputs(bundle: Path, duration: float, seed: int, threads):
     """(frames, {component: feeds}) from one fp32 pipeline run on a rendered clip."""
     from v2a_runtime.pipeline import Pipeline
 
-    from v2a_export.export.precision_calibrate import rendered_frames
+    from v2a_export.export.precision.calibrate import rendered_frames
 
     pipe = Pipeline.load(bundle, threads=threads)
     frames = rendered_frames(seed, duration, pipe.bundle.manifest.video)
@@ -393,9 +393,9 @@ def _torch_generate(args, generate, device, sync) -> Row:
 
 
 def prepare_bundles(args, work: Path) -> dict[str, Path]:
-    from v2a_export.export.precision_bundle import convert_bundle
-    from v2a_export.export.precision_calibrate import CalibrationPlan
-    from v2a_export.export.precision_types import PrecisionPolicy
+    from v2a_export.export.precision.bundle import convert_bundle
+    from v2a_export.export.precision.calibrate import CalibrationPlan
+    from v2a_export.export.precision.policy import PrecisionPolicy
 
     fp32 = Path(args.bundle) if args.bundle else _export(args, work)
     bundles = {"fp32": fp32}

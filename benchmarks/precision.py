@@ -48,9 +48,8 @@ from v2a_runtime.bundle import COMPONENTS, load_bundle
 from v2a_runtime.pipeline import Pipeline
 
 from v2a_export.export.parity import Metrics, jsonable
-from v2a_export.export.precision import convert_graph
-from v2a_export.export.precision_bundle import convert_bundle
-from v2a_export.export.precision_calibrate import (
+from v2a_export.export.precision.bundle import convert_bundle
+from v2a_export.export.precision.calibrate import (
     CHAIN,
     CalibrationPlan,
     calibration_inputs,
@@ -58,8 +57,9 @@ from v2a_export.export.precision_calibrate import (
     chain_run,
     rendered_frames,
 )
-from v2a_export.export.precision_gate import TwinSession, mel_error_db
-from v2a_export.export.precision_types import PrecisionPolicy
+from v2a_export.export.precision.convert import convert_graph
+from v2a_export.export.precision.gate import TwinSession, mel_error_db
+from v2a_export.export.precision.policy import PrecisionPolicy
 
 RESULTS = Path(__file__).resolve().parent / "results"
 EVAL_SEED = 100

@@ -26,12 +26,12 @@ from v2a_runtime.bundle import COMPONENTS, load_bundle  # noqa: E402
 from v2a_runtime.pipeline import DEFAULT_BUNDLE, Pipeline  # noqa: E402
 
 from v2a_export.export.descriptors import SequenceRules, descriptors  # noqa: E402
-from v2a_export.export.precision import output_error  # noqa: E402
-from v2a_export.export.precision_bundle import PRECISION_REPORT, convert_bundle  # noqa: E402
-from v2a_export.export.precision_calibrate import CalibrationPlan, rendered_frames  # noqa: E402
-from v2a_export.export.precision_gate import TwinSession, mel_error_db  # noqa: E402
-from v2a_export.export.precision_graph import GraphIndex, mixed_type_errors  # noqa: E402
-from v2a_export.export.precision_types import PrecisionPolicy  # noqa: E402
+from v2a_export.export.precision.bundle import PRECISION_REPORT, convert_bundle  # noqa: E402
+from v2a_export.export.precision.calibrate import CalibrationPlan, rendered_frames  # noqa: E402
+from v2a_export.export.precision.convert import output_error  # noqa: E402
+from v2a_export.export.precision.gate import TwinSession, mel_error_db  # noqa: E402
+from v2a_export.export.precision.graph import GraphIndex, mixed_type_errors  # noqa: E402
+from v2a_export.export.precision.policy import PrecisionPolicy  # noqa: E402
 from v2a_export.models.configs import ModelConfig  # noqa: E402
 
 F16, F32 = onnx.TensorProto.FLOAT16, onnx.TensorProto.FLOAT
@@ -121,8 +121,8 @@ def test_pipeline_on_the_fp16_bundle_is_within_a_db_of_fp32(fp16):
 
 def test_bf16_denoiser_through_its_twin(config, tmp_path):
     """bf16 has no onnxruntime CPU kernels: the twin is the CPU measurement."""
-    from v2a_export.export.precision import convert_graph
-    from v2a_export.export.precision_calibrate import calibration_inputs
+    from v2a_export.export.precision.calibrate import calibration_inputs
+    from v2a_export.export.precision.convert import convert_graph
 
     feeds = calibration_inputs(DEFAULT_BUNDLE, replace(CALIBRATION, durations=(2.0,)), threads=2)
     model = onnx.load(str(DEFAULT_BUNDLE / "onnx" / "denoiser.onnx"))

@@ -12,14 +12,14 @@ onnx = pytest.importorskip("onnx")
 import onnxruntime as ort  # noqa: E402
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-from v2a_export.export.precision import convert_graph, cpu_session  # noqa: E402
-from v2a_export.export.precision_graph import (  # noqa: E402
+from v2a_export.export.precision.convert import convert_graph, cpu_session  # noqa: E402
+from v2a_export.export.precision.graph import (  # noqa: E402
     GraphIndex,
     bf16_round,
     emulate,
     mixed_type_errors,
 )
-from v2a_export.export.precision_types import Precision, PrecisionPolicy  # noqa: E402
+from v2a_export.export.precision.policy import Precision, PrecisionPolicy  # noqa: E402
 
 F32, F16, BF16 = TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16
 

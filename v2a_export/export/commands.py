@@ -247,7 +247,7 @@ def validate_cmd(
         plan = _plan(*overrides, seed=0)
     names = tuple(c.strip() for group in components for c in group.split(",") if c.strip())
     if _low_precision(bundle):  # fp16/bf16 graphs: precision-aware gate
-        from v2a_export.export.precision_bundle import validate_precision_bundle
+        from v2a_export.export.precision.bundle import validate_precision_bundle
 
         validate_bundle = validate_precision_bundle  # noqa: F811
     bars = _Bars(quiet)

@@ -34,8 +34,8 @@ def convert_and_validate(
 ) -> bool:
     """Convert, print the conversion table, validate (optional), print the gate; True if the
     gate passed (or was skipped)."""
-    from v2a_export.export.precision import PrecisionError
-    from v2a_export.export.precision_bundle import convert_bundle, validate_precision_bundle
+    from v2a_export.export.precision.bundle import convert_bundle, validate_precision_bundle
+    from v2a_export.export.precision.convert import PrecisionError
 
     bars = _Bars(quiet)
     try:

@@ -50,7 +50,7 @@ def precision_options(default: str = "fp32"):
 
 
 def make_policy(precision: str, io_dtype: str, keep_fp32: tuple[str, ...]):
-    from v2a_export.export.precision_types import PrecisionPolicy
+    from v2a_export.export.precision.policy import PrecisionPolicy
 
     try:
         return PrecisionPolicy(target=precision, io=io_dtype, keep_fp32=tuple(keep_fp32))
@@ -59,7 +59,7 @@ def make_policy(precision: str, io_dtype: str, keep_fp32: tuple[str, ...]):
 
 
 def make_calibration(durations: str, steps: int, seed: int = 0):
-    from v2a_export.export.precision_calibrate import CalibrationPlan
+    from v2a_export.export.precision.calibrate import CalibrationPlan
 
     try:
         seconds = tuple(float(x) for x in durations.split(",") if x.strip())

@@ -27,8 +27,8 @@ import onnx
 from v2a_runtime.backends import BackendError, TensorInfo
 
 from v2a_export.export.parity import Metrics
-from v2a_export.export.precision import cpu_session
-from v2a_export.export.precision_graph import emulate
+from v2a_export.export.precision.convert import cpu_session
+from v2a_export.export.precision.graph import emulate
 
 MIN_COSINE = 0.999
 LOW_REL_L2 = 0.05

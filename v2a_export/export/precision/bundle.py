@@ -8,7 +8,7 @@ components say their ``precision`` and list ``fp32_nodes`` as ``"<node>: <reason
 fp32 node, Casts added, output errors measured on the calibration inputs). The fp32 bundle's
 parity section is kept as the record of the weights (seed or source) and marked as not yet
 validated at the new precision; :func:`validate_precision_bundle` then runs the precision-aware
-gate (:mod:`precision_gate`) and writes the real parity section.
+gate (:mod:`.gate`) and writes the real parity section.
 
 Everything is written into a sibling temporary directory that replaces ``out`` only when
 complete (``out`` may be ``src``: conversion in place).
@@ -50,9 +50,9 @@ from v2a_export.export.parity import (
     end_to_end_audio,
     jsonable,
 )
-from v2a_export.export.precision import GraphPrecision, convert_graph
-from v2a_export.export.precision_calibrate import CalibrationPlan, calibration_inputs
-from v2a_export.export.precision_gate import (
+from v2a_export.export.precision.calibrate import CalibrationPlan, calibration_inputs
+from v2a_export.export.precision.convert import GraphPrecision, convert_graph
+from v2a_export.export.precision.gate import (
     MelError,
     TwinSession,
     end_to_end_threshold,
@@ -60,7 +60,7 @@ from v2a_export.export.precision_gate import (
     mel_error_db,
     threshold_for,
 )
-from v2a_export.export.precision_types import PrecisionPolicy
+from v2a_export.export.precision.policy import PrecisionPolicy
 
 PRECISION_REPORT = "reports/precision.json"
 Callback = Callable[[Event], None]

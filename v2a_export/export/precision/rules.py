@@ -35,8 +35,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from v2a_export.export.precision_graph import FLOAT, GraphIndex, opset_of, round_to
-from v2a_export.export.precision_types import (
+from v2a_export.export.precision.graph import FLOAT, GraphIndex, opset_of, round_to
+from v2a_export.export.precision.policy import (
     FP16_MAX,
     FP16_NORMAL,
     Fp32Node,

@@ -29,8 +29,8 @@ from onnx import helper
 from v2a_runtime.backends import Session, TensorInfo
 from v2a_runtime.bundle import COMPONENTS
 
-from v2a_export.export.precision_graph import GraphIndex
-from v2a_export.export.precision_types import Range
+from v2a_export.export.precision.graph import GraphIndex
+from v2a_export.export.precision.policy import Range
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -3,11 +3,11 @@
     converted, report = convert_graph(model, PrecisionPolicy("fp16"), feeds=calibration_feeds)
 
 1. **measure**: the fp32 graph runs on the calibration feeds with every float intermediate
-   exposed; each tensor's largest |value| is kept (:mod:`precision_calibrate`);
+   exposed; each tensor's largest |value| is kept (:mod:`.calibrate`);
 2. **classify**: op-type rules and the measured ranges decide, node by node, what stays fp32
-   and why (:mod:`precision_rules`);
+   and why (:mod:`.rules`);
 3. **rewrite**: explicit Casts at every boundary, constants stored in the type they are read
-   in, graph I/O fp32 unless asked otherwise (:mod:`precision_graph`);
+   in, graph I/O fp32 unless asked otherwise (:mod:`.graph`);
 4. **check**: no node reads mixed float types; onnx's strict type inference passes;
 5. **refine (measured)**: the rewritten graph's CPU emulation twin (per-op rounding) runs on
    the calibration feeds; every graph output whose relative L2 error against fp32 exceeds
@@ -29,8 +29,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import onnx
 
-from v2a_export.export.precision_calibrate import cpu_session, measure_ranges
-from v2a_export.export.precision_graph import (
+from v2a_export.export.precision.calibrate import cpu_session, measure_ranges
+from v2a_export.export.precision.graph import (
     GraphIndex,
     apply_plan,
     count_casts,
@@ -38,14 +38,14 @@ from v2a_export.export.precision_graph import (
     mixed_type_errors,
     normalize,
 )
-from v2a_export.export.precision_rules import classify, output_projection
-from v2a_export.export.precision_types import (
+from v2a_export.export.precision.policy import (
     Fp32Node,
     GraphIO,
     Precision,
     PrecisionPolicy,
     Range,
 )
+from v2a_export.export.precision.rules import classify, output_projection
 
 _LOGGER = logging.getLogger(__name__)
 

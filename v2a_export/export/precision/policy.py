@@ -1,7 +1,7 @@
 """The vocabulary of the mixed-precision pass: targets, the policy, and per-node decisions.
 
-Kept apart from the pass itself so that the rules (:mod:`precision_rules`), the graph rewrite
-(:mod:`precision_graph`) and the bundle-level driver (:mod:`precision`) share one set of types.
+Kept apart from the pass itself so that the rules (:mod:`.rules`), the graph rewrite
+(:mod:`.graph`) and the bundle-level driver (:mod:`.convert`) share one set of types.
 """
 
 from __future__ import annotations
