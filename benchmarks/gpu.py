@@ -215,8 +215,8 @@ def onnxruntime_rows(args, bundles, frames, feeds, nvml) -> list[Row]:
 def _device_step_rows(args, root, feed, precision, nvml) -> list[Row]:
     """One step of the device-resident loop, with and without CUDA graphs, and the captured
     denoiser replay alone."""
-    from v2a_runtime.backends.cuda import CudaOptions
-    from v2a_runtime.backends.cuda_loop import load_cuda_session
+    from v2a_runtime.backends.cuda.loop import load_cuda_session
+    from v2a_runtime.backends.cuda.session import CudaOptions
 
     rows = []
     k = feed["x"].shape[0] // 2  # the CFG batch [cond; uncond]
@@ -238,7 +238,7 @@ def _device_step_rows(args, root, feed, precision, nvml) -> list[Row]:
         rows.append(Row("denoiser step", "denoiser", "onnxruntime", "cuda", precision, mode,
                         p50 / 8, p95 / 8, n * 8, nvml.process_mb(), note=note))  # fmt: skip
         if graph:  # the replay alone: the buffers of the loop's last call
-            from v2a_runtime.backends.cuda_loop import _Loop
+            from v2a_runtime.backends.cuda.loop import _Loop
 
             state = _Loop(sampler, x0, conds, CFG)
             state._denoise(0.5)

@@ -277,7 +277,7 @@ class Pipeline:
         rows = np.array([0] * k + [1] * k if guided else [0] * k)  # [cond × K; uncond × K]
         feeds = {n: (v if n.endswith("_rope") else v[rows]) for n, v in conds.items()}
         denoiser, w = self.sessions["denoiser"], opts.cfg
-        device = getattr(denoiser, "device_sampler", None)  # backends.cuda_loop: x stays there
+        device = getattr(denoiser, "device_sampler", None)  # backends.cuda.loop: x stays there
         if device is not None:
             x, n = device(
                 x,

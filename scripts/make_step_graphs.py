@@ -4,7 +4,7 @@
 
 The runtime needs no ``onnx`` package, so these tiny graphs are generated here and committed;
 ``--check`` (and tests/test_cuda_backend.py) verifies the committed files equal what this script
-writes. They let the device-resident sampling loop (``v2a_runtime.backends.cuda_loop``) do the
+writes. They let the device-resident sampling loop (``v2a_runtime.backends.cuda.loop``) do the
 classifier-free-guidance combine and the Euler update on the device, with no host copy:
 
 ``cfg_step_<v>_<x>.onnx``  (CFG on: the denoiser ran on [cond × K; uncond × K])

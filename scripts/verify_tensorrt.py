@@ -123,8 +123,8 @@ def parity(root: Path, sessions: dict, backend: str) -> dict:
 
 
 def _engine_precision(root: Path, name: str) -> str:
-    from v2a_runtime.backends.tensorrt_cache import read_index
-    from v2a_runtime.backends.tensorrt_env import require_tensorrt
+    from v2a_runtime.backends.tensorrt.cache import read_index
+    from v2a_runtime.backends.tensorrt.env import require_tensorrt
 
     entry = read_index(root).find(name, require_tensorrt().platform)
     return entry.key_fields.precision
@@ -179,7 +179,7 @@ def load_sessions(root: Path, backend: str, *, cuda_graph: bool = True) -> dict:
     bundle = load_bundle(root)
     if backend == "cpu":
         return {n: load_session(bundle.path(n)) for n in COMPONENTS}
-    from v2a_runtime.backends.tensorrt import load_engines
+    from v2a_runtime.backends.tensorrt.session import load_engines
 
     return load_engines(bundle, cuda_graph=cuda_graph)
 
@@ -287,7 +287,7 @@ def _time(fn, runs: int) -> dict:
 
 def resident_mb(root: Path, backend: str) -> float:
     """Device memory held by a loaded engine set (cudaMemGetInfo before and after)."""
-    from v2a_runtime.backends.tensorrt_env import import_cudart
+    from v2a_runtime.backends.tensorrt.env import import_cudart
 
     rt = import_cudart()
     before = rt.cudaMemGetInfo()[1]
@@ -316,7 +316,7 @@ def gpu_benchmark(root: Path) -> dict | None:
 def machine(backend: str) -> dict:
     info = {"python": platform.python_version(), "platform": platform.platform()}
     if backend != "cpu":
-        from v2a_runtime.backends.tensorrt_env import require_tensorrt
+        from v2a_runtime.backends.tensorrt.env import require_tensorrt
 
         p = require_tensorrt().platform
         info.update(tensorrt=p.tensorrt, gpu=p.gpu, compute_capability=p.compute_capability)

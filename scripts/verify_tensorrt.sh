@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 python - <<'EOF' || exit 2
 import sys
 from v2a_runtime.backends import BackendError
-from v2a_runtime.backends.tensorrt_env import require_tensorrt
+from v2a_runtime.backends.tensorrt.env import require_tensorrt
 try:
     print("verifying on", require_tensorrt("verify_tensorrt.sh").platform.describe())
 except BackendError as e:

@@ -15,13 +15,13 @@ from dataclasses import replace
 import numpy as np
 import pytest
 from v2a_runtime.backends import BackendError, load_session
-from v2a_runtime.backends.cuda import BoundSession, CudaOptions, cuda_available
-from v2a_runtime.backends.cuda_loop import (
+from v2a_runtime.backends.cuda.loop import (
     CANARY_RUNS,
     STEP_GRAPHS,
     CudaDenoiser,
     load_cuda_session,
 )
+from v2a_runtime.backends.cuda.session import BoundSession, CudaOptions, cuda_available
 from v2a_runtime.pipeline import DEFAULT_BUNDLE, Pipeline
 
 CPU = CudaOptions(device="cpu", threads=2)

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from v2a_runtime.backends import BackendError, load_session
-from v2a_runtime.backends.tensorrt_cache import (
+from v2a_runtime.backends.tensorrt.cache import (
     INDEX_FILE,
     BuildRequest,
     EngineCacheError,
@@ -32,7 +32,7 @@ from v2a_runtime.backends.tensorrt_cache import (
     select_engines,
     write_index,
 )
-from v2a_runtime.backends.tensorrt_env import probe_gpu
+from v2a_runtime.backends.tensorrt.env import probe_gpu
 from v2a_runtime.bundle import COMPONENTS, load_bundle
 from v2a_runtime.sequence import sequence_lengths
 
@@ -514,7 +514,7 @@ def test_runtime_tensorrt_backend_without_tensorrt_is_one_line(tmp_path):
 
 def test_cuda_python_errors_are_checked():
     cudart = pytest.importorskip("cuda.bindings.runtime", reason="cuda-python is not installed")
-    from v2a_runtime.backends.tensorrt_cuda import Cuda, CudaError
+    from v2a_runtime.backends.tensorrt.cudart import Cuda, CudaError
 
     cuda = Cuda(cudart)
     err, count = cudart.cudaGetDeviceCount()

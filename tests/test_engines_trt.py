@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from v2a_runtime.backends import BackendError, load_session
-from v2a_runtime.backends.tensorrt_env import require_tensorrt
+from v2a_runtime.backends.tensorrt.env import require_tensorrt
 
 pytestmark = pytest.mark.requires_trt
 
@@ -50,7 +50,7 @@ def built(tmp_path_factory):
 
 
 def test_engines_are_recorded_and_then_up_to_date(built):
-    from v2a_runtime.backends.tensorrt_cache import read_index
+    from v2a_runtime.backends.tensorrt.cache import read_index
     from v2a_runtime.bundle import COMPONENTS, load_bundle
 
     from v2a_export.engines.build import prepare
@@ -68,7 +68,7 @@ def test_engines_are_recorded_and_then_up_to_date(built):
 
 @pytest.fixture(scope="module")
 def sessions(built):
-    from v2a_runtime.backends.tensorrt import load_engines
+    from v2a_runtime.backends.tensorrt.session import load_engines
     from v2a_runtime.bundle import load_bundle
 
     root = built[0]
@@ -98,7 +98,7 @@ def test_every_engine_matches_onnxruntime(built, sessions, duration, tracks):
 
 
 def test_cuda_graph_replay_equals_plain_enqueue(built, sessions):
-    from v2a_runtime.backends.tensorrt import load_engines
+    from v2a_runtime.backends.tensorrt.session import load_engines
     from v2a_runtime.bundle import load_bundle
 
     from v2a_export.export.descriptors import descriptors_from_manifest, rules_from_manifest
@@ -154,7 +154,7 @@ def test_shapes_outside_the_profile_are_a_clear_error(built, sessions):
 
 
 def test_modified_plan_is_refused_and_rebuilt(built, tmp_path):
-    from v2a_runtime.backends.tensorrt_cache import StaleEngineError, read_index
+    from v2a_runtime.backends.tensorrt.cache import StaleEngineError, read_index
     from v2a_runtime.pipeline import Pipeline
 
     from v2a_export.cli import main

@@ -5,7 +5,7 @@
 - ``cpu``  — onnxruntime, CPUExecutionProvider;
 - ``cuda`` — onnxruntime with CUDAExecutionProvider (needs onnxruntime-gpu), through IO
   binding (:mod:`.cuda`); the denoiser gets the device-resident sampling loop with CUDA-graph
-  capture (:mod:`.cuda_loop`);
+  capture (:mod:`.cuda.loop`);
 - ``tensorrt`` — a bundle's prebuilt TensorRT engines (``v2a-export build-engines``); loaded
   per bundle by :func:`v2a_runtime.backends.tensorrt.load_engines` (engine cache checks, one
   shared scratch allocation), not per graph file: ``Pipeline.load(bundle, "tensorrt")``.
@@ -41,8 +41,8 @@ def load_session(
             "v2a-export build-engines BUNDLE"
         )
     if backend == "cuda":
-        from .cuda import CudaOptions
-        from .cuda_loop import load_cuda_session
+        from .cuda.loop import load_cuda_session
+        from .cuda.session import CudaOptions
 
         options = CudaOptions(threads=threads, graph_optimization=graph_optimization)
         return load_cuda_session(path, options)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from v2a_runtime.backends.tensorrt_cache import (
+from v2a_runtime.backends.tensorrt.cache import (
     DEFAULT_OPT_LEVEL,
     EngineEntry,
     InputProfile,

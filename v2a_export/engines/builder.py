@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
-from v2a_runtime.backends.tensorrt_cache import EngineKey
+from v2a_runtime.backends.tensorrt.cache import EngineKey
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 ``engines/engines.json`` (pure; no TensorRT).
 
 The key format, engines.json and the stale rules live in
-:mod:`v2a_runtime.backends.tensorrt_cache`, because the torch-free runtime must refuse stale
+:mod:`v2a_runtime.backends.tensorrt.cache`, because the torch-free runtime must refuse stale
 engines by exactly the same rules (and v2a_runtime never imports v2a_export). This module adds
 the builder's side: the key each component should have (:func:`requested_keys`), the engine
 precision for each graph (:func:`engine_precision`), and a per-component verdict with a reason
@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from v2a_runtime.backends.tensorrt_cache import (
+from v2a_runtime.backends.tensorrt.cache import (
     GRAPH_PRECISION,
     PRECISIONS,
     EngineEntry,

@@ -71,7 +71,7 @@ def build_engines_cmd(
 ) -> None:  # fmt: skip
     """Build TensorRT engines for BUNDLE on this machine's GPU (only those that changed)."""
     from v2a_runtime.backends import BackendError
-    from v2a_runtime.backends.tensorrt_env import require_tensorrt
+    from v2a_runtime.backends.tensorrt.env import require_tensorrt
     from v2a_runtime.bundle import COMPONENTS, load_bundle
 
     from v2a_export.engines.build import BuildOptions, build_engines, prepare, resolve
@@ -150,7 +150,7 @@ def _dims(p) -> str:
 
 
 def _print_memory(root, platform, components) -> None:
-    from v2a_runtime.backends.tensorrt_cache import read_index
+    from v2a_runtime.backends.tensorrt.cache import read_index
 
     index = read_index(root)
     entries = [index.find(c, platform) for c in components]

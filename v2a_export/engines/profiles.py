@@ -28,7 +28,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from v2a_runtime.backends.tensorrt_cache import BuildRequest, InputProfile
+from v2a_runtime.backends.tensorrt.cache import BuildRequest, InputProfile
 from v2a_runtime.bundle import COMPONENTS, Manifest
 
 from v2a_export.export.descriptors import (

@@ -36,7 +36,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from .base import BackendError
+from ..base import BackendError
 
 KEY_VERSION = 1  # bump when the key's fields or their meaning change: every engine is stale
 INDEX_SCHEMA = 1
@@ -348,7 +348,7 @@ def check_entry(
     if verify_file:
         if path.stat().st_size != entry.bytes:
             return f"its plan {entry.file} has {path.stat().st_size} bytes, recorded {entry.bytes}"
-        from ..bundle import sha256_file  # local: bundle imports backends at module level
+        from ...bundle import sha256_file  # local: bundle imports backends at module level
 
         if sha256_file(path) != entry.sha256:
             return f"its plan {entry.file} was modified (sha256 mismatch)"

@@ -38,13 +38,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import sampling
-from .base import BackendError, TensorInfo
-from .cuda import BoundSession, CudaOptions
+from ... import sampling
+from ..base import BackendError, TensorInfo
+from .session import BoundSession, CudaOptions
 
 _LOGGER = logging.getLogger(__name__)
 
-STEP_GRAPHS = Path(__file__).resolve().parents[1] / "data" / "step_graphs"
+STEP_GRAPHS = Path(__file__).resolve().parents[2] / "data" / "step_graphs"
 CANARY_RUNS = 4  # onnxruntime captures after two warm-up runs; cover capture and first replay
 _TAG = {"float32": "f32", "float16": "f16"}
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import BackendError
+from ..base import BackendError
 
 
 class CudaError(BackendError):

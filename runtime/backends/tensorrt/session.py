@@ -3,7 +3,7 @@
 ``load_engines(bundle)`` checks the machine (tensorrt, cuda-python, a GPU), picks each
 component's engine from ``engines/engines.json`` for this TensorRT version and GPU, and refuses
 any engine whose key does not match the bundle (re-exported graph, other GPU or TensorRT,
-modified plan) with one line that says how to rebuild (:mod:`.tensorrt_cache`). Then:
+modified plan) with one line that says how to rebuild (:mod:`.cache`). Then:
 
 - every plan is deserialized once (``Runtime.deserialize_cuda_engine``);
 - one CUDA stream carries every copy and every enqueue, so the stages run one after another;
@@ -40,10 +40,10 @@ from typing import Any
 
 import numpy as np
 
-from .base import BackendError, TensorInfo
-from .tensorrt_cache import GraphIdentity, InputProfile, read_index, select_engines
-from .tensorrt_cuda import Cuda, DeviceBuffer
-from .tensorrt_env import require_tensorrt
+from ..base import BackendError, TensorInfo
+from .cache import GraphIdentity, InputProfile, read_index, select_engines
+from .cudart import Cuda, DeviceBuffer
+from .env import require_tensorrt
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -20,8 +20,8 @@ import sys
 from dataclasses import dataclass
 from types import ModuleType
 
-from .base import BackendError
-from .tensorrt_cache import Platform
+from ..base import BackendError
+from .cache import Platform
 
 INSTALL_HINT = (
     "pip install 'v2a-export[tensorrt]' (TensorRT >= 10.1 and cuda-python; see "

@@ -3,7 +3,7 @@
 A :class:`BoundSession` runs one graph through onnxruntime's IO binding
 (https://onnxruntime.ai/docs/performance/tune-performance/iobinding.html): inputs and outputs
 are ``OrtValue`` buffers that live on the device, so a sampling loop can keep x, the conditions
-and the velocity there across steps (:mod:`cuda_loop`). Its plain :meth:`~BoundSession.run`
+and the velocity there across steps (:mod:`.loop`). Its plain :meth:`~BoundSession.run`
 satisfies the :class:`~v2a_runtime.backends.base.Session` protocol, so the pipeline can use it
 for every component.
 
@@ -34,8 +34,8 @@ from types import MappingProxyType
 import numpy as np
 import onnxruntime as ort
 
-from .base import BackendError, TensorInfo
-from .ort import OrtOptions, _info, providers, session_options
+from ..base import BackendError, TensorInfo
+from ..ort import OrtOptions, _info, providers, session_options
 
 _LOGGER = logging.getLogger(__name__)
 
