@@ -1,5 +1,5 @@
-"""``python -m v2a_export.train``: see :mod:`v2a_export.train.train_cli`."""
+"""``python -m v2a_export.train``: see :mod:`v2a_export.cli.train`."""
 
-from .train_cli import main
+from v2a_export.cli.train import main
 
 main()

@@ -6,11 +6,7 @@ from __future__ import annotations
 
 import click
 
-
-class PrecisionInputError(click.ClickException):
-    """A bad precision option: one line, exit status 2."""
-
-    exit_code = 2
+from .common import InputError
 
 
 def precision_options(default: str = "fp32"):
@@ -55,7 +51,7 @@ def make_policy(precision: str, io_dtype: str, keep_fp32: tuple[str, ...]):
     try:
         return PrecisionPolicy(target=precision, io=io_dtype, keep_fp32=tuple(keep_fp32))
     except ValueError as e:
-        raise PrecisionInputError(str(e)) from e
+        raise InputError(str(e)) from e
 
 
 def make_calibration(durations: str, steps: int, seed: int = 0):
@@ -65,7 +61,7 @@ def make_calibration(durations: str, steps: int, seed: int = 0):
         seconds = tuple(float(x) for x in durations.split(",") if x.strip())
         return CalibrationPlan(durations=seconds, steps=steps, seed=seed)
     except ValueError as e:
-        raise PrecisionInputError(f"--calibration-durations {durations!r}: {e}") from e
+        raise InputError(f"--calibration-durations {durations!r}: {e}") from e
 
 
-__all__ = ["PrecisionInputError", "make_calibration", "make_policy", "precision_options"]
+__all__ = ["make_calibration", "make_policy", "precision_options"]

@@ -1,70 +1,32 @@
-"""``v2a``: the runtime's command line (the only place that prints or draws progress).
+"""``v2a generate``: a soundtrack for a video, muxed into it or written as audio files.
 
     v2a generate VIDEO [-p PROMPT] [-n NEGATIVE] [--bundle DIR] [--steps N] [--solver S]
                  [--cfg W] [--seed N] [--tracks K] [-o OUT] [--force] ...
-    v2a info [BUNDLE] [--json]
-    v2a watermark embed|verify ...
 
-Failure policy (DESIGN.md §8): every user mistake -- a missing or unreadable input, no video
-stream, a video shorter than one sync segment, an unknown output extension, the output equal to
-the input, an existing output without ``--force``, an unreadable or modified bundle -- prints
-one line ``error: ...`` on stderr and exits with status 2, before any output exists. Outputs
-are written to a temporary file and renamed, so nothing partial is ever left behind, and the
-input is only read.
+Outputs are written to a temporary file and renamed, so nothing partial is ever left behind,
+and the input is only read.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
-import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import click
 import numpy as np
 
-from . import __version__, sampling
-from .backends import BACKENDS
-from .bundle import load_bundle
-from .media import AUDIO_FORMATS, VIDEO_CONTAINERS, check_output, mux, probe, write_audio
-from .media.files import check_input
-from .pipeline import DEFAULT_BUNDLE, STAGES, GenerateResult, Pipeline, Progress
-from .sequence import min_duration
-
-EXIT_ERROR = 2
-EXIT_INTERRUPTED = 130
+from .. import sampling
+from ..backends import BACKENDS
+from ..media import AUDIO_FORMATS, VIDEO_CONTAINERS, check_output, mux, probe, write_audio
+from ..media.files import check_input
+from ..pipeline import STAGES, GenerateResult, Pipeline
+from ..sequence import min_duration
+from .common import Failure, ProgressBar, notes, one_line_errors
 
 
-class _Failure(Exception):
-    """A user-facing failure: one line, exit status 2."""
-
-
-@contextmanager
-def _one_line_errors() -> Iterator[None]:
-    """Turn library errors (ValueError subclasses: MediaError, BundleError, BackendError, bad
-    options) and OS errors into one ``error:`` line and exit status 2; never a traceback."""
-    try:
-        yield
-    except KeyboardInterrupt:
-        click.echo("error: interrupted; no output was written", err=True)
-        sys.exit(EXIT_INTERRUPTED)
-    except (ValueError, OSError, _Failure) as e:
-        message = " ".join(str(e).split()) or type(e).__name__
-        click.echo(f"error: {message}", err=True)
-        sys.exit(EXIT_ERROR)
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="v2a")
-def main() -> None:
-    """Generate synchronized soundtracks for videos (torch-free runtime of v2a-export)."""
-
-
-@main.command()
+@click.command()
 @click.argument("video", type=click.Path(path_type=Path))
 @click.option("-p", "--prompt", default="", help="What the soundtrack should contain.")
 @click.option("-n", "--negative", "negative_prompt", default="", help="What it should not.")
@@ -138,21 +100,21 @@ def generate(
     **request,
 ) -> None:
     """Generate a soundtrack for VIDEO and write it (muxed into the video, or as audio)."""
-    with _one_line_errors():
+    with one_line_errors():
         started = time.perf_counter()
         check_input(video)
         outputs = _outputs(video, output, request["tracks"], force)
         info = probe(video)  # not a video / no video stream / unreadable: MediaError
         span = info.duration - request["start"]
         if span < min_duration() - 1e-9:
-            raise _Failure(
+            raise Failure(
                 f"{video}: {max(span, 0.0):.2f} s of video from {request['start']:g} s is "
                 f"shorter than one sync segment ({min_duration():.2f} s); nothing to generate"
             )
         pipe = Pipeline.load(bundle, backend, threads=threads, key_file=key_file)
         if not quiet:
-            _notes(pipe)
-        with _ProgressBar(enabled=not quiet) as bar:
+            notes(pipe)
+        with ProgressBar(enabled=not quiet) as bar:
             result = pipe.generate(video, callback=bar.update, **request)
         t0 = time.perf_counter()
         title = f"v2a generated ({pipe.bundle.manifest.model.variant})"
@@ -166,45 +128,6 @@ def generate(
         )
         write_seconds = time.perf_counter() - t0
     click.echo(_summary(outputs, result, write_seconds, time.perf_counter() - started))
-
-
-@main.command()
-@click.argument("bundle", type=click.Path(path_type=Path), required=False)
-@click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
-def info(bundle: Path | None, as_json: bool) -> None:
-    """Describe BUNDLE (default: the shipped bundle) after checking every file's sha256."""
-    with _one_line_errors():
-        b = load_bundle(DEFAULT_BUNDLE if bundle is None else bundle)
-    m = b.manifest
-    if as_json:
-        click.echo(json.dumps(m.to_dict(), indent=2))
-        return
-    s, a, v, q = m.sampler, m.audio, m.video, m.sequence
-    click.echo(f"bundle      {b.root}  (schema {m.schema_version}, all files verified)")
-    click.echo(
-        f"model       {m.model.family} {m.model.variant}, weights {m.model.weights}"
-        + (f" ({m.model.weights_note})" if m.model.weights_note else "")
-    )
-    click.echo(
-        f"audio       {a.sample_rate} Hz, {a.n_mels} mels, hop {a.hop_length}, "
-        f"latent {a.latent_channels} ch at {a.latent_rate:g}/s"
-    )
-    click.echo(
-        f"video       clip {v.clip_fps:g} fps {v.clip_size} px, "
-        f"sync {v.sync_fps:g} fps {v.sync_size} px"
-    )
-    click.echo(
-        f"durations   {q.min_duration:g}-{q.max_duration:g} s per window, "
-        f"trained {q.trained_duration:g} s"
-    )
-    click.echo(f"sampler     {s.solver}, {s.steps} steps, {s.grid} grid, cfg {s.cfg:g}")
-    for name, c in m.components.items():
-        click.echo(
-            f"  {name:<12} {c.file:<24} {c.precision:<5} opset {c.opset or '-':<3} "
-            f"{c.bytes:>12,d} B  sha256 {c.sha256[:12]}"
-        )
-    if m.parity is not None:
-        click.echo(f"parity      {m.parity.get('summary', m.parity)}")
 
 
 def _outputs(video: Path, output: Path | None, tracks: int, force: bool) -> list[Path]:
@@ -255,22 +178,6 @@ def _write(
             temp.unlink(missing_ok=True)
 
 
-def _notes(pipe: Pipeline) -> None:
-    model = pipe.bundle.manifest.model
-    if model.weights == "random":
-        click.echo(
-            f"note: the {model.variant!r} bundle has random, untrained weights: the "
-            "output is noise, not a real soundtrack",
-            err=True,
-        )
-    if pipe.key.is_demo:
-        click.echo(
-            "note: watermarking with the public demo key (anyone can verify or forge "
-            "it); set V2A_WATERMARK_KEY or --key-file",
-            err=True,
-        )
-
-
 def _summary(outputs: list[Path], r: GenerateResult, write_s: float, total_s: float) -> str:
     o = r.options
     names = outputs[0] if len(outputs) == 1 else f"{outputs[0]} … {outputs[-1].name}"
@@ -282,46 +189,3 @@ def _summary(outputs: list[Path], r: GenerateResult, write_s: float, total_s: fl
         f"{o.solver} {o.steps} steps cfg {o.cfg:g}, {len(r.windows)} window(s), "
         f"watermark id {ids} | seconds: {times}, write {write_s:.2f}, total {total_s:.2f}"
     )
-
-
-class _ProgressBar:
-    """One click progress bar over all sampling steps of all windows (stderr)."""
-
-    def __init__(self, *, enabled: bool) -> None:
-        self.enabled = enabled
-        self.bar = None
-        self.done = 0
-
-    def __enter__(self) -> _ProgressBar:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.bar is not None:
-            self.bar.render_finish()
-
-    def update(self, event: Progress) -> None:
-        if not self.enabled or event.stage != "sample" or event.step == 0:
-            return
-        if self.bar is None:
-            self.bar = click.progressbar(
-                length=event.windows * event.steps, label="sampling", file=sys.stderr, show_pos=True
-            )
-            self.bar.render_progress()
-        done = event.window * event.steps + event.step
-        self.bar.update(done - self.done)
-        self.done = done
-
-
-from .cli_demo import demo  # noqa: E402  (the demo reuses this module's helpers)
-
-main.add_command(demo)
-
-from .cli_watermark import watermark  # noqa: E402
-
-main.add_command(watermark)
-
-__all__ = ["main"]
-
-
-if __name__ == "__main__":
-    main()

@@ -1,14 +1,9 @@
-"""``v2a-export``: the torch-side command line.
-
-The only place (with the other command modules) that prints. Commands:
+"""``v2a-export check-fixture`` and ``v2a-export inspect-weights``.
 
 - ``check-fixture PATH.json ...``: run reference fixtures, print per-array errors, exit 1 on any
   array outside its tolerance;
 - ``inspect-weights PATH ...``: say which network and variant a weight file holds and whether it
   loads strictly.
-
-Bad input gets a one-line ``Error: ...`` and exit status 2; a check that runs and fails exits 1.
-Add further commands with ``main.add_command`` (one small module per command group).
 """
 
 from __future__ import annotations
@@ -19,27 +14,14 @@ from pathlib import Path
 
 import click
 
-EXIT_FAILED = 1  # the check ran and did not pass
-EXIT_BAD_INPUT = 2  # bad input: unreadable file, unknown network, ...
-
-
-class InputError(click.ClickException):
-    """A user mistake: printed as one line, no traceback."""
-
-    exit_code = EXIT_BAD_INPUT
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="v2a-export")
-def main() -> None:
-    """Export MMAudio-family video-to-audio models; check them against the reference."""
+from .common import EXIT_FAILED, InputError
 
 
 def _fmt(x: float) -> str:
     return "-" if math.isnan(x) else f"{x:.2e}"
 
 
-@main.command("check-fixture")
+@click.command("check-fixture")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--failures-only", is_flag=True, help="Print only the arrays that fail.")
 def check_fixture_cmd(paths: tuple[Path, ...], failures_only: bool) -> None:
@@ -82,7 +64,7 @@ def check_fixture_cmd(paths: tuple[Path, ...], failures_only: bool) -> None:
         raise SystemExit(EXIT_FAILED)
 
 
-@main.command("inspect-weights")
+@click.command("inspect-weights")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per file.")
 def inspect_weights_cmd(paths: tuple[Path, ...], as_json: bool) -> None:
@@ -166,17 +148,3 @@ def _describe_config(component: str, cfg) -> str:
         f"vision {vision.image_size} px / patch {vision.patch_size} / width {vision.width} x "
         f"{vision.layers}, text width {text.width} x {text.layers}, embed {vision.embed_dim}"
     )
-
-
-# Commands that live in their own modules.
-from v2a_export.engines.commands import build_engines_cmd  # noqa: E402
-from v2a_export.export.commands import export_cmd, validate_cmd  # noqa: E402
-from v2a_export.export.precision_commands import convert_precision_cmd  # noqa: E402
-
-main.add_command(export_cmd)
-main.add_command(validate_cmd)
-main.add_command(build_engines_cmd)
-main.add_command(convert_precision_cmd)
-
-if __name__ == "__main__":
-    main()

@@ -1,4 +1,4 @@
-"""``v2a-export build-engines`` (registered in v2a_export/cli.py).
+"""``v2a-export build-engines`` .
 
     v2a-export build-engines BUNDLE [--precision auto|fp32|tf32|fp16|bf16]
         [--min-duration S] [--opt-duration S] [--max-duration S] [--batch MAX | MIN,OPT,MAX]
@@ -22,12 +22,7 @@ from pathlib import Path
 
 import click
 
-EXIT_FAILED = 1
-EXIT_BAD_INPUT = 2
-
-
-class _InputError(click.ClickException):
-    exit_code = EXIT_BAD_INPUT
+from .common import EXIT_FAILED, InputError
 
 
 def _mb(nbytes: int) -> str:
@@ -103,7 +98,7 @@ def build_engines_cmd(
         _print_profiles(resolved.request, resolved.profiles)
         prepared = prepare(b, options, stack.platform)
     except (ValueError, OSError) as e:  # BundleError, BackendError, bad options
-        raise _InputError(" ".join(str(e).split())) from e
+        raise InputError(" ".join(str(e).split())) from e
     click.echo(f"platform: {stack.platform.describe()}")
     for p in prepared.planned:
         click.echo(f"  {p.component:<12} {'build' if p.build else 'keep':<6} {p.reason}")
@@ -126,7 +121,7 @@ def build_engines_cmd(
         click.echo(f"Error: {' '.join(str(e).split())}", err=True)
         raise SystemExit(EXIT_FAILED) from e
     except (BackendError, OSError) as e:
-        raise _InputError(" ".join(str(e).split())) from e
+        raise InputError(" ".join(str(e).split())) from e
     _print_memory(b.root, stack.platform, options.components)
 
 

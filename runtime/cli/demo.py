@@ -23,12 +23,12 @@ from pathlib import Path
 
 import click
 
-from . import world
-from .cli import _notes, _one_line_errors, _ProgressBar
-from .media import mux, write_audio
-from .pipeline import Pipeline
-from .watermark import detect, read_audio
-from .world import metrics
+from .. import world
+from ..media import mux, write_audio
+from ..pipeline import Pipeline
+from ..watermark import detect, read_audio
+from ..world import metrics
+from .common import ProgressBar, notes, one_line_errors
 
 DURATION = 8.0
 
@@ -47,7 +47,7 @@ def demo(seed: int, out: Path | None, bundle: Path | None, threads: int | None,
          quiet: bool) -> None:
     """Render a held-out scene, generate and mux its soundtrack, and score it against the
     scene's truth."""
-    with _one_line_errors():
+    with one_line_errors():
         with tempfile.TemporaryDirectory(prefix="v2a-demo-") as tmp:
             work = out if out is not None else Path(tmp)
             work.mkdir(parents=True, exist_ok=True)
@@ -66,9 +66,9 @@ def _run(n: int, work: Path, bundle: Path | None, threads: int | None,
     (work / "truth.json").write_text(json.dumps(truth, indent=2) + "\n")
     pipe = Pipeline.load(bundle, threads=threads)
     if not quiet:
-        _notes(pipe)
+        notes(pipe)
     t0 = time.perf_counter()
-    with _ProgressBar(enabled=not quiet) as bar:
+    with ProgressBar(enabled=not quiet) as bar:
         result = pipe.generate(video, prompt=scene.caption, callback=bar.update)
     seconds = time.perf_counter() - t0
     audio = result.audio[0]

@@ -16,17 +16,17 @@ from pathlib import Path
 
 import click
 
-from v2a_export.export.commands import (
+from .common import (
     EXIT_FAILED,
-    _Bars,
-    _InputError,
-    _parity_options,
-    _plan,
-    _print_report,
-    _source,
-    _weight_options,
+    Bars,
+    InputError,
+    parity_options,
+    parity_plan,
+    print_report,
+    weight_options,
+    weight_source,
 )
-from v2a_export.export.precision_options import make_calibration, make_policy, precision_options
+from .options import make_calibration, make_policy, precision_options
 
 
 def convert_and_validate(
@@ -37,29 +37,29 @@ def convert_and_validate(
     from v2a_export.export.precision.bundle import convert_bundle, validate_precision_bundle
     from v2a_export.export.precision.convert import PrecisionError
 
-    bars = _Bars(quiet)
+    bars = Bars(quiet)
     try:
         result = convert_bundle(src, out, policy, calibration, threads=threads, callback=bars)
     except PrecisionError as e:
         raise click.ClickException(str(e)) from e
     except (ValueError, OSError) as e:
-        raise _InputError(" ".join(str(e).split())) from e
+        raise InputError(" ".join(str(e).split())) from e
     finally:
         bars.close()
     print_conversion(result)
     if not validate:
         click.echo("not validated (--no-validate): run v2a-export validate on the bundle")
         return True
-    bars = _Bars(quiet)
+    bars = Bars(quiet)
     try:
         report = validate_precision_bundle(
             out, source, plan=plan, threads=threads, write=True, callback=bars
         )
     except (ValueError, OSError) as e:
-        raise _InputError(" ".join(str(e).split())) from e
+        raise InputError(" ".join(str(e).split())) from e
     finally:
         bars.close()
-    _print_report(report)
+    print_report(report)
     return report.passed
 
 
@@ -91,8 +91,8 @@ def print_conversion(result) -> None:
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="New bundle directory.")
 @precision_options("fp16")
 @click.option("--no-validate", is_flag=True, help="Skip the parity gate against PyTorch.")
-@_weight_options
-@_parity_options
+@weight_options
+@parity_options
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 def convert_precision_cmd(
     bundle, out, precision, io_dtype, calibration_durations, calibration_steps, keep_fp32,
@@ -102,16 +102,16 @@ def convert_precision_cmd(
     """Convert the fp32 BUNDLE to fp16/bf16 with measured fp32 islands, then gate it against the
     PyTorch fp32 networks (random-weight bundles are rebuilt from their seed)."""
     if precision == "fp32":
-        raise _InputError("--precision fp32 converts nothing; choose fp16 or bf16")
+        raise InputError("--precision fp32 converts nothing; choose fp16 or bf16")
     policy = make_policy(precision, io_dtype, keep_fp32)
     calibration = make_calibration(calibration_durations, calibration_steps)
     source = None
     if weights_dir is not None or weights_file is not None:
-        source = _source(weights_dir, weights_file, None)
+        source = weight_source(weights_dir, weights_file, None)
     plan = None  # the plan recorded in the bundle
     overrides = (parity_durations, parity_batches, encoder_durations, e2e_duration, e2e_steps)
     if any(x is not None for x in overrides):
-        plan = _plan(*overrides, seed=0)
+        plan = parity_plan(*overrides, seed=0)
     passed = convert_and_validate(
         bundle, out, policy, calibration, source=source, plan=plan, threads=threads,
         validate=not no_validate, quiet=quiet,

@@ -1,4 +1,4 @@
-"""``v2a-export export`` and ``v2a-export validate`` (registered in v2a_export/cli.py).
+"""``v2a-export export`` and ``v2a-export validate``.
 
     v2a-export export --variant NAME --out DIR [--weights DIR | --weights-file F] [--seed N]
                       [--config JSON] [--max-duration S] [--components a,b] ...
@@ -12,126 +12,22 @@ gate that fails exits 1 after writing the bundle and its report.
 
 from __future__ import annotations
 
-import math
-import sys
 from pathlib import Path
 
 import click
 
-from v2a_export.export.precision_options import make_calibration, make_policy, precision_options
-
-EXIT_FAILED = 1
-EXIT_BAD_INPUT = 2
-
-
-class _InputError(click.ClickException):
-    exit_code = EXIT_BAD_INPUT
-
-
-def _floats(text: str | None) -> tuple[float, ...] | None:
-    if text is None:
-        return None
-    try:
-        return tuple(float(x) for x in text.split(",") if x.strip())
-    except ValueError as e:
-        raise _InputError(f"expected comma-separated seconds, got {text!r}") from e
-
-
-def _ints(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(x) for x in text.split(",") if x.strip())
-    except ValueError as e:
-        raise _InputError(f"expected comma-separated integers, got {text!r}") from e
-
-
-def _plan(parity_durations, parity_batches, encoder_durations, e2e_duration, e2e_steps, seed):
-    from v2a_export.export.parity import ParityPlan
-
-    kwargs = {"seed": seed}
-    if e2e_steps is not None:
-        kwargs["e2e_steps"] = e2e_steps
-    if parity_durations is not None:
-        kwargs["durations"] = _floats(parity_durations)
-    if parity_batches is not None:
-        kwargs["batches"] = _ints(parity_batches)
-    if encoder_durations is not None:
-        kwargs["encoder_durations"] = _floats(encoder_durations)
-    if e2e_duration is not None:
-        kwargs["e2e_duration"] = None if e2e_duration.lower() == "none" else float(e2e_duration)
-    try:
-        return ParityPlan(**kwargs)
-    except ValueError as e:
-        raise _InputError(str(e)) from e
-
-
-class _Bars:
-    """One click progress bar per component, driven by the library's Event callback."""
-
-    def __init__(self, quiet: bool):
-        self.quiet = quiet
-        self.bar = None
-        self.key = None
-
-    def __call__(self, event) -> None:
-        if self.quiet:
-            return
-        key = (event.component, event.total)
-        if key != self.key:
-            self.close()
-            self.key = key
-            label = f"{event.component:<12}"
-            self.bar = click.progressbar(length=event.total, label=label, file=sys.stderr)
-            self.bar.__enter__()
-        self.bar.update(event.done - self.bar.pos)
-        if event.done >= event.total:
-            self.close()
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.__exit__(None, None, None)
-        self.bar, self.key = None, None
-
-
-_WEIGHT_OPTIONS = [
-    click.option(
-        "--weights",
-        "weights_dir",
-        type=click.Path(path_type=Path),
-        help="Directory with one file per network (official names, or flow/vae/vocoder/"
-        "synchformer/clip + .safetensors|.pth|...).",
-    ),
-    click.option(
-        "--weights-file",
-        type=click.Path(path_type=Path),
-        help="One state dict holding every network under 'clip.', 'synchformer.', 'flow.', "
-        "'vae.', 'vocoder.'.",
-    ),
-]
-
-
-def _weight_options(f):
-    for option in reversed(_WEIGHT_OPTIONS):
-        f = option(f)
-    return f
-
-
-def _parity_options(f):
-    options = [
-        click.option("--parity-durations", help="Seconds per parity case, e.g. 2,9."),
-        click.option("--parity-batches", help="Batch per parity case (cycled), e.g. 1,3."),
-        click.option(
-            "--encoder-durations",
-            help="Seconds for the video encoders' cases (full-size encoders are slow on a CPU).",
-        ),
-        click.option(
-            "--e2e-duration", help="Seconds of the end-to-end check ('none' skips it). [2]"
-        ),
-        click.option("--e2e-steps", type=int, help="Euler steps of the end-to-end check. [25]"),
-        click.option("--threads", type=int, help="onnxruntime threads for the gate."),
-    ]
-    for option in reversed(options):
-        f = option(f)
-    return f
+from .common import (
+    EXIT_FAILED,
+    Bars,
+    InputError,
+    fmt,
+    parity_options,
+    parity_plan,
+    print_report,
+    weight_options,
+    weight_source,
+)
+from .options import make_calibration, make_policy, precision_options
 
 
 @click.command("export")
@@ -142,7 +38,7 @@ def _parity_options(f):
     type=click.Path(path_type=Path),
     help="A custom model config (JSON of ModelConfig) instead of --variant.",
 )
-@_weight_options
+@weight_options
 @click.option(
     "--seed",
     type=int,
@@ -159,7 +55,7 @@ def _parity_options(f):
 )
 @click.option("--model-id", type=int, help="0..255, carried in the watermark payload.")
 @click.option("--packaged-tokenizer", is_flag=True, help="Use v2a_runtime's own vocabulary copy.")
-@_parity_options
+@parity_options
 @precision_options()
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 def export_cmd(
@@ -177,34 +73,34 @@ def export_cmd(
     from v2a_export.export.onnx_export import ExportError
 
     config = _config(variant, config_file)
-    source = _source(weights_dir, weights_file, seed)
+    source = weight_source(weights_dir, weights_file, seed)
     names = tuple(c.strip() for group in components for c in group.split(",") if c.strip())
     policy = None
     if precision != "fp32":
         policy = make_policy(precision, io_dtype, keep_fp32)
         calibration = make_calibration(calibration_durations, calibration_steps, seed)
         if names and set(names) != set(COMPONENTS):
-            raise _InputError(
+            raise InputError(
                 f"--precision {precision} calibrates on the whole pipeline: export all "
                 "components (or convert a finished bundle with v2a-export convert-precision)"
             )
     options = ExportOptions(
         components=names or COMPONENTS,
         max_duration=max_duration,
-        plan=_plan(
+        plan=parity_plan(
             parity_durations, parity_batches, encoder_durations, e2e_duration, e2e_steps, seed
         ),  # fmt: skip
         packaged_tokenizer=packaged_tokenizer,
         model_id=model_id,
         threads=threads,
     )
-    bars = _Bars(quiet)
+    bars = Bars(quiet)
     try:
         result = export_bundle(config, source, out, options, callback=bars)
     except ExportError as e:
         raise click.ClickException(str(e).splitlines()[0]) from e
     except (ValueError, OSError) as e:
-        raise _InputError(" ".join(str(e).split())) from e
+        raise InputError(" ".join(str(e).split())) from e
     finally:
         bars.close()
     _print_summary(result)
@@ -212,7 +108,7 @@ def export_cmd(
         click.echo("parity gate FAILED (see reports/parity.json)", err=True)
         raise SystemExit(EXIT_FAILED)
     if policy is not None:
-        from v2a_export.export.precision_commands import convert_and_validate
+        from .precision import convert_and_validate
 
         passed = convert_and_validate(
             out, out, policy, calibration, source=source, plan=options.plan, threads=threads,
@@ -225,8 +121,8 @@ def export_cmd(
 
 @click.command("validate")
 @click.argument("bundle", type=click.Path(path_type=Path))
-@_weight_options
-@_parity_options
+@weight_options
+@parity_options
 @click.option("--components", multiple=True, help="Validate only these (comma-separated).")
 @click.option("--no-write", is_flag=True, help="Do not update reports/parity.json and manifest.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
@@ -240,17 +136,17 @@ def validate_cmd(
 
     source = None
     if weights_dir is not None or weights_file is not None:
-        source = _source(weights_dir, weights_file, None)
+        source = weight_source(weights_dir, weights_file, None)
     plan = None  # the plan recorded in the manifest
     overrides = (parity_durations, parity_batches, encoder_durations, e2e_duration, e2e_steps)
     if any(x is not None for x in overrides):
-        plan = _plan(*overrides, seed=0)
+        plan = parity_plan(*overrides, seed=0)
     names = tuple(c.strip() for group in components for c in group.split(",") if c.strip())
     if _low_precision(bundle):  # fp16/bf16 graphs: precision-aware gate
         from v2a_export.export.precision.bundle import validate_precision_bundle
 
         validate_bundle = validate_precision_bundle  # noqa: F811
-    bars = _Bars(quiet)
+    bars = Bars(quiet)
     try:
         report = validate_bundle(
             bundle,
@@ -262,10 +158,10 @@ def validate_cmd(
             **({"components": names} if names else {}),
         )
     except (ValueError, OSError) as e:
-        raise _InputError(" ".join(str(e).split())) from e
+        raise InputError(" ".join(str(e).split())) from e
     finally:
         bars.close()
-    _print_report(report)
+    print_report(report)
     if not report.passed:
         raise SystemExit(EXIT_FAILED)
 
@@ -285,32 +181,11 @@ def _config(variant: str | None, config_file: Path | None):
     from v2a_export.models.configs import ModelConfig, get_config
 
     if (variant is None) == (config_file is None):
-        raise _InputError("give exactly one of --variant NAME or --config JSON")
+        raise InputError("give exactly one of --variant NAME or --config JSON")
     try:
         return get_config(variant) if variant is not None else ModelConfig.from_json(config_file)
     except ValueError as e:
-        raise _InputError(" ".join(str(e).split())) from e
-
-
-def _source(weights_dir: Path | None, weights_file: Path | None, seed: int | None):
-    from v2a_export.export.weights import WeightSource
-
-    if weights_dir is not None and weights_file is not None:
-        raise _InputError("give either --weights DIR or --weights-file F, not both")
-    if weights_dir is not None:
-        if not weights_dir.is_dir():
-            what = "is not a directory" if weights_dir.exists() else "does not exist"
-            raise _InputError(f"--weights {weights_dir} {what}")
-        return WeightSource(directory=weights_dir)
-    if weights_file is not None:
-        if not weights_file.is_file():
-            raise _InputError(f"--weights-file {weights_file} is not a file")
-        return WeightSource(file=weights_file)
-    return WeightSource(seed=seed)
-
-
-def _fmt(x: float | None) -> str:
-    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.1e}"
+        raise InputError(" ".join(str(e).split())) from e
 
 
 def _print_summary(result) -> None:
@@ -323,7 +198,7 @@ def _print_summary(result) -> None:
         p = result.report.components[name]
         click.echo(
             f"  {name:<12} {r.bytes / 1e6:>8.2f} {r.seconds:>9.1f} {r.nodes:>6} "
-            f"{len(p.cases):>5} {_fmt(p.worst('rel_l2')):>8} {_fmt(p.worst('max_abs')):>8}  "
+            f"{len(p.cases):>5} {fmt(p.worst('rel_l2')):>8} {fmt(p.worst('max_abs')):>8}  "
             f"{'pass' if p.passed else 'FAIL'}"
         )
         for line in p.failures[:3]:
@@ -332,7 +207,7 @@ def _print_summary(result) -> None:
     if e is not None:
         click.echo(
             f"  end to end: {e.duration:g} s, {e.steps} Euler steps, cfg {e.cfg:g}: waveform "
-            f"rel_l2 {_fmt(e.metrics.rel_l2)} (<= {e.threshold.rel_l2:.0e}) "
+            f"rel_l2 {fmt(e.metrics.rel_l2)} (<= {e.threshold.rel_l2:.0e}) "
             f"{'pass' if e.passed else 'FAIL'}"
         )
     for note in result.notes:
@@ -343,21 +218,3 @@ def _print_summary(result) -> None:
             "export and the pipeline, its audio is noise",
             err=True,
         )
-
-
-def _print_report(report) -> None:
-    """The parity table, the report's notes and its one-line summary."""
-    click.echo(
-        f"  {'component':<12} {'sizes':>5} {'rel_l2':>8} {'max_abs':>8} {'cosine':>10}  parity"
-    )
-    for name, p in report.components.items():
-        click.echo(
-            f"  {name:<12} {len(p.cases):>5} {_fmt(p.worst('rel_l2')):>8} "
-            f"{_fmt(p.worst('max_abs')):>8} {p.min_cosine():>10.7f}  "
-            f"{'pass' if p.passed else 'FAIL'}"
-        )
-        for line in p.failures[:3]:
-            click.echo(f"      {line}")
-    for note in report.notes:
-        click.echo(f"  {note}")
-    click.echo(report.summary())

@@ -1,4 +1,5 @@
-"""``python -m v2a_export.train``: train the default ``tiny`` model (see :mod:`.train`).
+"""``python -m v2a_export.train``: train the default ``tiny`` model (see
+:mod:`v2a_export.train.train`).
 
     python -m v2a_export.train --out runs/tiny [--resume] [--seed N] [--stages a,b]
 
@@ -17,11 +18,7 @@ from pathlib import Path
 
 import click
 
-EXIT_BAD_INPUT = 2
-
-
-class _InputError(click.ClickException):
-    exit_code = EXIT_BAD_INPUT
+from .common import InputError
 
 
 class _Progress:
@@ -59,15 +56,15 @@ def main(out, resume, seed, stages, recipe_file, threads, every) -> None:
     """Train the default tiny model on the procedural world (resumable)."""
     import torch
 
-    from .recipe import TrainRecipe
-    from .train import RecipeMismatch, train
+    from v2a_export.train.recipe import TrainRecipe
+    from v2a_export.train.train import RecipeMismatch, train
 
     torch.set_num_threads(threads)
     try:
         recipe = (TrainRecipe.from_dict(json.loads(recipe_file.read_text()))
                   if recipe_file else TrainRecipe())
     except (OSError, ValueError, TypeError) as e:
-        raise _InputError(f"cannot read recipe {recipe_file}: {e}") from e
+        raise InputError(f"cannot read recipe {recipe_file}: {e}") from e
     if seed is not None:
         recipe = replace(recipe, seed=seed)
     only = [s.strip() for s in stages.split(",") if s.strip()] if stages else None
@@ -76,7 +73,7 @@ def main(out, resume, seed, stages, recipe_file, threads, every) -> None:
         weights = train(out, recipe, resume=resume, stages=only, command=command,
                         on_step=_Progress(every))
     except (RecipeMismatch, ValueError) as e:
-        raise _InputError(str(e)) from e
+        raise InputError(str(e)) from e
     click.echo(f"weights: {weights}" if weights else "stages done; run the rest to get weights")
 
 

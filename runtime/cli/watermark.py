@@ -21,7 +21,7 @@ from pathlib import Path
 
 import click
 
-from .watermark import (
+from ..watermark import (
     Detection,
     WatermarkKey,
     detect,
@@ -33,7 +33,7 @@ from .watermark import (
     split_payload,
     write_audio_atomic,
 )
-from .watermark.audio_io import audio_subtype
+from ..watermark.audio_io import audio_subtype
 
 EXIT_MARKED, EXIT_NOT_MARKED, EXIT_ERROR = 0, 1, 2
 KEY_HELP = "key file (64 hex digits); default: $V2A_WATERMARK_KEY, then $V2A_WATERMARK_KEY_FILE"

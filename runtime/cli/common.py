@@ -1,0 +1,86 @@
+"""What every ``v2a`` command shares: one-line errors, the notes before a run, the progress bar.
+
+Failure policy (DESIGN.md §8): every user mistake -- a missing or unreadable input, no video
+stream, a video shorter than one sync segment, an unknown output extension, the output equal to
+the input, an existing output without ``--force``, an unreadable or modified bundle -- prints
+one line ``error: ...`` on stderr and exits with status 2, before any output exists.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import click
+
+from ..pipeline import Pipeline, Progress
+
+EXIT_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+class Failure(Exception):
+    """A user-facing failure: one line, exit status 2."""
+
+
+@contextmanager
+def one_line_errors() -> Iterator[None]:
+    """Turn library errors (ValueError subclasses: MediaError, BundleError, BackendError, bad
+    options) and OS errors into one ``error:`` line and exit status 2; never a traceback."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        click.echo("error: interrupted; no output was written", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    except (ValueError, OSError, Failure) as e:
+        message = " ".join(str(e).split()) or type(e).__name__
+        click.echo(f"error: {message}", err=True)
+        sys.exit(EXIT_ERROR)
+
+
+def notes(pipe: Pipeline) -> None:
+    model = pipe.bundle.manifest.model
+    if model.weights == "random":
+        click.echo(
+            f"note: the {model.variant!r} bundle has random, untrained weights: the "
+            "output is noise, not a real soundtrack",
+            err=True,
+        )
+    if pipe.key.is_demo:
+        click.echo(
+            "note: watermarking with the public demo key (anyone can verify or forge "
+            "it); set V2A_WATERMARK_KEY or --key-file",
+            err=True,
+        )
+
+
+class ProgressBar:
+    """One click progress bar over all sampling steps of all windows (stderr)."""
+
+    def __init__(self, *, enabled: bool) -> None:
+        self.enabled = enabled
+        self.bar = None
+        self.done = 0
+
+    def __enter__(self) -> ProgressBar:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.render_finish()
+
+    def update(self, event: Progress) -> None:
+        if not self.enabled or event.stage != "sample" or event.step == 0:
+            return
+        if self.bar is None:
+            self.bar = click.progressbar(
+                length=event.windows * event.steps, label="sampling", file=sys.stderr, show_pos=True
+            )
+            self.bar.render_progress()
+        done = event.window * event.steps + event.step
+        self.bar.update(done - self.done)
+        self.done = done
+
+
+__all__ = ["EXIT_ERROR", "EXIT_INTERRUPTED", "Failure", "ProgressBar", "notes", "one_line_errors"]

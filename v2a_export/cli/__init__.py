@@ -1,0 +1,35 @@
+"""``v2a-export``: the torch-side command line (the only place that prints, with the ``v2a``
+CLI of the runtime). One module per command group:
+
+- :mod:`.check`: ``check-fixture``, ``inspect-weights``;
+- :mod:`.export`: ``export``, ``validate``;
+- :mod:`.precision`: ``convert-precision``;
+- :mod:`.engines`: ``build-engines``;
+- :mod:`.train`: ``python -m v2a_export.train`` (a program of its own).
+
+Bad input gets a one-line ``Error: ...`` and exit status 2; a check that runs and fails exits 1
+(:mod:`.common`).
+"""
+
+from __future__ import annotations
+
+import click
+
+from .check import check_fixture_cmd, inspect_weights_cmd
+from .common import EXIT_BAD_INPUT, EXIT_FAILED, InputError
+from .engines import build_engines_cmd
+from .export import export_cmd, validate_cmd
+from .precision import convert_precision_cmd
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="v2a-export")
+def main() -> None:
+    """Export MMAudio-family video-to-audio models; check them against the reference."""
+
+
+for command in (check_fixture_cmd, inspect_weights_cmd, export_cmd, validate_cmd,
+                build_engines_cmd, convert_precision_cmd):  # fmt: skip
+    main.add_command(command)
+
+__all__ = ["EXIT_BAD_INPUT", "EXIT_FAILED", "InputError", "main"]

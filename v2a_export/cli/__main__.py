@@ -1,0 +1,5 @@
+"""``python -m v2a_export.cli``: the ``v2a-export`` command."""
+
+from . import main
+
+main()
