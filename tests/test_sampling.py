@@ -1,37 +1,22 @@
 """Solvers and time grids of v2a_runtime.sampling, measured on an exact flow-matching problem.
 
-The test problem (benchmarks/samplers.py: GaussianMixture) is proven first: its closed-form
+The test problem (v2a_runtime.oracles.flow: GaussianMixture) is proven first: its closed-form
 marginal velocity is checked against Monte Carlo and against the continuity equation of its
 closed-form density, and its RK4 reference against the exact Gaussian transport map.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import inspect
 import math
-import sys
-from pathlib import Path
 from statistics import NormalDist
 from types import MappingProxyType
 
 import numpy as np
 import pytest
 from v2a_runtime import sampling
+from v2a_runtime.oracles import flow
 from v2a_runtime.sampling import SOLVERS, evaluations, steps_for_evaluations, time_grid
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _load_benchmark():
-    spec = importlib.util.spec_from_file_location("bench_samplers", REPO / "benchmarks/samplers.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolves annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = _load_benchmark()
 
 ORDERS = {"euler": 1, "heun": 2, "midpoint": 2, "ab2": 2, "dpmpp_2m": 2, "abm3": 3}
 GRID_CASES = [
@@ -47,9 +32,9 @@ GRID_CASES = [
 @pytest.fixture(scope="module")
 def smooth():
     """A smooth mixture (K=4, C=3), float64 noise (16, 4, 3) and its RK4 reference."""
-    mix = bench.random_mixture(3, 4, 3, (0.2, 0.5))
+    mix = flow.random_mixture(3, 4, 3, (0.2, 0.5))
     x0 = np.random.default_rng(0).standard_normal((16, 4, 3))
-    return mix, x0, bench.rk4(mix.velocity, x0, 2000)
+    return mix, x0, flow.rk4(mix.velocity, x0, 2000)
 
 
 # --- the module's shape -------------------------------------------------------------------
@@ -185,7 +170,7 @@ def test_solvers_reject_bad_grids():
 
 @pytest.mark.parametrize("solver", list(SOLVERS))
 def test_deterministic_pure_and_float32(solver):
-    mix = bench.random_mixture(1, 5, 4, (0.05, 0.4))
+    mix = flow.random_mixture(1, 5, 4, (0.05, 0.4))
     x0 = np.random.default_rng(7).standard_normal((2, 9, 4), dtype=np.float32)
     kept = x0.copy()
     ts = time_grid("shifted", 6, shift=2.0)
@@ -199,7 +184,7 @@ def test_deterministic_pure_and_float32(solver):
 
 
 def test_sample_entry_point():
-    mix = bench.random_mixture(2, 3, 2, (0.1, 0.3))
+    mix = flow.random_mixture(2, 3, 2, (0.1, 0.3))
     x0 = np.random.default_rng(1).standard_normal((1, 5, 2), dtype=np.float32)
     got = sampling.sample(mix.velocity, x0, solver="abm3", grid="shifted", steps=6, shift=0.5)
     want = sampling.abm3(mix.velocity, x0, time_grid("shifted", 6, shift=0.5))
@@ -214,7 +199,7 @@ def test_sample_entry_point():
 @pytest.mark.parametrize("t", [0.2, 0.5, 0.8])
 def test_closed_form_velocity_matches_monte_carlo(t):
     """E[x₁ − x₀ | x_t = x] by self-normalised importance sampling over data samples x₁."""
-    mix = bench.random_mixture(5, 3, 2, (0.1, 0.4))
+    mix = flow.random_mixture(5, 3, 2, (0.1, 0.4))
     rng = np.random.default_rng(11)
     x1 = mix.sample(rng, 400_000)  # (n, C)
     points = (1 - t) * rng.standard_normal((4, 2)) + t * mix.sample(rng, 4)
@@ -233,7 +218,7 @@ def test_closed_form_velocity_matches_monte_carlo(t):
 
 def test_closed_form_velocity_solves_the_continuity_equation():
     """∂p/∂t + ∇·(p v) = 0 for the closed-form density, by central differences."""
-    mix = bench.random_mixture(6, 3, 2, (0.15, 0.4))
+    mix = flow.random_mixture(6, 3, 2, (0.15, 0.4))
     rng = np.random.default_rng(3)
     eps = 1e-5
 
@@ -259,11 +244,11 @@ def test_closed_form_velocity_solves_the_continuity_equation():
 
 def test_rk4_reference_is_converged_and_exact_on_a_gaussian(smooth):
     mix, x0, reference = smooth
-    assert bench.relative_error(bench.rk4(mix.velocity, x0, 1000), reference) < 1e-9
+    assert flow.relative_error(flow.rk4(mix.velocity, x0, 1000), reference) < 1e-9
     # One component N(m, s²I): the flow maps x₀ to m + s·x₀ exactly.
-    gauss = bench.GaussianMixture(np.array([1.0]), np.array([[0.5, -1.0, 2.0]]), np.array([0.3]))
+    gauss = flow.GaussianMixture(np.array([1.0]), np.array([[0.5, -1.0, 2.0]]), np.array([0.3]))
     exact = gauss.means[0] + gauss.stds[0] * x0
-    assert bench.relative_error(bench.rk4(gauss.velocity, x0, 200), exact) < 1e-9
+    assert flow.relative_error(flow.rk4(gauss.velocity, x0, 200), exact) < 1e-9
 
 
 # --- measured accuracy --------------------------------------------------------------------
@@ -274,7 +259,7 @@ def test_convergence_order(solver, smooth):
     """Halving the step divides the error by 2^order (uniform grids, 64 -> 128 -> 256 steps)."""
     mix, x0, reference = smooth
     errors = [
-        bench.relative_error(SOLVERS[solver](mix.velocity, x0, time_grid("uniform", n)), reference)
+        flow.relative_error(SOLVERS[solver](mix.velocity, x0, time_grid("uniform", n)), reference)
         for n in (64, 128, 256)
     ]
     observed = np.log2(np.array(errors[:-1]) / np.array(errors[1:]))
@@ -289,7 +274,7 @@ def test_convergence_order(solver, smooth):
 
 def test_dpmpp_2m_matches_the_paper_form():
     """The simplified update equals Algorithm 2 of Lu et al. written with α, σ, λ and e^(−h)."""
-    mix = bench.random_mixture(4, 4, 3, (0.1, 0.5))
+    mix = flow.random_mixture(4, 4, 3, (0.1, 0.5))
     x0 = np.random.default_rng(2).standard_normal((3, 5, 3))
     ts = time_grid("logit_normal", 9).astype(np.float64)
 
@@ -333,21 +318,21 @@ def test_adams_weights_integrate_the_interpolating_polynomial():
 
 def test_best_8_evaluation_solver_and_default_beat_25_step_euler():
     """The benchmark's headline problem, at a smaller batch: abm3 with 8 evaluations."""
-    seed, components, dims, std_range = bench.PROBLEMS["mixture"]
-    mix = bench.random_mixture(seed, components, dims, std_range)
+    seed, components, dims, std_range = flow.PROBLEMS["mixture"]
+    mix = flow.random_mixture(seed, components, dims, std_range)
     x0 = np.random.default_rng(seed + 1).standard_normal((64, 16, dims), dtype=np.float32)
-    reference = bench.rk4(mix.velocity, x0, 500)
-    assert bench.relative_error(bench.rk4(mix.velocity, x0, 250), reference) < 1e-6
-    euler_25 = bench.relative_error(
+    reference = flow.rk4(mix.velocity, x0, 500)
+    assert flow.relative_error(flow.rk4(mix.velocity, x0, 250), reference) < 1e-6
+    euler_25 = flow.relative_error(
         sampling.euler(mix.velocity, x0, time_grid("uniform", 25)), reference
     )
     at_8 = {}
     for solver, fn in SOLVERS.items():
         ts = time_grid("uniform", steps_for_evaluations(solver, 8))
-        at_8[solver] = bench.relative_error(fn(mix.velocity, x0, ts), reference)
+        at_8[solver] = flow.relative_error(fn(mix.velocity, x0, ts), reference)
     assert min(at_8, key=at_8.get) == "abm3"
     assert at_8["abm3"] < 0.85 * euler_25, (at_8, euler_25)
     # The default sampler (ab2, shifted, 12 steps) also wins, with about half the evaluations.
     assert evaluations(sampling.DEFAULT_SOLVER, sampling.DEFAULT_STEPS) <= 12
-    default = bench.relative_error(sampling.sample(mix.velocity, x0), reference)
+    default = flow.relative_error(sampling.sample(mix.velocity, x0), reference)
     assert default < 0.85 * euler_25, (default, euler_25)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 from fractions import Fraction
 from pathlib import Path
 
@@ -15,9 +14,7 @@ import pytest
 import soundfile as sf
 from click.testing import CliRunner
 from v2a_runtime.cli import main
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import wm_clips  # noqa: E402
+from v2a_runtime.oracles import clips
 
 FIELDS = {"file", "present", "z", "p_value_bound", "threshold_z", "payload", "crc_ok",
           "model_id", "generation_id", "offset_samples", "speed", "tempo", "per_second_z",
@@ -36,7 +33,7 @@ def _run(*args):
 def env(tmp_path, monkeypatch):
     monkeypatch.delenv("V2A_WATERMARK_KEY", raising=False)
     monkeypatch.delenv("V2A_WATERMARK_KEY_FILE", raising=False)
-    x = wm_clips.make_clip("foley", 31, 44100, 5.0)
+    x = clips.make_clip("foley", 31, 44100, 5.0)
     wav = tmp_path / "in.wav"
     sf.write(wav, np.stack([x, 0.8 * x], axis=1), 44100, subtype="PCM_16")
     key = tmp_path / "op.key"

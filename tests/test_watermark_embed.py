@@ -1,14 +1,12 @@
 """Embed → detect round trips at 16 and 44.1 kHz, mono and stereo; the embedder's contract
 (shape, dtype, input untouched, clipping); quality; and detection on unmarked audio and with
-a wrong key. Hosts are the benchmark's synthesized clips (benchmarks/wm_clips.py)."""
+a wrong key. Hosts are synthesized clips (v2a_runtime.oracles.clips)."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
+from v2a_runtime.oracles import clips
 from v2a_runtime.watermark import (
     WatermarkKey,
     demo_key,
@@ -17,9 +15,6 @@ from v2a_runtime.watermark import (
     make_payload,
     threshold_z,
 )
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import wm_clips  # noqa: E402
 
 KEY = WatermarkKey.from_secret(bytes(range(32)))
 PAYLOAD = make_payload(7, 0x00BEEF)
@@ -33,12 +28,12 @@ def _snr(x, y):
 @pytest.fixture(scope="module")
 def hosts():
     return {
-        (16000, 1): wm_clips.make_clip("foley", 11, 16000, 6.0),
-        (16000, 2): np.stack([wm_clips.make_clip("ambience", 12, 16000, 6.0),
-                              wm_clips.make_clip("music", 13, 16000, 6.0)]),
-        (44100, 1): wm_clips.make_clip("music", 14, 44100, 6.0),
-        (44100, 2): np.stack([wm_clips.make_clip("foley", 15, 44100, 6.0),
-                              0.5 * wm_clips.make_clip("foley", 15, 44100, 6.0)]),
+        (16000, 1): clips.make_clip("foley", 11, 16000, 6.0),
+        (16000, 2): np.stack([clips.make_clip("ambience", 12, 16000, 6.0),
+                              clips.make_clip("music", 13, 16000, 6.0)]),
+        (44100, 1): clips.make_clip("music", 14, 44100, 6.0),
+        (44100, 2): np.stack([clips.make_clip("foley", 15, 44100, 6.0),
+                              0.5 * clips.make_clip("foley", 15, 44100, 6.0)]),
     }
 
 

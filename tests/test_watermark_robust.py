@@ -1,20 +1,15 @@
 """The fast subset of the robustness benchmark: a marked clip survives real codecs (PyAV:
 MP3 32k, AAC 64k, Opus 32k), resampling, polarity, gain with clipping, a 2 s crop, a shift,
 and a 0.9x speed change (with the speed/tempo search); the same attacks on the unmarked clip
-stay below the threshold. benchmarks/watermark.py runs the whole protocol on 400 clips."""
+stay below the threshold. benchmarks/watermark/robustness.py runs the whole protocol on 400
+clips."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
+from v2a_runtime.oracles import attacks, clips
 from v2a_runtime.watermark import WatermarkKey, detect, embed, make_payload, threshold_z
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import wm_attacks  # noqa: E402
-import wm_clips  # noqa: E402
 
 KEY = WatermarkKey.from_secret(bytes(range(100, 132)))
 PAYLOAD = make_payload(3, 0x123456)
@@ -26,13 +21,13 @@ ATTACKS_44K = ["mp3_32k", "aac_64k", "opus_32k", "resample_48k", "resample_16k",
 @pytest.fixture(scope="module", params=[16000, 44100])
 def clip(request):
     sr = request.param
-    x = wm_clips.make_clip("foley", 21, sr, 6.0)
+    x = clips.make_clip("foley", 21, sr, 6.0)
     return sr, x, embed(x, sr, KEY, PAYLOAD)
 
 
 def _attack(name, audio, sr, x):
-    ctx = wm_attacks.Context(np.random.default_rng(5), x, x)
-    return wm_attacks.apply(name, audio, sr, ctx)
+    ctx = attacks.Context(np.random.default_rng(5), x, x)
+    return attacks.apply(name, audio, sr, ctx)
 
 
 def test_survives_offset_attacks(clip):

@@ -7,7 +7,7 @@ Four kinds, each a pure function of (rng, sample_rate, duration) → float32 (W,
 - ``ambience``: rain, wind, crickets, stream and room-tone textures;
 - ``foley``: V2A-like sound effects (impacts, footsteps, engines, whooshes) over a bed.
 
-V2A outputs of a real bundle are added by ``benchmarks/watermark.py --bundle DIR``.
+V2A outputs of a real bundle are added by ``benchmarks/watermark/robustness.py --bundle DIR``.
 """
 
 from __future__ import annotations

@@ -6,9 +6,9 @@ import json
 import math
 from pathlib import Path
 
+import metrics as M  # benchmarks/watermark/metrics.py
 import numpy as np
-import wm_attacks
-import wm_metrics as M
+from v2a_runtime.oracles import attacks
 
 # spec/watermark.md §6.2 / issue 6 "done when": TPR ≥ 0.99 (message accuracy ≥ 0.99 where met);
 # the second group is reported honestly with an aim of 0.9
@@ -43,7 +43,7 @@ def attack_stats(recs: list[dict], name: str) -> dict | None:
         if ks:
             by_kind[k] = float(np.mean(ks))
     return {
-        "n": len(rows), "n_negatives": len(neg), "mode": wm_attacks.ATTACKS[name][1],
+        "n": len(rows), "n_negatives": len(neg), "mode": attacks.ATTACKS[name][1],
         "tpr": float(np.mean([p["present"] for p in pos])),
         "tpr_at_1pct_fpr": (float(np.mean(pz > np.quantile(nz, 0.99))) if len(nz) else None),
         "auc": M.auc(pz, nz) if len(nz) else None,
@@ -84,7 +84,7 @@ def speed_stats(recs: list[dict]) -> dict:
            if "none" in r["attacks"]]
     search = [a["pos"]["seconds"] / r["duration"] for r in recs
               for n, a in r["attacks"].items()
-              if wm_attacks.ATTACKS[n][1] != "offset" and a["pos"]["stage"] != "offset"]
+              if attacks.ATTACKS[n][1] != "offset" and a["pos"]["stage"] != "offset"]
     return {"embed_rtf_median": _q(embed, 0.5), "embed_rtf_p95": _q(embed, 0.95),
             "detect_rtf_median": _q(det, 0.5), "detect_rtf_p95": _q(det, 0.95),
             "search_rtf_median": _q(search, 0.5)}
@@ -207,16 +207,16 @@ def write(per_rate: dict, meta: dict, out: Path, name: str) -> None:
     summary = {"meta": meta, "rates": {}}
     all_null = []
     for sr, recs in per_rate.items():
-        attacks = {}
-        names = [n for n in wm_attacks.ATTACKS if any(n in r["attacks"] for r in recs)]
+        per_attack = {}
+        names = [n for n in attacks.ATTACKS if any(n in r["attacks"] for r in recs)]
         for a in names:
-            attacks[a] = {}
+            per_attack[a] = {}
             for dur in sorted({r["duration"] for r in recs}):
                 st = attack_stats([r for r in recs if r["duration"] == dur], a)
                 if st:
-                    attacks[a][f"{dur:g}"] = st
+                    per_attack[a][f"{dur:g}"] = st
         summary["rates"][str(sr)] = {"clips": len(recs), "quality": quality_stats(recs),
-                                     "speed": speed_stats(recs), "attacks": attacks}
+                                     "speed": speed_stats(recs), "attacks": per_attack}
         all_null += [z for r in recs for z in r["null_z"]]
     null_z = np.array(all_null)
     summary["null"] = null_stats(null_z)

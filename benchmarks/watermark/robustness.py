@@ -1,7 +1,7 @@
 """Watermark robustness benchmark: the protocol of spec/watermark.md §6.4.
 
-    python benchmarks/watermark.py --bundle default          # the recorded run (hours on 2 cores)
-    python benchmarks/watermark.py --quick                   # a few clips and attacks, minutes
+    python benchmarks/watermark/robustness.py --bundle default   # the recorded run (hours, 2 cores)
+    python benchmarks/watermark/robustness.py --quick            # a few clips and attacks, minutes
 
 Per sample rate it makes ``--clips`` host clips itself (half 5 s, half 10 s; a quarter each
 speech (espeak-ng) and synthesized music, the other half V2A-like sound: runtime generations
@@ -31,19 +31,16 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import metrics as M  # benchmarks/watermark/metrics.py (this script's folder is on sys.path)
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import wm_attacks  # noqa: E402
-import wm_clips  # noqa: E402
-import wm_metrics as M  # noqa: E402
-import wm_report  # noqa: E402
-from v2a_runtime.watermark import WatermarkKey, embed, make_payload  # noqa: E402
-from v2a_runtime.watermark.analysis import decode  # noqa: E402
-from v2a_runtime.watermark.detect import detect_analysis  # noqa: E402
-from v2a_runtime.watermark.features import resample  # noqa: E402
-from v2a_runtime.watermark.layout import DEFAULT_CONFIG, make_layout  # noqa: E402
-from v2a_runtime.watermark.null import null_scores, null_secrets  # noqa: E402
+import report
+from v2a_runtime.oracles import attacks, clips
+from v2a_runtime.watermark import WatermarkKey, embed, make_payload
+from v2a_runtime.watermark.analysis import decode
+from v2a_runtime.watermark.detect import detect_analysis
+from v2a_runtime.watermark.features import resample
+from v2a_runtime.watermark.layout import DEFAULT_CONFIG, make_layout
+from v2a_runtime.watermark.null import null_scores, null_secrets
 
 KEY = WatermarkKey.from_secret(hashlib.sha256(b"v2a watermark benchmark key").digest())
 OTHER_KEY = WatermarkKey.from_secret(hashlib.sha256(b"v2a watermark benchmark key 2").digest())
@@ -72,7 +69,7 @@ class ClipSpec:
 
 def clip_audio(spec: ClipSpec) -> np.ndarray:
     if spec.kind != "v2a":
-        return wm_clips.make_clip(spec.kind, spec.seed, spec.sample_rate, spec.duration)
+        return clips.make_clip(spec.kind, spec.seed, spec.sample_rate, spec.duration)
     return _runtime_clip(spec)
 
 
@@ -90,7 +87,7 @@ def _runtime_clip(spec: ClipSpec) -> np.ndarray:
         r = pipe.generate(video, prompt=scene.caption, watermark=False, seed=spec.seed)
     audio = resample(r.audio[0], r.sample_rate, spec.sample_rate)[: int(spec.duration
                                                                         * spec.sample_rate)]
-    return wm_clips.normalise(audio, np.random.default_rng(spec.seed))
+    return clips.normalise(audio, np.random.default_rng(spec.seed))
 
 
 def quality(x: np.ndarray, y: np.ndarray, spec: ClipSpec) -> dict:
@@ -126,7 +123,7 @@ def _detect(audio, sr, key, mode, payload=None) -> dict:
 def run_clip(spec: ClipSpec) -> dict:
     sr = spec.sample_rate
     x = clip_audio(spec)
-    other = wm_clips.make_clip("music", spec.seed + 7919, sr, spec.duration)
+    other = clips.make_clip("music", spec.seed + 7919, sr, spec.duration)
     payload = make_payload(int(spec.seed % 256), int(spec.seed * 2654435761 % (1 << 24)))
     t0 = time.perf_counter()
     y = embed(x, sr, KEY, payload)
@@ -135,11 +132,11 @@ def run_clip(spec: ClipSpec) -> dict:
     rec = {"index": spec.index, "kind": spec.kind, "duration": spec.duration,
            "embed_seconds": embed_s, "quality": quality(x, y, spec), "attacks": {}}
     for i, name in enumerate(spec.attacks):
-        fn_mode = wm_attacks.ATTACKS[name][1]
+        fn_mode = attacks.ATTACKS[name][1]
         seed = spec.seed * 1000 + i
-        ctx = wm_attacks.Context(np.random.default_rng(seed), other, x)
-        ya = wm_attacks.apply(name, y, sr, ctx)
-        xa = (wm_attacks.apply(name, x, sr, wm_attacks.Context(np.random.default_rng(seed),
+        ctx = attacks.Context(np.random.default_rng(seed), other, x)
+        ya = attacks.apply(name, y, sr, ctx)
+        xa = (attacks.apply(name, x, sr, attacks.Context(np.random.default_rng(seed),
                                                                 other, x))
               if spec.negatives or name == "none" else None)
         pos = _detect(ya, sr, KEY, fn_mode, payload)
@@ -148,7 +145,7 @@ def run_clip(spec: ClipSpec) -> dict:
         if spec.negatives or name == "none":
             r["neg"] = _detect(xa, sr, KEY, fn_mode)
         if spec.negatives and name in CROSS_KEY_ATTACKS:
-            yo = wm_attacks.apply(name, y_other, sr, wm_attacks.Context(
+            yo = attacks.apply(name, y_other, sr, attacks.Context(
                 np.random.default_rng(seed), other, x))
             r["cross"] = _detect(yo, sr, KEY, fn_mode)
         rec["attacks"][name] = r
@@ -158,7 +155,7 @@ def run_clip(spec: ClipSpec) -> dict:
 
 def _wanted(attack: str, rank: int, args) -> bool:
     """Does the ``rank``-th clip of its duration get ``attack``?"""
-    if wm_attacks.ATTACKS[attack][1] != "offset":
+    if attacks.ATTACKS[attack][1] != "offset":
         return rank < args.search_clips
     return attack in CORE or rank < args.extra_clips
 
@@ -175,8 +172,8 @@ def clip_specs(args, sr: int) -> list[ClipSpec]:
         n = per_dur.get(dur, 0)  # this clip's rank among the clips of its duration
         per_dur[dur] = n + 1
         kind = pattern[(i // len(durations)) % len(pattern)]
-        attacks = tuple(a for a in args.attacks if _wanted(a, n, args))
-        specs.append(ClipSpec(i, kind, sr * 100003 + i, sr, dur, attacks,
+        wanted = tuple(a for a in args.attacks if _wanted(a, n, args))
+        specs.append(ClipSpec(i, kind, sr * 100003 + i, sr, dur, wanted,
                               n < args.neg_clips, args.null_keys, args.bundle))
     return specs
 
@@ -210,7 +207,7 @@ def main(argv=None) -> None:
     ap.add_argument("--resume", action="store_true", help="keep the clips already recorded")
     ap.add_argument("--report-only", action="store_true",
                     help="only aggregate the clips already recorded (e.g. of a running job)")
-    ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
+    ap.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "results"))
     ap.add_argument("--name", default="watermark")
     args = ap.parse_args(argv)
     if args.quick:
@@ -218,11 +215,11 @@ def main(argv=None) -> None:
         args.extra_clips, args.neg_clips = 4, 4
         args.attacks = ",".join(QUICK_ATTACKS) if args.attacks == "all" else args.attacks
         args.name = args.name + "_quick"
-    args.attacks = (list(wm_attacks.ATTACKS) if args.attacks == "all"
+    args.attacks = (list(attacks.ATTACKS) if args.attacks == "all"
                     else args.attacks.split(","))
-    unknown = sorted(set(args.attacks) - set(wm_attacks.ATTACKS))
+    unknown = sorted(set(args.attacks) - set(attacks.ATTACKS))
     if unknown:
-        ap.error(f"unknown attacks {unknown}; known: {sorted(wm_attacks.ATTACKS)}")
+        ap.error(f"unknown attacks {unknown}; known: {sorted(attacks.ATTACKS)}")
     started = time.time()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -260,7 +257,7 @@ def main(argv=None) -> None:
                                    "time_scale_attacks": args.search_clips,
                                    "negatives": args.neg_clips},
             "core_attacks": list(CORE), "null_keys_per_clip": args.null_keys}
-    wm_report.write(per_rate, meta, out, args.name)
+    report.write(per_rate, meta, out, args.name)
 
 
 if __name__ == "__main__":

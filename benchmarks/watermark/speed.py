@@ -1,6 +1,6 @@
 """Real-time factors of the watermark on this CPU: CPU seconds per second of audio.
 
-    python benchmarks/watermark_rtf.py [--clips 6] [--duration 10]
+    python benchmarks/watermark/speed.py [--clips 6] [--duration 10]
 
 CPU time (``time.process_time``) rather than wall time, because the benchmark machine is
 shared (wall time there measures the other jobs); numpy's FFT and scipy's resampling run on
@@ -17,10 +17,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import wm_clips  # noqa: E402
-from v2a_runtime.watermark import demo_key, detect, embed  # noqa: E402
+from v2a_runtime.oracles import clips
+from v2a_runtime.watermark import demo_key, detect, embed
 
 
 def _cpu(fn, repeats: int, *args, **kwargs) -> float:
@@ -34,15 +32,15 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--clips", type=int, default=6)
     ap.add_argument("--duration", type=float, default=10.0)
-    ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
+    ap.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "results"))
     args = ap.parse_args(argv)
     key = demo_key()
     rows = []
     for sr, channels in ((16000, 1), (44100, 1), (44100, 2)):
         emb, det, full = [], [], []
         for i in range(args.clips):
-            kind = wm_clips.KINDS[i % len(wm_clips.KINDS)]
-            x = wm_clips.make_clip(kind, 900 + i, sr, args.duration)
+            kind = clips.KINDS[i % len(clips.KINDS)]
+            x = clips.make_clip(kind, 900 + i, sr, args.duration)
             x = x if channels == 1 else np.stack([x, 0.7 * x])
             y = embed(x, sr, key, 1)
             emb.append(_cpu(embed, 3, x, sr, key, 1) / args.duration)
@@ -54,7 +52,7 @@ def main(argv=None) -> None:
                      "detect_full_search_rtf": float(np.median(full))})
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    meta = {"command": " ".join(["watermark_rtf.py", *(argv or sys.argv[1:])]),
+    meta = {"command": " ".join(["benchmarks/watermark/speed.py", *(argv or sys.argv[1:])]),
             "processor": platform.processor() or platform.machine(),
             "python": platform.python_version()}
     (out / "watermark_rtf.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
