@@ -28,8 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine_info import machine  # noqa: E402
+from machine_info import machine  # a sibling module: this script's folder is sys.path[0]
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

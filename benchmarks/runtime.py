@@ -65,11 +65,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import runtime_paths as P  # noqa: E402
-import runtime_report  # noqa: E402
-from machine_info import machine  # noqa: E402
+import runtime_paths as P  # sibling modules: this script's folder is sys.path[0]
+import runtime_report
+from machine_info import machine
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CHAIN = ("conditions", "sampling", "vae", "vocoder")

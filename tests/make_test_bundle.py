@@ -304,7 +304,6 @@ def build(
     out: Path = OUT, *, variant: str = "test", weights_note: str | None = None, seed: int = 0
 ) -> Path:
     """Export the seven graphs to ``out/onnx`` and write ``out/manifest.json``."""
-    sys.path.insert(0, str(REPO))
     from v2a_runtime.backends import TensorInfo
     from v2a_runtime.bundle import (
         AudioSpec,

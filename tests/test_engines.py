@@ -491,9 +491,6 @@ def test_bad_options_are_one_line_before_any_machine_check(bundle_copy, args, me
 
 @pytest.mark.skipif(HAVE_TRT, reason="TensorRT is installed on this machine")
 def test_runtime_tensorrt_backend_without_tensorrt_is_one_line(tmp_path):
-    import sys
-
-    sys.path.insert(0, str(TESTS))
     from media_videos import write_video
     from v2a_runtime.cli import main
     from v2a_runtime.pipeline import Pipeline

@@ -4,6 +4,7 @@ generate and the ``v2a generate`` CLI, and no module even tried to import torch.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -45,8 +46,7 @@ SCRIPT = textwrap.dedent(
     assert result.audio.shape == (2, 25600) and np.abs(result.audio).max() > 0.01
     assert len(result.watermarks) == 2
 
-    sys.path.insert(0, tests)
-    from media_videos import write_video
+    from media_videos import write_video  # tests/ is on PYTHONPATH
     from click.testing import CliRunner
     from v2a_runtime.cli import main
 
@@ -71,6 +71,7 @@ def test_runtime_runs_with_torch_unimportable(tmp_path):
         capture_output=True,
         text=True,
         timeout=300,
+        env={**os.environ, "PYTHONPATH": str(TESTS)},
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     first = proc.stdout.split()

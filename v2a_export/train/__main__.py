@@ -2,4 +2,5 @@
 
 from v2a_export.cli.train import main
 
-main()
+if __name__ == "__main__":
+    main()
