@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def merge(old: dict, new: dict) -> dict:
     """``new`` plus the component rows of ``old`` it did not re-export, in contract order."""
-    from v2a_runtime.bundle import COMPONENTS
+    from v2a_runtime.config import COMPONENTS
 
     rows = {r["component"]: r for r in old.get("components", [])}
     rows.update({r["component"]: r for r in new["components"]})

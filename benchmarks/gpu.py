@@ -168,7 +168,7 @@ def record_inputs(bundle: Path, duration: float, seed: int, threads):
     pipe = Pipeline.load(bundle, threads=threads)
     frames = rendered_frames(seed, duration, pipe.bundle.manifest.video)
     rec = {n: _Recorder(s) for n, s in pipe.sessions.items()}
-    replace(pipe, sessions=rec).generate(frames, prompt=PROMPT, seed=seed, steps=2,
+    pipe.with_sessions(**rec).generate(frames, prompt=PROMPT, seed=seed, steps=2,
                                          solver="euler", cfg=CFG, watermark=False)  # fmt: skip
     return frames, {n: r.feeds[0] for n, r in rec.items()}
 
@@ -215,8 +215,7 @@ def onnxruntime_rows(args, bundles, frames, feeds, nvml) -> list[Row]:
 def _device_step_rows(args, root, feed, precision, nvml) -> list[Row]:
     """One step of the device-resident loop, with and without CUDA graphs, and the captured
     denoiser replay alone."""
-    from v2a_runtime.backends.cuda.loop import load_cuda_session
-    from v2a_runtime.backends.cuda.session import CudaOptions
+    from v2a_runtime.backends.cuda import BoundSession, CudaOptions, DeviceSampler
 
     rows = []
     k = feed["x"].shape[0] // 2  # the CFG batch [cond; uncond]
@@ -224,9 +223,9 @@ def _device_step_rows(args, root, feed, precision, nvml) -> list[Row]:
     conds = {n: v for n, v in feed.items() if n not in ("x", "t")}
     ts = np.linspace(0.0, 1.0, 9, dtype=np.float32)  # 8 steps per call
     for graph in (True, False):
-        den = load_cuda_session(Path(root) / "onnx" / "denoiser.onnx",
-                                CudaOptions(cuda_graph=graph))  # fmt: skip
-        sampler = den.device_sampler
+        path, options = Path(root) / "onnx" / "denoiser.onnx", CudaOptions(cuda_graph=graph)
+        den = BoundSession.load(path, options)
+        sampler = DeviceSampler.load(path, options, den.inputs, den.outputs)
 
         def loop(sampler=sampler):
             sampler(x0, conds, ts, cfg=CFG, solver="euler")
@@ -238,12 +237,8 @@ def _device_step_rows(args, root, feed, precision, nvml) -> list[Row]:
         rows.append(Row("denoiser step", "denoiser", "onnxruntime", "cuda", precision, mode,
                         p50 / 8, p95 / 8, n * 8, nvml.process_mb(), note=note))  # fmt: skip
         if graph:  # the replay alone: the buffers of the loop's last call
-            from v2a_runtime.backends.cuda.loop import _Loop
-
-            state = _Loop(sampler, x0, conds, CFG)
-            state._denoise(0.5)
-            p50, p95, n = measure(lambda s=state: s.shape.session.run_bound(s.den_binding),
-                                  args.warmup, args.repeats)  # fmt: skip
+            replay = sampler.bound_denoiser(x0, conds, CFG)
+            p50, p95, n = measure(replay, args.warmup, args.repeats)
             rows.append(Row("denoiser step", "denoiser", "onnxruntime", "cuda", precision,
                             "replay", p50, p95, n, nvml.process_mb()))  # fmt: skip
         del den, sampler
@@ -274,7 +269,7 @@ def torch_rows(args, bundle: Path, frames, feeds) -> list[Row]:
     device = torch.device("cuda" if "cuda" in args.backend and torch.cuda.is_available()
                           else "cpu")  # fmt: skip
     torch.set_num_threads(args.threads or torch.get_num_threads())
-    config = ModelConfig.from_json(bundle / "model_config.json")
+    config = ModelConfig.from_manifest(manifest)
     nets = load_weights(config, source).networks
     sync = torch.cuda.synchronize if device.type == "cuda" else None
     rows = []

@@ -38,13 +38,14 @@ import platform
 import sys
 import tempfile
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import onnx
 from v2a_runtime.backends import load_session
-from v2a_runtime.bundle import COMPONENTS, load_bundle
+from v2a_runtime.bundle import load_bundle
+from v2a_runtime.config import COMPONENTS
 from v2a_runtime.pipeline import Pipeline
 
 from v2a_export.export.parity import Metrics, jsonable
@@ -118,7 +119,7 @@ def end_to_end(args, fp32: Path, bundles: dict[str, Path]) -> list[dict]:
         base = Pipeline.load(fp32, threads=args.threads)
         twins = {n: TwinSession.load(root / "onnx" / f"{n}.onnx", threads=args.threads)
                  for n in COMPONENTS}  # fmt: skip
-        runs[(target, "emulated")] = audio(replace(base, sessions=twins))
+        runs[(target, "emulated")] = audio(base.with_sessions(**twins))
         del base, twins
         gc.collect()
     rows = [_e2e_row(t, k, "fp32 bundle (onnxruntime)", got, want, sr, args)
@@ -149,7 +150,7 @@ def _against_torch(args, fp32: Path, frames, runs, sr) -> list[dict]:
     seed = ((manifest.parity or {}).get("reference") or {}).get("seed")
     if manifest.model.weights != "random" or not isinstance(seed, int):
         return []
-    config = ModelConfig.from_json(fp32 / "model_config.json")
+    config = ModelConfig.from_manifest(manifest)
     nets = load_weights(config, WeightSource(seed=seed)).networks
     ids = torch.from_numpy(Tokenizer.load()(list(PROMPT)))
     n = ReferencePipeline(nets).lengths(frames.duration)
@@ -188,10 +189,10 @@ def convert_partial(args, graphs: Path, config, calib, work: Path):
 
 
 def end_to_end_partial(args, graphs: Path, config, bundles: dict[str, Path]) -> list[dict]:
-    from v2a_export.export.descriptors import SequenceRules, descriptors
+    from v2a_export.export.descriptors import descriptors
 
     desc = descriptors(config)["conditioner"]
-    sizes = desc.sizes(SequenceRules.of(config), args.e2e_duration)
+    sizes = desc.sizes(config.rates, args.e2e_duration)
     cond_in = desc.sample_inputs(sizes, seed=EVAL_SEED)
     x = np.random.default_rng(EVAL_SEED).standard_normal((1, sizes["L"], config.flow.latent_dim),
                                                          dtype=np.float32)  # fmt: skip
@@ -317,11 +318,11 @@ def _run_bundle(args, calib, work: Path):
 
 
 def _run_partial(args, calib, work: Path):
-    from v2a_export.models.configs import ModelConfig
+    from v2a_export.models.configs import get_config
 
     fp32 = Path(args.graphs)
-    config = ModelConfig.from_json(fp32 / "model_config.json")
     meta = json.loads((fp32 / "reports" / "export.json").read_text())
+    config = get_config(meta["variant"])  # a partial export has no manifest
     args.components = [c for c in args.components if c in CHAIN]
     bundles, conversion = convert_partial(args, fp32, config, calib, work)
     evals = {}

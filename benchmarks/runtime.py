@@ -9,7 +9,7 @@ One process holds both paths: the bundle's ONNX graphs behind ``v2a_runtime.pipe
 built from the same seed (random weights) or loaded from the weight files the bundle was
 exported from (``--weights DIR``, e.g. the shipped default model: ``--bundle
 runtime/default_bundle --weights weights/tiny``). ``--bundle DIR`` reuses a bundle (its
-``model_config.json`` and recorded seed rebuild the PyTorch side) or exports one into an empty
+manifest's variant and recorded seed rebuild the PyTorch side) or exports one into an empty
 ``DIR``; without it the variant is exported (seed ``--weights-seed``) into a temporary
 directory. Both paths get:
 
@@ -182,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def prepare_bundle(args, tmp: Path):
     """(bundle dir, ModelConfig, WeightSource): reuse ``--bundle`` or export the variant."""
+    from v2a_runtime.bundle import load_bundle
+
     from v2a_export.export.weights import WeightSource
     from v2a_export.models.configs import ModelConfig, get_config
 
@@ -199,7 +201,7 @@ def prepare_bundle(args, tmp: Path):
                          "files it was exported from")
     else:
         source = WeightSource(seed=seed)
-    config = ModelConfig.from_json(root / "model_config.json")
+    config = ModelConfig.from_manifest(load_bundle(root, verify=False).manifest)
     if args.variant is not None and args.variant != config.name:
         raise SystemExit(f"{root} holds {config.name}, not --variant {args.variant}")
     return root, config, source
@@ -229,7 +231,6 @@ def export(config, seed: int, out: Path, threads: int) -> None:
 def make_request(args, bundle: Path, tmp: Path) -> P.Request:
     from v2a_runtime.bundle import load_bundle
     from v2a_runtime.media import read_frames
-    from v2a_runtime.sequence import sequence_lengths
     from v2a_runtime.tokenizer import Tokenizer
 
     manifest = load_bundle(bundle, verify=False).manifest
@@ -246,21 +247,14 @@ def make_request(args, bundle: Path, tmp: Path) -> P.Request:
     if abs(frames.duration - args.duration) > 1e-6:
         raise SystemExit(f"{video} holds {frames.duration:.2f} s, not --duration {args.duration}")
     tokenizer = Tokenizer.load(load_bundle(bundle, verify=False).tokenizer_path)
-    a = manifest.audio
-    lengths = sequence_lengths(
-        args.duration,
-        sample_rate=a.sample_rate,
-        hop_length=a.hop_length,
-        clip_fps=v.clip_fps,
-        sync_fps=v.sync_fps,
-    )
+    lengths = manifest.rates.lengths(args.duration)
     return P.Request(
         video=video,
         frames=frames,
         prompt=args.prompt,
         negative=args.negative,
         token_ids=tokenizer([args.prompt, args.negative]),
-        x0=P.make_noise(args.seed, lengths.latent, a.latent_channels),
+        x0=P.make_noise(args.seed, lengths.latent, manifest.audio.latent_channels),
         duration=args.duration,
         steps=args.steps,
         cfg=args.cfg,
@@ -343,7 +337,7 @@ def measure_pipeline(args, bundle: Path, config, source, req: P.Request, stages)
 
 def chain_pipeline(bundle: Path, threads: int):
     """A Pipeline holding only the chain's four sessions (checked like ``Pipeline.load``)."""
-    from v2a_runtime.backends import load_session
+    from v2a_runtime.backends import Backend, HostSampler, load_session
     from v2a_runtime.bundle import check_io, load_bundle
     from v2a_runtime.pipeline import Pipeline
     from v2a_runtime.tokenizer import Tokenizer
@@ -355,8 +349,8 @@ def chain_pipeline(bundle: Path, threads: int):
         sessions[name] = load_session(b.path(name), "cpu", threads=threads)
         check_io(name, b.manifest.components[name], sessions[name])
     context = b.manifest.tokenizer.context_length
-    return Pipeline(b, sessions, Tokenizer.load(b.tokenizer_path, context_length=context),
-                    load_key(None))  # fmt: skip
+    tokenizer = Tokenizer.load(b.tokenizer_path, context_length=context)
+    return Pipeline(b, Backend("cpu", sessions, HostSampler), tokenizer, load_key(None))
 
 
 def measure_encoder_units(args, bundle: Path, config, source, req: P.Request) -> dict:

@@ -34,12 +34,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from v2a_runtime.backends import TensorInfo
+from v2a_runtime.config import TensorInfo
 from v2a_runtime.media import Frames, read_frames, sync_segments
 from v2a_runtime.pipeline import Pipeline
 
@@ -210,7 +210,7 @@ def with_fixed_encoders(pipe: Pipeline, feats: EncoderFeatures) -> Pipeline:
         )
         for name, out in values.items()
     }
-    return replace(pipe, sessions={**pipe.sessions, **fixed})
+    return pipe.with_sessions(**fixed)
 
 
 def runtime_chain(pipe: Pipeline, req: Request) -> Path_:

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from v2a_runtime import sampling
+from v2a_runtime import guidance, sampling
 from v2a_runtime.oracles.flow import PROBLEMS, random_mixture, relative_error, rk4
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -183,34 +183,28 @@ def condition_features(rng, tracks: int, lengths, widths: dict) -> dict:
 def bundle_network(bundle: Path, *, duration, tracks, seed, threads) -> Network:
     """The conditioner and denoiser graphs of a bundle (docs/contract.md) on onnxruntime CPU."""
     import onnxruntime as ort
-    from v2a_runtime.sequence import sequence_lengths
+    from v2a_runtime.bundle import load_bundle
 
-    manifest = json.loads((bundle / "manifest.json").read_text())
+    loaded = load_bundle(bundle, verify=False)
+    manifest = loaded.manifest
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads
 
     def session(component):
-        path = bundle / manifest["components"][component]["file"]
+        path = loaded.path(component)
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
     conditioner, denoiser = session("conditioner"), session("denoiser")
-    audio, video = manifest["audio"], manifest["video"]
-    lengths = sequence_lengths(
-        duration,
-        sample_rate=audio["sample_rate"],
-        hop_length=audio["hop_length"],
-        clip_fps=video["clip_fps"],
-        sync_fps=video["sync_fps"],
-    )
+    lengths = manifest.rates.lengths(duration)
     rng = np.random.default_rng(seed)
     widths = {i.name: i.shape[-1] for i in conditioner.get_inputs()}
     names = [o.name for o in conditioner.get_outputs()]
     outputs = conditioner.run(names, condition_features(rng, tracks, lengths, widths))
-    shape = (tracks, lengths.latent, audio["latent_channels"])
-    model = manifest["model"]
+    shape = (tracks, lengths.latent, manifest.audio.latent_channels)
+    model = manifest.model
     return Network(
-        name=f"{model['variant']} bundle ({model.get('weights')} weights), {duration:g} s",
+        name=f"{model.variant} bundle ({model.weights} weights), {duration:g} s",
         denoise=lambda feeds: denoiser.run(["velocity"], feeds)[0],
         conditions=dict(zip(names, outputs, strict=True)),
         x0=rng.standard_normal(shape, dtype=np.float32),
@@ -221,7 +215,6 @@ def torch_network(variant: str, *, duration, tracks, seed, threads) -> Network:
     """The project's PyTorch flow network with seeded random weights, called through the same
     two entry points the exported graphs are made from (``conditioner``, ``denoiser``)."""
     import torch
-    from v2a_runtime.sequence import sequence_lengths
 
     from v2a_export.models.build import build_module, randomize_
     from v2a_export.models.configs import get_config
@@ -230,9 +223,7 @@ def torch_network(variant: str, *, duration, tracks, seed, threads) -> Network:
         torch.set_num_threads(threads)
     config = get_config(variant)
     flow = randomize_(build_module(config, "flow"), seed).eval()
-    lengths = sequence_lengths(
-        duration, sample_rate=config.mel.sample_rate, hop_length=config.mel.hop_length
-    )
+    lengths = config.rates.lengths(duration)
     widths = {
         "clip_features": config.flow.clip_dim,
         "sync_features": config.flow.sync_dim,
@@ -268,7 +259,7 @@ def cfg_velocity(net: Network, cfg: float, timings: list[float]) -> Callable:
         start = time.perf_counter()
         feed = {"x": np.concatenate([x, x]), "t": np.full(2 * tracks, t, dtype=np.float32)}
         v = net.denoise({**feed, **net.conditions})  # (2B, L, C)
-        out = cfg * v[:tracks] + (1.0 - cfg) * v[tracks:]
+        out = guidance.combine(v, cfg)  # (B, L, C)
         timings.append(time.perf_counter() - start)
         return out
 

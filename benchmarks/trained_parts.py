@@ -19,13 +19,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from v2a_runtime import world
+from v2a_runtime.config import NETWORKS
 from v2a_runtime.world import metrics
 
 from v2a_export.checkpoints import WeightFiles, load_networks
 from v2a_export.models.configs import get_config
 from v2a_export.models.mel import LogMel
 from v2a_export.models.vae import VAE
-from v2a_export.train.train import WEIGHT_FILES
 
 ROWS = ("world", "vocoder", "vae+vocoder")
 
@@ -33,7 +33,7 @@ ROWS = ("world", "vocoder", "vae+vocoder")
 @torch.no_grad()
 def roundtrip_rows(weights: Path, clips: int, variant: str = "tiny") -> dict[str, dict]:
     config = get_config(variant)
-    files = WeightFiles(**{n: Path(weights) / f"{n}.safetensors" for n in WEIGHT_FILES})
+    files = WeightFiles(**{n: Path(weights) / f"{n}.safetensors" for n in NETWORKS})
     nets = load_networks(config, files)
     vae = VAE(config.vae)  # the encoder, from the raw file (load_networks folds the VAE)
     vae.load_state_dict(_raw_vae(files.vae))

@@ -1,7 +1,7 @@
 """Where a generate call gets its frames: a video file, decoded frames, or raw pixels.
 
-Three inputs, one interface (:class:`FrameSource`: a span ``duration`` and
-``window(start, duration) -> Frames``, times relative to the span):
+Three inputs, one interface (a span ``duration`` and ``window(start, duration) -> Frames``,
+times relative to the span: :class:`FileSource`, :class:`ArraySource`):
 
 - a **file path**: each window is decoded on its own with :func:`v2a_runtime.media.read_frames`
   (seek to the window, stop at its end), so memory is bounded by one window even for a
@@ -21,12 +21,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 import av
 import numpy as np
 
-from .bundle import VideoSpec
+from .config import VideoSpec
 from .media import Frames, MediaError, probe, read_frames
 from .media.decode import _short_side_crop, _squash
 from .sequence import SEGMENT_FRAMES, min_duration
@@ -40,12 +39,6 @@ class VideoArray:
 
     pixels: np.ndarray  # uint8 (N, H, W, 3) RGB, channels last
     fps: float  # frames per second of ``pixels``
-
-
-class FrameSource(Protocol):
-    duration: float  # seconds of the span
-
-    def window(self, start: float, duration: float) -> Frames: ...
 
 
 @dataclass(frozen=True)

@@ -1,19 +1,23 @@
 """The generate pipeline: video (file, frames or pixels) + prompts -> watermarked soundtracks.
 
 ``Pipeline.load(bundle_dir, backend="cpu")`` does all the I/O (bundle validation, one session
-per component, tokenizer, watermark key); ``Pipeline.generate(video, ...)`` then runs, per
-window of the video (one window up to the model's trained duration, DESIGN.md §3):
+per component on the backend, tokenizer, watermark key); ``Pipeline.generate(video, ...)`` then
+runs the steps of DESIGN.md §3, per window of the video (one window up to the model's trained
+duration):
 
 1. decode: both frame streams of the window (PyAV, seek + stop early);
 2. encode: ``clip_visual`` once, ``sync_visual`` once (all segments in one batch);
    ``text`` runs once per call for [prompt; negative prompt];
 3. condition: ``conditioner`` once, for [cond; uncond];
-4. sample: x₀ ~ N(0, I) per track, then one ``denoiser`` call per solver evaluation on the
-   batch [cond × K; uncond × K] (K = tracks), v = w·v_cond + (1 − w)·v_uncond;
-5. decode audio: un-normalise (``latent_std``, ``latent_mean``), ``vae_decoder``, ``vocoder``.
+4. sample: x₀ ~ N(0, I) per track, then the backend's sampler: one ``denoiser`` call per
+   solver evaluation on the batch [cond × K; uncond × K] (K = tracks), v = w·v_cond +
+   (1 − w)·v_uncond (:mod:`v2a_runtime.guidance`), over one time grid built per call;
+5. decode audio: un-normalise (:func:`unnormalise`), ``vae_decoder``, ``vocoder``;
+6. watermark: windows cross-faded (equal power, :mod:`v2a_runtime.windows`), trimmed to the
+   span, and every track gets the keyed watermark (payload: model id + generation id).
 
-Windows are cross-faded (equal power, :mod:`v2a_runtime.windows`), the result is trimmed to the
-video span, and every track gets the keyed watermark (payload: model id + generation id).
+Step 7 (write) belongs to the caller: :func:`v2a_runtime.media.mux` with the result's
+``start`` places the audio where the span starts in the video.
 
 Seeds: track k draws its noise from ``np.random.default_rng(seed + k)``, window after window,
 so track k of a K-track run equals a 1-track run with seed ``seed + k`` (up to float rounding
@@ -29,19 +33,20 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
-from . import sampling
-from .backends import Session, load_session
-from .bundle import COMPONENTS, Bundle, check_io, load_bundle
+from . import guidance, sampling
+from .backends import Backend, Sampler, Session, load_backend
+from .bundle import Bundle, load_bundle
+from .config import AudioSpec
 from .frames import VideoArray, frame_source
 from .media import Frames, sync_segments
-from .sequence import sequence_lengths, sync_index
+from .sequence import sync_index
 from .tokenizer import Tokenizer
 from .watermark import WatermarkKey, embed, load_key, make_payload
 from .windows import Window, crossfade, plan_windows
@@ -98,6 +103,7 @@ class TrackMark:
 class GenerateResult:
     audio: np.ndarray  # float32 (K, W), W = round(duration * sample_rate)
     sample_rate: int
+    start: float  # seconds into the video where the span (and the audio) begins
     duration: float  # seconds of video covered
     seeds: tuple[int, ...]  # one per track
     windows: tuple[Window, ...]
@@ -112,10 +118,9 @@ class Pipeline:
     """A loaded bundle on one backend. Build with :meth:`load`; reusable for many videos."""
 
     bundle: Bundle
-    sessions: dict[str, Session]
+    backend: Backend
     tokenizer: Tokenizer
     key: WatermarkKey
-    backend: str = "cpu"
 
     @classmethod
     def load(
@@ -129,20 +134,20 @@ class Pipeline:
     ) -> Pipeline:
         """Load and check ``bundle_dir`` (None = the bundle shipped with v2a_runtime)."""
         bundle = load_bundle(DEFAULT_BUNDLE if bundle_dir is None else bundle_dir, verify=verify)
-        if backend == "tensorrt":  # the bundle's engines (engines/engines.json), keys checked
-            from .backends.tensorrt import load_engines
-
-            sessions = load_engines(bundle, verify=verify)
-        else:
-            sessions = {
-                n: load_session(bundle.path(n), backend, threads=threads) for n in COMPONENTS
-            }
-        for name in COMPONENTS:
-            check_io(name, bundle.manifest.components[name], sessions[name])
         tokenizer = Tokenizer.load(
             bundle.tokenizer_path, context_length=bundle.manifest.tokenizer.context_length
         )
-        return cls(bundle, sessions, tokenizer, load_key(key_file), backend)
+        loaded = load_backend(bundle, backend, threads=threads, verify=verify)
+        return cls(bundle, loaded, tokenizer, load_key(key_file))
+
+    @property
+    def sessions(self) -> Mapping[str, Session]:
+        return self.backend.sessions
+
+    def with_sessions(self, **sessions: Session) -> Pipeline:
+        """This pipeline with some components' sessions replaced (e.g. wrapped to record their
+        feeds); the backend's sampler factory then runs the new denoiser."""
+        return replace(self, backend=replace(self.backend, sessions={**self.sessions, **sessions}))
 
     def resolve(self, options: GenerateOptions | None = None, **overrides) -> GenerateOptions:
         """``options`` with ``overrides`` applied, bundle defaults filled in, and checked."""
@@ -169,86 +174,75 @@ class Pipeline:
         """Soundtracks for ``video``: a file path, :class:`Frames` at the bundle's rates and
         sizes, or :class:`VideoArray` pixels. Keyword overrides set GenerateOptions fields."""
         opts = self.resolve(options, **overrides)
-        m = self.bundle.manifest
-        timer = _Timer()
-        started = time.perf_counter()
-        with timer("decode"):
+        m, started = self.bundle.manifest, time.perf_counter()
+        ts = sampling.time_grid(opts.grid, opts.steps)  # the one time grid of this call
+        run = _Run(opts, callback)
+        with run.stage("decode"):  # 1. the span's frame source (a file is decoded per window)
             source = frame_source(video, m.video, start=opts.start, duration=opts.duration)
-        windows = plan_windows(
-            source.duration,
-            m.sequence.trained_duration,
-            overlap=opts.overlap,
-            max_duration=m.sequence.max_duration,
-        )
-        with timer("text"):
-            text = self._encode_text(opts.prompt, opts.negative_prompt)
+        run.windows = plan_windows(source.duration, m.sequence.trained_duration,
+                                   overlap=opts.overlap, max_duration=m.sequence.max_duration)
+        # 2. encode the prompts, once per call
+        with run.stage("text"):
+            text = self.encode_text(opts.prompt, opts.negative_prompt)
         seeds = tuple(opts.seed + k for k in range(opts.tracks))
-        rngs = [np.random.default_rng(s) for s in seeds]
-        run = _Run(opts, windows, timer, callback)
-        parts, offsets, digest = [], [], b""
-        for i, window in enumerate(windows):
-            run.progress("decode", i)
-            with timer("decode"):
+        rngs = [np.random.default_rng(s) for s in seeds]  # track k: seed + k, window after window
+        sampler, parts, digest = self.backend.sampler(), [], b""
+        for i, window in enumerate(run.windows):
+            # 1. decode the window's frames
+            with run.stage("decode", i):
                 frames = source.window(window.start, window.duration)
             digest = digest or hashlib.blake2b(frames.clip.tobytes(), digest_size=16).digest()
-            parts.append(self._generate_window(frames, text, rngs, run, i))
-            offsets.append(round(window.start * m.audio.sample_rate))
+            parts.append(self._window(frames, text, ts, sampler, rngs, run, i))  # steps 2-5
+        # 6. join the windows, trim to the span, watermark every track
+        offsets = [round(w.start * m.audio.sample_rate) for w in run.windows]
         total = round(source.duration * m.audio.sample_rate)
         audio = np.clip(crossfade(parts, offsets, total), -1.0, 1.0)  # (K, W)
-        run.progress("watermark", len(windows) - 1)
-        with timer("watermark"):
+        with run.stage("watermark", len(run.windows) - 1):
             audio, marks = self._watermark(audio, opts, seeds, digest)
-        timer.seconds["total"] = time.perf_counter() - started
+        run.seconds["total"] = time.perf_counter() - started
         return GenerateResult(
-            audio=audio,
-            sample_rate=m.audio.sample_rate,
-            duration=source.duration,
-            seeds=seeds,
-            windows=windows,
-            timings=dict(timer.seconds),
-            evaluations=run.evaluations,
-            watermarks=marks,
+            audio=audio, sample_rate=m.audio.sample_rate, start=float(opts.start),
+            duration=source.duration, seeds=seeds, windows=run.windows,
+            timings=dict(run.seconds), evaluations=run.evaluations, watermarks=marks,
             options=opts,
-        )
+        )  # fmt: skip
 
-    # --- stages ---------------------------------------------------------------------------
+    def _window(
+        self, frames: Frames, text: np.ndarray, ts: np.ndarray, sampler: Sampler, rngs: list,
+        run: _Run, i: int,
+    ) -> np.ndarray:  # fmt: skip
+        """Steps 2-5 for one window: float32 (K, n) audio, n = round(duration * sample rate)."""
+        m, opts = self.bundle.manifest, run.options
+        latent = m.rates.lengths(frames.duration).latent
+        with run.stage("encode", i):  # 2. the video encoders, once per window
+            clip, sync = self.encode_video(frames)
+        with run.stage("condition", i):  # 3. [cond; uncond], once per window
+            conditions = self.condition(clip, sync, text, latent)
+        noise = np.stack([
+            rng.standard_normal((latent, m.audio.latent_channels), dtype=np.float32)
+            for rng in rngs
+        ])  # fmt: skip  # (K, L, C)
+        with run.stage("sample", i):  # 4. x0 -> x1 with the backend's sampler
+            x, evaluations = self.sample(
+                noise, conditions, ts, cfg=opts.cfg, solver=opts.solver, sampler=sampler,
+                callback=lambda n, _t, _x: run.progress("sample", i, step=n + 1),
+            )  # fmt: skip
+        run.evaluations += evaluations
+        latents = unnormalise(x, m.audio)  # 5. decode the audio
+        with run.stage("vae", i):
+            mel = self.sessions["vae_decoder"].run({"latent": latents})["mel"]  # (K, n_mels, M)
+        with run.stage("vocoder", i):
+            wave = self.sessions["vocoder"].run({"mel": mel})["waveform"]  # (K, 1, W)
+        return wave[:, 0, : round(frames.duration * m.audio.sample_rate)]  # (K, n)
 
-    def _encode_text(self, prompt: str, negative: str) -> np.ndarray:
+    # --- the steps, one graph (or the sampler) each --------------------------------------
+
+    def encode_text(self, prompt: str, negative: str) -> np.ndarray:
         """(2, 77, Dt) text features of [prompt; negative prompt] in one call."""
         ids = self.tokenizer([prompt, negative])  # (2, 77) int64
         return self.sessions["text"].run({"token_ids": ids})["text_features"]
 
-    def _generate_window(
-        self, frames: Frames, text: np.ndarray, rngs: list, run: _Run, i: int
-    ) -> np.ndarray:
-        """float32 (K, n) audio of one window, n = round(window duration * sample rate)."""
-        m = self.bundle.manifest
-        lengths = sequence_lengths(
-            frames.duration,
-            sample_rate=m.audio.sample_rate,
-            hop_length=m.audio.hop_length,
-            clip_fps=m.video.clip_fps,
-            sync_fps=m.video.sync_fps,
-        )
-        run.progress("encode", i)
-        with run.timer("encode"):
-            clip, sync = self._encode_video(frames)
-        run.progress("condition", i)
-        with run.timer("condition"):
-            conds = self._condition(clip, sync, text, lengths.latent)
-        noise = np.stack(
-            [
-                rng.standard_normal((lengths.latent, m.audio.latent_channels), dtype=np.float32)
-                for rng in rngs
-            ]
-        )  # (K, L, C)
-        run.progress("sample", i)
-        with run.timer("sample"):
-            x = self._sample(noise, conds, run, i)
-        audio = self._decode_audio(x, run, i)  # (K, W)
-        return audio[:, : round(frames.duration * m.audio.sample_rate)]
-
-    def _encode_video(self, frames: Frames) -> tuple[np.ndarray, np.ndarray]:
+    def encode_video(self, frames: Frames) -> tuple[np.ndarray, np.ndarray]:
         """clip (1, Lc, Dc) and sync (1, Ls, Ds) features; one call per encoder."""
         clip = self.sessions["clip_visual"].run({"frames": np.ascontiguousarray(frames.clip)})
         segments = np.ascontiguousarray(sync_segments(frames.sync))  # (S, 16, Hs, Hs, 3)
@@ -256,7 +250,7 @@ class Pipeline:
         s, tokens, width = sync.shape  # (S, 8, Ds)
         return clip["clip_features"][None], sync.reshape(1, s * tokens, width)  # (1, Ls, Ds)
 
-    def _condition(
+    def condition(
         self, clip: np.ndarray, sync: np.ndarray, text: np.ndarray, latent: int
     ) -> dict[str, np.ndarray]:
         """The conditioner's outputs for [cond; uncond] (2 rows each), once per window."""
@@ -270,53 +264,25 @@ class Pipeline:
             }
         )
 
-    def _sample(self, x: np.ndarray, conds: dict, run: _Run, i: int) -> np.ndarray:
-        """Integrate from noise (t = 0) to data (t = 1); one denoiser call per evaluation."""
-        opts, k = run.options, x.shape[0]
-        guided = opts.cfg != 1.0  # w = 1 is the conditional branch alone: skip the other half
-        rows = np.array([0] * k + [1] * k if guided else [0] * k)  # [cond × K; uncond × K]
-        feeds = {n: (v if n.endswith("_rope") else v[rows]) for n, v in conds.items()}
-        denoiser, w = self.sessions["denoiser"], opts.cfg
-        device = getattr(denoiser, "device_sampler", None)  # backends.cuda.loop: x stays there
-        if device is not None:
-            x, n = device(
-                x,
-                feeds,
-                sampling.time_grid(opts.grid, opts.steps),
-                cfg=w if guided else None,
-                solver=opts.solver,
-                callback=lambda n, _t, _x: run.progress("sample", i, step=n + 1),
-            )
-            run.evaluations += n
-            return x
-
-        def velocity(x: np.ndarray, t: float) -> np.ndarray:
-            xb = np.concatenate([x, x]) if guided else x  # (2K, L, C)
-            tb = np.full(xb.shape[0], t, dtype=np.float32)  # (2K,)
-            v = denoiser.run({"x": xb, "t": tb, **feeds})["velocity"]  # (2K, L, C)
-            run.evaluations += 1
-            return w * v[:k] + (1.0 - w) * v[k:] if guided else v  # (K, L, C)
-
-        def step(n: int, _t: float, _x: np.ndarray) -> None:
-            run.progress("sample", i, step=n + 1)
-
-        return sampling.sample(
-            velocity, x, solver=opts.solver, grid=opts.grid, steps=opts.steps, callback=step
-        )
-
-    def _decode_audio(self, x: np.ndarray, run: _Run, i: int) -> np.ndarray:
-        """(K, L, C) normalised latent -> float32 (K, W) waveform."""
-        a = self.bundle.manifest.audio
-        mean = np.asarray(a.latent_mean, dtype=np.float32)
-        std = np.asarray(a.latent_std, dtype=np.float32)
-        latent = np.ascontiguousarray((x * std + mean).transpose(0, 2, 1))  # (K, C, L)
-        run.progress("vae", i)
-        with run.timer("vae"):
-            mel = self.sessions["vae_decoder"].run({"latent": latent})["mel"]  # (K, n_mels, M)
-        run.progress("vocoder", i)
-        with run.timer("vocoder"):
-            wave = self.sessions["vocoder"].run({"mel": mel})["waveform"]  # (K, 1, W)
-        return wave[:, 0]  # (K, W)
+    def sample(
+        self,
+        noise: np.ndarray,
+        conditions: dict[str, np.ndarray],
+        ts: np.ndarray,
+        *,
+        cfg: float,
+        solver: str,
+        sampler: Sampler | None = None,
+        callback=None,
+    ) -> tuple[np.ndarray, int]:
+        """x₀ = ``noise`` (K, L, C) to x₁ over the grid ``ts``: the conditions batched for
+        [cond × K; uncond × K] (only the inputs the manifest gives a batch axis), then the
+        backend's sampler (or ``sampler``). Returns (x₁ normalised, denoiser evaluations)."""
+        batched = self.bundle.manifest.components["denoiser"].batched_inputs()
+        rows = guidance.condition_rows(noise.shape[0], guidance.is_guided(cfg))
+        feeds = guidance.batch_conditions(conditions, batched, rows)
+        sampler = sampler or self.backend.sampler()
+        return sampler(noise, feeds, ts, cfg=cfg, solver=solver, callback=callback)
 
     def _watermark(
         self, audio: np.ndarray, opts: GenerateOptions, seeds: tuple[int, ...], digest: bytes
@@ -330,7 +296,7 @@ class Pipeline:
             gid = (
                 _generation_id(opts, seed, digest)
                 if opts.generation_id is None
-                else (opts.generation_id)
+                else opts.generation_id
             )
             payload = make_payload(model_id, gid)
             out[k] = embed(audio[k], sr, self.key, payload)
@@ -338,33 +304,38 @@ class Pipeline:
         return out, tuple(marks)
 
 
+def unnormalise(x: np.ndarray, audio: AudioSpec) -> np.ndarray:
+    """(K, L, C) sampled latent -> (K, C, L) VAE decoder input: x·std + mean per channel
+    (the flow works on the latent normalised by the training set's statistics)."""
+    mean = np.asarray(audio.latent_mean, dtype=np.float32)  # (C,)
+    std = np.asarray(audio.latent_std, dtype=np.float32)  # (C,)
+    return np.ascontiguousarray((x * std + mean).transpose(0, 2, 1))  # (K, C, L)
+
+
 # --- helpers ------------------------------------------------------------------------------
-
-
-class _Timer:
-    """Accumulates wall-clock seconds per stage for one generate call."""
-
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = {s: 0.0 for s in STAGES}
-
-    @contextmanager
-    def __call__(self, stage: str) -> Iterator[None]:
-        t0 = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.seconds[stage] += time.perf_counter() - t0
 
 
 @dataclass
 class _Run:
-    """Per-call state shared by the stages: options, timer, progress and the call count."""
+    """One generate call's bookkeeping: wall-clock seconds per stage (STAGES, summed over
+    windows), progress events and the denoiser evaluations."""
 
     options: GenerateOptions
-    windows: tuple[Window, ...]
-    timer: _Timer
     callback: Callable[[Progress], None] | None
-    evaluations: int = field(default=0)
+    windows: tuple[Window, ...] = ()
+    evaluations: int = 0
+    seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
+
+    @contextmanager
+    def stage(self, name: str, window: int | None = None) -> Iterator[None]:
+        """Time ``name``; announce it first when it belongs to a window."""
+        if window is not None:
+            self.progress(name, window)
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] += time.perf_counter() - t0
 
     def progress(self, stage: str, window: int, *, step: int = 0) -> None:
         if self.callback is not None:
@@ -381,7 +352,8 @@ def _generation_id(opts: GenerateOptions, seed: int, digest: bytes) -> int:
 
 def _check_options(o: GenerateOptions) -> None:
     sampling.get_solver(o.solver)
-    sampling.time_grid(o.grid, o.steps)  # ValueError naming the grids or the bad step count
+    sampling.get_grid(o.grid)
+    sampling.check_steps(o.steps)
     if isinstance(o.seed, bool) or not isinstance(o.seed, int) or not 0 <= o.seed < 2**63:
         raise ValueError(f"seed must be an integer in [0, 2**63), got {o.seed!r}")
     if isinstance(o.tracks, bool) or not isinstance(o.tracks, int) or o.tracks < 1:

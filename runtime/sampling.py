@@ -265,7 +265,7 @@ def get_solver(name: str) -> Callable[..., np.ndarray]:
 def evaluations(solver: str, steps: int) -> int:
     """Velocity evaluations ``solver`` makes on a grid of ``steps`` steps from 0 to 1."""
     get_solver(solver)
-    _check_steps(steps)
+    check_steps(steps)
     per_step, saved = _COST[solver]
     return per_step * steps - saved
 
@@ -287,7 +287,7 @@ def steps_for_evaluations(solver: str, nfe: int) -> int:
 
 def uniform_grid(steps: int) -> np.ndarray:
     """Equal steps from 0 to 1: MMAudio's grid (``linspace(0, 1, steps + 1)``)."""
-    _check_steps(steps)
+    check_steps(steps)
     return _as_grid(np.linspace(0.0, 1.0, steps + 1), "uniform", steps)
 
 
@@ -299,7 +299,7 @@ def shifted_grid(steps: int, shift: float = 1.5) -> np.ndarray:
     SD3 uses 3.0 for 1024² images; 1.5 is measured for our ~250-frame latents
     (docs/samplers.md) and sits near Flux's e^0.5 ≈ 1.65 for 256-token sequences.
     """
-    _check_steps(steps)
+    check_steps(steps)
     shift = _check_param("shift", shift, positive=True)
     sigma = np.linspace(1.0, 0.0, steps + 1)
     sigma = shift * sigma / (1.0 + (shift - 1.0) * sigma)
@@ -312,7 +312,7 @@ def logit_normal_grid(steps: int, mean: float = 0.0, std: float = 1.0) -> np.nda
     MMAudio trains with t ~ logit-normal(0, 1) (spec/mmaudio.md §1.8; Esser et al. 2024,
     §3.1), so each step spans the same share of the times the network saw.
     """
-    _check_steps(steps)
+    check_steps(steps)
     mean = _check_param("mean", mean)
     std = _check_param("std", std, positive=True)
     normal = NormalDist(mean, std)
@@ -326,15 +326,20 @@ GRIDS = MappingProxyType(
 )
 
 
+def get_grid(name: str) -> Callable[..., np.ndarray]:
+    """The grid function called ``name``; ValueError naming the known grids otherwise."""
+    try:
+        return GRIDS[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown time grid {name!r}; known: {', '.join(GRIDS)}") from None
+
+
 def time_grid(name: str, steps: int, **params: float) -> np.ndarray:
     """The float32 grid ``name`` with ``steps`` steps, from 0 (noise) to 1 (data), both included.
 
     ``params`` are the grid's own keywords (``shifted``: shift; ``logit_normal``: mean, std).
     """
-    try:
-        fn = GRIDS[name]
-    except (KeyError, TypeError):
-        raise ValueError(f"unknown time grid {name!r}; known: {', '.join(GRIDS)}") from None
+    fn = get_grid(name)
     accepted = [p for p in inspect.signature(fn).parameters if p != "steps"]
     unknown = sorted(set(params) - set(accepted))
     if unknown:
@@ -345,7 +350,8 @@ def time_grid(name: str, steps: int, **params: float) -> np.ndarray:
     return fn(steps, **params)
 
 
-def _check_steps(steps) -> None:
+def check_steps(steps) -> None:
+    """ValueError unless ``steps`` is an integer >= 1."""
     if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
         raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
 

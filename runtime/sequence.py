@@ -40,6 +40,37 @@ class SequenceLengths:
     samples: int  # W = 2 * L * hop
 
 
+@dataclass(frozen=True)
+class Rates:
+    """The four rates that turn a duration into every length (a bundle's ``Manifest.rates``,
+    the exporter's ``ModelConfig.rates``)."""
+
+    sample_rate: int
+    hop_length: int
+    clip_fps: float = 8.0
+    sync_fps: float = 25.0
+
+    @property
+    def min_duration(self) -> float:
+        """The shortest window: one sync segment."""
+        return min_duration(self.sync_fps)
+
+    @property
+    def latent_rate(self) -> float:
+        """Latent frames per second: the VAE halves the mel frame rate (31.25 at 16 kHz)."""
+        return self.sample_rate / self.hop_length / 2
+
+    def lengths(self, duration: float) -> SequenceLengths:
+        """Every length for ``duration`` seconds (:func:`sequence_lengths`)."""
+        return sequence_lengths(
+            duration,
+            sample_rate=self.sample_rate,
+            hop_length=self.hop_length,
+            clip_fps=self.clip_fps,
+            sync_fps=self.sync_fps,
+        )
+
+
 def min_duration(sync_fps: float = 25.0) -> float:
     """Shortest duration with one sync segment: 16 frames at 25 fps = 0.64 s."""
     return SEGMENT_FRAMES / sync_fps

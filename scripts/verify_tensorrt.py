@@ -89,16 +89,16 @@ def thresholds(precision: str):
 def parity(root: Path, sessions: dict, backend: str) -> dict:
     from v2a_runtime.bundle import load_bundle
 
-    from v2a_export.export.bundle import _bundle_config, _validation_source
-    from v2a_export.export.descriptors import SequenceRules, descriptors
+    from v2a_export.export.bundle import bundle_config, validation_source
+    from v2a_export.export.descriptors import descriptors
     from v2a_export.export.parity import ParityPlan, check_component
     from v2a_export.export.weights import load_weights
     from v2a_export.export.wrappers import wrap
 
     m = load_bundle(root).manifest
-    config = _bundle_config(root, m)
-    loaded = load_weights(config, _validation_source(m, m.parity or {}, None))
-    rules = SequenceRules.of(config)
+    config = bundle_config(m)
+    loaded = load_weights(config, validation_source(m, m.parity or {}, None))
+    rules = config.rates
     q = m.sequence
     durations = (min(2.0, q.max_duration), q.trained_duration)
     out, passed = {}, True
@@ -133,17 +133,19 @@ def _engine_precision(root: Path, name: str) -> str:
 def end_to_end(root: Path, nets, backend: str, threshold) -> dict:
     """The runtime pipeline on ``backend`` vs the PyTorch reference pipeline (same x0)."""
     import torch
+    from v2a_runtime.config import DEFAULT_SAMPLER
     from v2a_runtime.media import Frames
     from v2a_runtime.pipeline import Pipeline
     from v2a_runtime.tokenizer import Tokenizer
 
-    from v2a_export.export.descriptors import SequenceRules
+    from v2a_export.export.descriptors import dim_sizes
     from v2a_export.export.parity import Metrics
     from v2a_export.reference import ReferencePipeline
 
-    d, steps, cfg, seed, prompt = 2.0, 8, 4.5, 0, "a dog barks twice, then footsteps on gravel"
+    d, steps, cfg, seed = 2.0, 8, DEFAULT_SAMPLER.cfg, 0
+    prompt = "a dog barks twice, then footsteps on gravel"
     config, s = nets.config, nets.config.streams
-    n = SequenceRules.of(config).sizes(d)
+    n = dim_sizes(config.rates, d)
     rng = np.random.default_rng(seed)
     clip = rng.integers(0, 256, (n["F"], s.clip_size, s.clip_size, 3), dtype=np.uint8)
     sync = rng.integers(0, 256, (int(d * s.sync_fps), s.sync_size, s.sync_size, 3), np.uint8)
@@ -174,7 +176,8 @@ def end_to_end(root: Path, nets, backend: str, threshold) -> dict:
 
 def load_sessions(root: Path, backend: str, *, cuda_graph: bool = True) -> dict:
     from v2a_runtime.backends import load_session
-    from v2a_runtime.bundle import COMPONENTS, load_bundle
+    from v2a_runtime.bundle import load_bundle
+    from v2a_runtime.config import COMPONENTS
 
     bundle = load_bundle(root)
     if backend == "cpu":
@@ -193,11 +196,11 @@ def _close(sessions: dict) -> None:
 def runtime_checks(root: Path, sessions: dict, backend: str) -> dict:
     from v2a_runtime.bundle import load_bundle
 
-    from v2a_export.export.descriptors import descriptors_from_manifest, rules_from_manifest
+    from v2a_export.export.descriptors import descriptors_from_manifest
 
     m = load_bundle(root).manifest
     desc = descriptors_from_manifest(m)["denoiser"]
-    sizes = desc.sizes(rules_from_manifest(m), m.sequence.trained_duration, 1)
+    sizes = desc.sizes(m.rates, m.sequence.trained_duration, 1)
     out = {}
     if backend != "cpu":
         plain = load_sessions(root, backend, cuda_graph=False)
@@ -237,10 +240,10 @@ def timings(root: Path, sessions: dict, backend: str, runs: int) -> dict:
     from v2a_runtime.frames import VideoArray
     from v2a_runtime.pipeline import Pipeline
 
-    from v2a_export.export.descriptors import descriptors_from_manifest, rules_from_manifest
+    from v2a_export.export.descriptors import descriptors_from_manifest
 
     m = load_bundle(root).manifest
-    rules, d = rules_from_manifest(m), m.sequence.trained_duration
+    rules, d = m.rates, m.sequence.trained_duration
     out = {"duration": d, "components": {}}
     for name, desc in descriptors_from_manifest(m).items():
         feeds = desc.sample_inputs(desc.sizes(rules, d, 1))

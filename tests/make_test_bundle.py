@@ -304,18 +304,17 @@ def build(
     out: Path = OUT, *, variant: str = "test", weights_note: str | None = None, seed: int = 0
 ) -> Path:
     """Export the seven graphs to ``out/onnx`` and write ``out/manifest.json``."""
-    from v2a_runtime.backends import TensorInfo
-    from v2a_runtime.bundle import (
+    from v2a_runtime.bundle import describe_file, write_manifest
+    from v2a_runtime.config import (
         AudioSpec,
         ComponentSpec,
         Manifest,
         ModelSpec,
         SamplerSpec,
         SequenceSpec,
+        TensorInfo,
         TokenizerSpec,
         VideoSpec,
-        describe_file,
-        write_manifest,
     )
 
     torch.manual_seed(seed)
@@ -358,12 +357,11 @@ def build(
             hop_length=HOP,
             n_mels=N_MELS,
             latent_channels=C,
-            latent_rate=SR / HOP / 2,
             latent_mean=tuple(round(float(v), 4) for v in rng.normal(0, 0.1, C)),
             latent_std=tuple(round(float(v), 4) for v in rng.uniform(0.5, 1.5, C)),
         ),
         video=VideoSpec(clip_fps=8.0, clip_size=CLIP_SIZE, sync_fps=25.0, sync_size=SYNC_SIZE),
-        sequence=SequenceSpec(min_duration=0.64, max_duration=10.0, trained_duration=8.0),
+        sequence=SequenceSpec(max_duration=10.0, trained_duration=8.0),
         tokenizer=TokenizerSpec(file=None),
         sampler=SamplerSpec(solver="euler", steps=25, grid="uniform", cfg=4.5),
         components=components,

@@ -8,17 +8,9 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from v2a_runtime.backends import BackendError, OrtSession, TensorInfo, load_session
-from v2a_runtime.bundle import (
-    COMPONENTS,
-    BundleError,
-    Manifest,
-    check_io,
-    describe_file,
-    load_bundle,
-    sha256_file,
-    write_manifest,
-)
+from v2a_runtime.backends import BackendError, OrtSession, load_session
+from v2a_runtime.bundle import check_io, describe_file, load_bundle, sha256_file, write_manifest
+from v2a_runtime.config import COMPONENTS, BundleError, Manifest, TensorInfo
 
 TEST_BUNDLE = Path(__file__).parent / "data" / "test_bundle"
 
@@ -80,9 +72,26 @@ def test_missing_file(bundle_copy):
         load_bundle(bundle_copy)
 
 
+def test_schema_1_is_read_without_its_derived_fields(bundle_copy):
+    """Schema 1 also stored the latent rate, the shortest window and the text length; they
+    must agree with what the other fields give, then the manifest is the schema 2 one."""
+    now = load_bundle(bundle_copy).manifest
+
+    def to_schema_1(d):
+        d["schema_version"] = 1
+        d["audio"]["latent_rate"] = 31.25
+        d["sequence"].update(min_duration=0.64, text_tokens=77)
+
+    _edit_manifest(bundle_copy, to_schema_1)
+    assert load_bundle(bundle_copy).manifest == now
+    _edit_manifest(bundle_copy, lambda d: d["audio"].update(latent_rate=62.5))
+    with pytest.raises(BundleError, match=r"audio.latent_rate is 62.5, but the other fields"):
+        load_bundle(bundle_copy)
+
+
 def test_unknown_schema_version(bundle_copy):
-    _edit_manifest(bundle_copy, lambda d: d.update(schema_version=2))
-    with pytest.raises(BundleError, match=r"schema_version 2 is not supported.*knows 1"):
+    _edit_manifest(bundle_copy, lambda d: d.update(schema_version=3))
+    with pytest.raises(BundleError, match=r"schema_version 3 is not supported.*knows 1, 2"):
         load_bundle(bundle_copy)
 
 

@@ -8,6 +8,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from v2a_runtime.config import NETWORKS  # noqa: E402
+
 from v2a_export.checkpoints import (  # noqa: E402
     CheckpointError,
     WeightFiles,
@@ -21,7 +23,7 @@ from v2a_export.checkpoints import (  # noqa: E402
     read_component,
     read_state_dict,
 )
-from v2a_export.models.build import NETWORKS, build_module, build_networks  # noqa: E402
+from v2a_export.models.build import build_module, build_networks  # noqa: E402
 from v2a_export.models.configs import TINY, VARIANTS  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")

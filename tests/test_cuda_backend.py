@@ -14,13 +14,8 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from v2a_runtime.backends import BackendError, load_session
-from v2a_runtime.backends.cuda.loop import (
-    CANARY_RUNS,
-    STEP_GRAPHS,
-    CudaDenoiser,
-    load_cuda_session,
-)
+from v2a_runtime.backends import Backend, BackendError, load_session
+from v2a_runtime.backends.cuda.loop import CANARY_RUNS, STEP_GRAPHS, DeviceSampler
 from v2a_runtime.backends.cuda.session import BoundSession, CudaOptions, cuda_available
 from v2a_runtime.pipeline import DEFAULT_BUNDLE, Pipeline
 
@@ -54,9 +49,10 @@ def frames(pipe):
 
 
 def _device(pipe, options=CPU):
-    den = load_cuda_session(pipe.bundle.path("denoiser"), options)
-    assert isinstance(den, CudaDenoiser)
-    return replace(pipe, sessions={**pipe.sessions, "denoiser": den})
+    """The pipeline with the CUDA backend's sampler (the device-resident loop) on ``options``."""
+    den = pipe.sessions["denoiser"]
+    sampler = DeviceSampler.load(pipe.bundle.path("denoiser"), options, den.inputs, den.outputs)
+    return replace(pipe, backend=Backend("cuda", pipe.sessions, lambda _denoiser: sampler))
 
 
 def test_step_graphs_are_the_generated_ones():
@@ -128,11 +124,11 @@ def test_a_run_that_writes_nothing_is_caught_by_the_canary(pipe, frames, monkeyp
     """A denoiser run that returns without writing its output (what a broken capture does)
     leaves the NaN canary in the velocity buffer: an error, not silent noise."""
     dev = _device(pipe)
-    den = dev.sessions["denoiser"]
+    den = dev.backend.sampler()
     real = BoundSession.run_bound
 
     def silent(self, binding, graph_id=None):
-        if self.path == den.base.path and any(t.name == "velocity" for t in self.outputs):
+        if self.path == den.path and any(t.name == "velocity" for t in self.outputs):
             return None  # the run "succeeds" and writes nothing
         return real(self, binding, graph_id)
 
@@ -146,7 +142,7 @@ def test_fixed_dims_sessions_and_their_buffers_persist_per_shape(pipe, frames):
     """A captured CUDA graph replays the addresses it was captured with: every call of the
     same shape must write into the same device buffers, and still get its own result."""
     dev = _device(pipe)
-    sampler = dev.sessions["denoiser"].device_sampler
+    sampler = dev.backend.sampler()
     kw = dict(steps=2, solver="euler", watermark=False)
     dev.generate(frames, seed=1, prompt="rain", **kw)
     (dims,) = sampler._shapes
@@ -200,7 +196,7 @@ def test_cuda_graph_replay_equals_an_uncaptured_run_and_follows_the_seed(pipe, f
     plain = _device(pipe, CudaOptions(cuda_graph=False))
     kw = dict(prompt="glass clinks", steps=8, solver="euler", watermark=False)
     a = graph.generate(frames, seed=1, **kw).audio
-    sampler = graph.sessions["denoiser"].device_sampler
+    sampler = graph.backend.sampler()
     assert all(s.session.captured for s in sampler._shapes.values())
     opts = next(iter(sampler._shapes.values())).session.session.get_provider_options()
     assert opts["CUDAExecutionProvider"]["enable_cuda_graph"] == "1"

@@ -10,7 +10,7 @@ import hashlib
 import importlib.util
 import json
 import shutil
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -33,12 +33,13 @@ from v2a_runtime.backends.tensorrt.cache import (
     write_index,
 )
 from v2a_runtime.backends.tensorrt.env import probe_gpu
-from v2a_runtime.bundle import COMPONENTS, load_bundle
+from v2a_runtime.bundle import load_bundle
+from v2a_runtime.config import COMPONENTS
 from v2a_runtime.sequence import sequence_lengths
 
 from v2a_export.engines.build import BuildOptions, prepare, resolve
 from v2a_export.engines.cache import engine_precision, graph_identity
-from v2a_export.engines.profiles import ProfileRequest, engine_profiles, io_bytes, parse_tracks
+from v2a_export.engines.profiles import ProfileRequest, engine_profiles, parse_tracks
 from v2a_export.export.descriptors import DurationRange, TrackRange
 
 TESTS = Path(__file__).resolve().parent
@@ -79,7 +80,7 @@ def test_default_profiles_follow_the_sequence_table(manifest):
         "sync_features", (1, 8, 64), (1, 192, 64), (1, 240, 64)
     )
     assert c["sync_index"].max == (313,) and c["clip_features"].max == (1, 80, 32)
-    assert p["text"][0] == InputProfile("token_ids", (1, 77), (2, 77), (2, 77))
+    assert p["text"][0] == InputProfile("token_ids", (2, 77), (2, 77), (2, 77))  # [+; -]
     assert p["clip_visual"][0].max == (80, 64, 64, 3)
     assert p["sync_visual"][0] == InputProfile(
         "segments", (1, 16, 64, 64, 3), (24, 16, 64, 64, 3), (30, 16, 64, 64, 3)
@@ -99,7 +100,7 @@ def test_profiles_for_duration_ranges_and_batches(manifest, durations, tracks):
     p = engine_profiles(manifest, request)
     lo, opt, hi = (_lengths(d) for d in durations)
     x = {q.name: q for q in p["denoiser"]}["x"]
-    assert x.min == (1, lo.latent, 8)  # cfg = 1 feeds K rows, K >= 1
+    assert x.min == (tracks[0], lo.latent, 8)  # cfg = 1 feeds K rows
     assert x.opt == (2 * tracks[1], opt.latent, 8) and x.max == (2 * tracks[2], hi.latent, 8)
     latent = p["vae_decoder"][0]
     assert latent.min == (tracks[0], 8, lo.latent) and latent.max == (tracks[2], 8, hi.latent)
@@ -136,11 +137,48 @@ def test_profile_request_options_and_errors(manifest):
             parse_tracks(bad)
 
 
-def test_io_bytes_at_the_profile_maximum(manifest):
-    p = engine_profiles(manifest, ProfileRequest.default(manifest))
-    assert io_bytes(manifest, "vocoder", p["vocoder"]) == 4 * 80 * 626 * 4  # float32 mel
-    assert io_bytes(manifest, "text", p["text"]) == 2 * 77 * 8  # int64 token ids
-    assert io_bytes(manifest, "clip_visual", p["clip_visual"]) == 80 * 64 * 64 * 3  # uint8
+@dataclass
+class _Recording:
+    """A session that records the shape of every feed."""
+
+    inner: object
+    shapes: list = field(default_factory=list)
+
+    @property
+    def inputs(self):
+        return self.inner.inputs
+
+    @property
+    def outputs(self):
+        return self.inner.outputs
+
+    def run(self, feeds):
+        self.shapes.append({k: v.shape for k, v in feeds.items()})
+        return self.inner.run(feeds)
+
+
+@pytest.mark.parametrize(("tracks", "cfg"), [(1, 1.0), (2, 4.5), (3, 4.5)])
+def test_profiles_hold_every_shape_the_pipeline_feeds(manifest, tracks, cfg):
+    """The profiles' batches come from the pipeline's own rule (v2a_runtime.guidance.batch):
+    every feed of a real generate call, with and without guidance, lies in its engine's
+    profile, and at opt tracks and the trained duration it is the profile's opt."""
+    from v2a_runtime.media import Frames
+    from v2a_runtime.pipeline import Pipeline
+
+    pipe = Pipeline.load(TEST_BUNDLE, threads=1)
+    recorders = {n: _Recording(s) for n, s in pipe.sessions.items()}
+    request = ProfileRequest.of(manifest, opt_duration=2.0, tracks=TrackRange(1, tracks, 3))
+    rng = np.random.default_rng(0)
+    frames = Frames(rng.integers(0, 256, (16, 64, 64, 3), np.uint8),
+                    rng.integers(0, 256, (50, 64, 64, 3), np.uint8), 0.0, 2.0)  # fmt: skip
+    pipe.with_sessions(**recorders).generate(frames, steps=2, cfg=cfg, tracks=tracks,
+                                             watermark=False)  # fmt: skip
+    for name, profile in engine_profiles(manifest, request).items():
+        for shapes in recorders[name].shapes:
+            for p in profile:
+                assert p.contains(shapes[p.name]), (name, p, shapes[p.name])
+                if cfg != 1.0:
+                    assert shapes[p.name] == p.opt, (name, p, shapes[p.name])
 
 
 # --- keys --------------------------------------------------------------------------------------

@@ -51,7 +51,8 @@ def built(tmp_path_factory):
 
 def test_engines_are_recorded_and_then_up_to_date(built):
     from v2a_runtime.backends.tensorrt.cache import read_index
-    from v2a_runtime.bundle import COMPONENTS, load_bundle
+    from v2a_runtime.bundle import load_bundle
+    from v2a_runtime.config import COMPONENTS
 
     from v2a_export.engines.build import prepare
 
@@ -81,10 +82,10 @@ def sessions(built):
 def test_every_engine_matches_onnxruntime(built, sessions, duration, tracks):
     from v2a_runtime.bundle import load_bundle
 
-    from v2a_export.export.descriptors import descriptors_from_manifest, rules_from_manifest
+    from v2a_export.export.descriptors import descriptors_from_manifest
 
     m = load_bundle(built[0]).manifest
-    rules = rules_from_manifest(m)
+    rules = m.rates
     for name, desc in descriptors_from_manifest(m).items():
         feeds = desc.sample_inputs(desc.sizes(rules, duration, tracks), seed=3)
         want = load_session(TEST_BUNDLE / m.components[name].file).run(dict(feeds))
@@ -101,11 +102,11 @@ def test_cuda_graph_replay_equals_plain_enqueue(built, sessions):
     from v2a_runtime.backends.tensorrt.session import load_engines
     from v2a_runtime.bundle import load_bundle
 
-    from v2a_export.export.descriptors import descriptors_from_manifest, rules_from_manifest
+    from v2a_export.export.descriptors import descriptors_from_manifest
 
     m = load_bundle(built[0]).manifest
     desc = descriptors_from_manifest(m)["denoiser"]
-    sizes = desc.sizes(rules_from_manifest(m), 2.0, 1)
+    sizes = desc.sizes(m.rates, 2.0, 1)
     plain = load_engines(load_bundle(built[0]), cuda_graph=False)
     try:
         graphed = sessions["denoiser"]
@@ -144,11 +145,11 @@ def test_pipeline_on_engines_matches_cpu_and_follows_the_seed(built):
 def test_shapes_outside_the_profile_are_a_clear_error(built, sessions):
     from v2a_runtime.bundle import load_bundle
 
-    from v2a_export.export.descriptors import descriptors_from_manifest, rules_from_manifest
+    from v2a_export.export.descriptors import descriptors_from_manifest
 
     m = load_bundle(built[0]).manifest
     desc = descriptors_from_manifest(m)["vocoder"]
-    feeds = desc.sample_inputs(desc.sizes(rules_from_manifest(m), 4.0, 1))  # max is 2.5 s
+    feeds = desc.sample_inputs(desc.sizes(m.rates, 4.0, 1))  # max is 2.5 s
     with pytest.raises(BackendError, match="outside the engine's profile"):
         sessions["vocoder"].run(feeds)
 

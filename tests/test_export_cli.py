@@ -51,7 +51,7 @@ def test_bad_config_file(tmp_path):
     config = tmp_path / "model.json"
     config.write_text(json.dumps({**TINY.to_dict(), "flow": {"depth": 3}}))
     code, out = _run("export", "--config", config, "--out", tmp_path / "b")
-    _one_line_error(code, out, "FlowConfig")
+    _one_line_error(code, out, f"model config {config}: flow: missing fields", "latent_dim")
 
 
 def test_missing_weights(tmp_path):
@@ -129,8 +129,13 @@ def test_validate_needs_weights_for_a_trained_bundle(tmp_path):
     data = json.loads(path.read_text())
     data["model"]["weights"] = "trained"
     data["model"]["variant"] = "tiny"
+    data["video"]["clip_fps"] = 25.0  # tiny's (the placeholder bundle keeps 8 fps)
     path.write_text(json.dumps(data))
     code, out = _run("validate", bundle)
     _one_line_error(code, out, "trained weights", "--weights")
+    data["video"]["clip_fps"] = 8.0  # a bundle whose facts disagree with its variant
+    path.write_text(json.dumps(data))
+    code, out = _run("validate", bundle)
+    _one_line_error(code, out, "disagree with variant 'tiny'", "re-export")
     code, out = _run("validate", tmp_path / "missing")
     _one_line_error(code, out, "does not exist")

@@ -12,20 +12,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from v2a_runtime.bundle import COMPONENTS, Manifest
+from v2a_runtime.config import COMPONENTS, Manifest
 from v2a_runtime.sequence import sync_index
 
 from v2a_export.export.descriptors import (
     DurationRange,
-    SequenceRules,
     ShapeRange,
     TrackRange,
     descriptors,
     descriptors_from_manifest,
+    dim_sizes,
     rope_table,
-    rules_from_manifest,
 )
-from v2a_export.models.configs import TINY, VARIANTS
+from v2a_export.models.configs import TINY, VARIANTS, ModelConfig
 
 TEST_BUNDLE = Path(__file__).parent / "data" / "test_bundle"
 
@@ -45,7 +44,7 @@ def test_tiny_descriptors_equal_the_contract_io_of_the_test_bundle():
         assert have[name].outputs == want[name].outputs, name
     # the placeholder test bundle keeps the official 8 fps clip stream; tiny decodes it at
     # 25 fps (configs.py), everything else in the rules is the same
-    assert rules_from_manifest(manifest) == replace(SequenceRules.of(TINY), clip_fps=8.0)
+    assert manifest.rates == replace(TINY.rates, clip_fps=8.0)
 
 
 def test_official_widths_and_glossary_sizes_at_8s_16k():
@@ -57,7 +56,7 @@ def test_official_widths_and_glossary_sizes_at_8s_16k():
     assert d["conditioner"].outputs[0].shape == ("2B", "Lc", 448)
     assert d["conditioner"].outputs[4].shape == ("L", 32, 2)  # hd/2 = 64/2
     assert d["vocoder"].outputs[0].shape == ("B", 1, "W")
-    sizes = SequenceRules.of(VARIANTS["small_16k"]).sizes(8.0, 1)
+    sizes = dim_sizes(VARIANTS["small_16k"].rates, 8.0, 1)
     # docs/contract.md glossary, column "8 s, 16 kHz (small_16k)"
     assert sizes == {
         "B": 1,
@@ -70,27 +69,26 @@ def test_official_widths_and_glossary_sizes_at_8s_16k():
         "M": 500,
         "W": 128_000,
     }
-    assert SequenceRules.of(VARIANTS["large_44k_v2"]).sizes(8.0)["L"] == 345  # float rules
+    assert dim_sizes(VARIANTS["large_44k_v2"].rates, 8.0)["L"] == 345  # float rules
 
 
-def test_dynamic_axes_and_input_dims():
+def test_input_dims():
     d = descriptors(TINY)
-    assert d["denoiser"].dynamic_axes()["x"] == {0: "B", 1: "L"}
-    assert d["conditioner"].dynamic_axes()["sync_cond"] == {0: "2B", 1: "L"}
     assert d["conditioner"].input_dims() == ("B", "Lc", "Ls", "L")
-    assert d["clip_visual"].input_dims() == ("F",) and not d["clip_visual"].batched
-    assert d["vae_decoder"].input_dims() == ("B", "L") and d["vae_decoder"].batched
+    assert d["clip_visual"].input_dims() == ("F",)
+    assert d["vae_decoder"].input_dims() == ("B", "L")
 
 
 def test_profiles_from_duration_and_track_ranges():
-    rules = SequenceRules.of(VARIANTS["small_16k"])
+    rules = VARIANTS["small_16k"].rates
     d = descriptors(VARIANTS["small_16k"])
     durations = DurationRange(0.64, 8.0, 10.0)
     tracks = TrackRange(1, 2, 4)
     x = d["denoiser"].profile(rules, durations, tracks)["x"]
     assert x == ShapeRange((1, 20, 20), (4, 250, 20), (8, 313, 20))  # CFG doubles tracks
+    # text always sees [prompt; negative prompt] (the pipeline's batch, guidance.batch)
     assert d["text"].profile(rules, durations, tracks)["token_ids"] == ShapeRange(
-        (1, 77), (2, 77), (2, 77)
+        (2, 77), (2, 77), (2, 77)
     )
     cond = d["conditioner"].profile(rules, durations, tracks)
     assert cond["sync_features"] == ShapeRange((1, 8, 768), (1, 192, 768), (1, 240, 768))
@@ -111,13 +109,13 @@ def test_bad_ranges_are_refused():
     with pytest.raises(ValueError, match="tracks"):
         TrackRange(0, 1, 2)
     with pytest.raises(ValueError, match="shorter than one sync segment"):
-        SequenceRules.of(TINY).sizes(0.5)
+        dim_sizes(TINY.rates, 0.5)
 
 
 def test_sample_inputs_are_seeded_and_realistic():
-    rules = SequenceRules.of(TINY)
+    rules = TINY.rates
     d = descriptors(TINY)
-    sizes = rules.sizes(2.0, 3)
+    sizes = dim_sizes(rules, 2.0, 3)
     for name, desc in d.items():
         a, b = desc.sample_inputs(sizes, seed=1), desc.sample_inputs(sizes, seed=1)
         c = desc.sample_inputs(sizes, seed=2)
@@ -148,3 +146,22 @@ def test_rope_table_matches_the_network():
     scale = np.float32(63) / np.float32(16)
     np.testing.assert_allclose(rope_table(16, TINY.flow.head_dim, scale), clip.numpy(), atol=2e-6)
     assert torch.is_tensor(latent)
+
+
+def test_a_custom_config_round_trips_through_the_manifest_once():
+    """A bundle states each fact once: a custom config is recorded without the facts its audio
+    and video sections carry, and composed back from both; a registered one records nothing."""
+    manifest = _manifest(TEST_BUNDLE)
+    custom = replace(TINY, name="mine", flow=replace(TINY.flow, depth=3))
+    assert TINY.manifest_config() is None
+    recorded = custom.manifest_config()
+    assert "streams" not in recorded and "sample_rate" not in recorded["mel"]
+    m = replace(
+        manifest,
+        model=replace(manifest.model, variant="mine", config=recorded),
+        video=custom.streams,
+    )
+    assert ModelConfig.from_manifest(m) == custom
+    with pytest.raises(ValueError, match="disagree with variant 'tiny'"):
+        ModelConfig.from_manifest(replace(m, model=replace(m.model, variant="tiny", config=None),
+                                          video=replace(m.video, clip_fps=8.0)))  # fmt: skip

@@ -24,18 +24,23 @@ torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 
 from click.testing import CliRunner  # noqa: E402
-from v2a_runtime.bundle import COMPONENTS, BundleError, load_bundle, sha256_file  # noqa: E402
+from v2a_runtime.bundle import load_bundle, sha256_file  # noqa: E402
+from v2a_runtime.config import (  # noqa: E402
+    COMPONENTS,
+    NETWORKS,  # noqa: E402
+    BundleError,
+)
 from v2a_runtime.media import Frames  # noqa: E402
 from v2a_runtime.pipeline import Pipeline  # noqa: E402
 from v2a_runtime.sampling import DEFAULT_GRID, DEFAULT_SOLVER, DEFAULT_STEPS  # noqa: E402
 
 from v2a_export.cli import main as cli  # noqa: E402
 from v2a_export.export.bundle import ExportOptions, export_bundle  # noqa: E402
-from v2a_export.export.descriptors import SequenceRules, descriptors  # noqa: E402
+from v2a_export.export.descriptors import descriptors, dim_sizes  # noqa: E402
 from v2a_export.export.parity import ParityPlan  # noqa: E402
 from v2a_export.export.weights import WeightSource  # noqa: E402
-from v2a_export.models.build import NETWORKS, build_networks  # noqa: E402
-from v2a_export.models.configs import TINY  # noqa: E402
+from v2a_export.models.build import build_networks  # noqa: E402
+from v2a_export.models.configs import TINY, ModelConfig  # noqa: E402
 
 PLAN = ParityPlan(durations=(2.0, 9.0), batches=(3, 1), e2e_duration=2.0, e2e_steps=10)
 
@@ -48,7 +53,7 @@ def exported(tmp_path_factory):
 
 def test_every_component_passes_the_gate_at_two_durations(exported):
     report = exported.report
-    rules = SequenceRules.of(TINY)
+    rules = TINY.rates
     traced = PLAN.export_sizes(rules)
     assert set(report.components) == set(COMPONENTS)
     for name, parity in report.components.items():
@@ -65,7 +70,7 @@ def test_every_component_passes_the_gate_at_two_durations(exported):
             assert parity.cases[0].sizes[dim] != parity.cases[1].sizes[dim], (name, dim)
     den = report.components["denoiser"].cases
     for case, duration, batch in zip(den, (2.0, 9.0), (3, 1), strict=True):
-        n = rules.sizes(duration, batch)
+        n = dim_sizes(rules, duration, batch)
         assert case.sizes == {"B": batch, "L": n["L"], "Lc": n["Lc"]}
     assert den[1].sizes["L"] == 282  # ceil(9 s · 16000 / 256 / 2)
     assert report.passed
@@ -130,8 +135,10 @@ def test_every_file_matches_its_sha256_and_the_runtime_loads_it(exported):
         "weights": "random",
         "seed": 0,
         "source": None,
-        "config": "model_config.json",
     }
+    # each fact once: a registered variant records no config of its own, no model_config.json
+    assert m.model.config is None and not (root / "model_config.json").exists()
+    assert ModelConfig.from_manifest(m) == TINY
     assert {c.opset for c in m.components.values()} == {18}
     assert {"torch", "onnx", "onnxruntime", "v2a_export"} <= set(m.versions)
     report = json.loads((root / "reports" / "parity.json").read_text())

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +45,7 @@ def pipe() -> Pipeline:
 
 
 def counting(pipe: Pipeline) -> Pipeline:
-    return replace(pipe, sessions={n: Counting(s) for n, s in pipe.sessions.items()})
+    return pipe.with_sessions(**{n: Counting(s) for n, s in pipe.sessions.items()})
 
 
 def moving_video(seconds: float, fps: float = 25.0, size=(48, 80), seed: int = 0) -> VideoArray:

@@ -22,10 +22,11 @@ import pytest
 onnx = pytest.importorskip("onnx")
 
 from v2a_runtime.backends import load_session  # noqa: E402
-from v2a_runtime.bundle import COMPONENTS, load_bundle  # noqa: E402
+from v2a_runtime.bundle import load_bundle  # noqa: E402
+from v2a_runtime.config import COMPONENTS  # noqa: E402
 from v2a_runtime.pipeline import DEFAULT_BUNDLE, Pipeline  # noqa: E402
 
-from v2a_export.export.descriptors import SequenceRules, descriptors  # noqa: E402
+from v2a_export.export.descriptors import descriptors  # noqa: E402
 from v2a_export.export.precision.bundle import PRECISION_REPORT, convert_bundle  # noqa: E402
 from v2a_export.export.precision.calibrate import CalibrationPlan, rendered_frames  # noqa: E402
 from v2a_export.export.precision.convert import output_error  # noqa: E402
@@ -46,7 +47,7 @@ def fp16(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def config():
-    return ModelConfig.from_json(DEFAULT_BUNDLE / "model_config.json")
+    return ModelConfig.from_manifest(load_bundle(DEFAULT_BUNDLE, verify=False).manifest)
 
 
 def test_manifest_says_fp16_and_lists_every_fp32_node_with_its_reason(fp16):
@@ -88,7 +89,7 @@ def test_graphs_are_strongly_typed_with_fp16_compute_and_fp32_islands(fp16):
 @pytest.mark.parametrize("component", COMPONENTS)
 def test_fp16_graph_and_its_twin_match_fp32_at_two_sizes(fp16, config, component):
     desc = descriptors(config)[component]
-    rules = SequenceRules.of(config)
+    rules = config.rates
     ref = load_session(DEFAULT_BUNDLE / "onnx" / f"{component}.onnx", threads=2)
     real = load_session(fp16.root / "onnx" / f"{component}.onnx", threads=2)
     twin = TwinSession.load(fp16.root / "onnx" / f"{component}.onnx", threads=2)
@@ -134,7 +135,7 @@ def test_bf16_denoiser_through_its_twin(config, tmp_path):
     onnx.save(converted, str(tmp_path / "denoiser.onnx"))
     twin = TwinSession.load(tmp_path / "denoiser.onnx", threads=2)
     desc = descriptors(config)["denoiser"]
-    feeds = desc.sample_inputs(desc.sizes(SequenceRules.of(config), 2.5, 1), seed=3)
+    feeds = desc.sample_inputs(desc.sizes(config.rates, 2.5, 1), seed=3)
     ref = load_session(DEFAULT_BUNDLE / "onnx" / "denoiser.onnx", threads=2).run(feeds)
     e = output_error(twin.run(feeds)["velocity"], ref["velocity"])
     assert e.finite and e.cosine >= 0.999, e

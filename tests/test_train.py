@@ -14,11 +14,13 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from v2a_runtime.config import NETWORKS  # noqa: E402
+
 from v2a_export.checkpoints import WeightFiles, load_networks  # noqa: E402
 from v2a_export.models.configs import TINY  # noqa: E402
 from v2a_export.models.mel import LogMel, mel_filterbank  # noqa: E402
 from v2a_export.train.recipe import smoke_recipe  # noqa: E402
-from v2a_export.train.train import WEIGHT_FILES, RecipeMismatch, train  # noqa: E402
+from v2a_export.train.train import RecipeMismatch, train  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
@@ -60,10 +62,10 @@ def test_each_stage_lowers_its_loss(run, stage, key):
 def test_weights_load_strictly_in_the_official_layout(run):
     out, weights, _ = run
     assert sorted(p.name for p in weights.glob("*.safetensors")) == sorted(
-        f"{n}.safetensors" for n in WEIGHT_FILES
+        f"{n}.safetensors" for n in NETWORKS
     )
     nets = load_networks(TINY, WeightFiles(**{n: weights / f"{n}.safetensors" for n in
-                                              WEIGHT_FILES}))
+                                              NETWORKS}))
     info = json.loads((weights / "training.json").read_text())
     assert info["command"] == "test" and set(info["times"]) == {
         "data", "vae", "vocoder", "encoders", "features", "flow"}
@@ -84,7 +86,7 @@ def test_interrupted_run_resumes_to_the_same_bits(run, tmp_path):
         with pytest.raises(KeyboardInterrupt):
             train(out, smoke_recipe(), resume=True, on_step=_Log(stop), command="test")
     again = train(out, smoke_recipe(), resume=True, command="test")
-    for name in WEIGHT_FILES:
+    for name in NETWORKS:
         a = (weights / f"{name}.safetensors").read_bytes()
         b = (again / f"{name}.safetensors").read_bytes()
         assert a == b, name

@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from v2a_runtime.config import NETWORKS
 
 from v2a_export.models.configs import (
     VARIANTS,
@@ -44,7 +45,6 @@ from v2a_export.models.configs import (
 
 log = logging.getLogger(__name__)
 
-COMPONENTS = ("flow", "vae", "vocoder", "synchformer", "clip")
 LEGACY_FLOW_KEYS = ("t_embed.freqs", "latent_rot", "clip_rot")
 PICKLE_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
 SUFFIXES = (*PICKLE_SUFFIXES, ".safetensors")
@@ -115,8 +115,8 @@ def _unpickling_reason(message: str) -> str:
 
 def component_state_dict(raw: Mapping[str, Any], component: str) -> dict[str, torch.Tensor]:
     """The state dict of ``component`` inside a file's top-level mapping ``raw``."""
-    if component not in COMPONENTS:
-        raise ValueError(f"unknown component {component!r}; known: {', '.join(COMPONENTS)}")
+    if component not in NETWORKS:
+        raise ValueError(f"unknown component {component!r}; known: {', '.join(NETWORKS)}")
     sd = _unwrap(raw)
     out: dict[str, torch.Tensor] = {}
     for key, value in sd.items():
@@ -266,7 +266,7 @@ def load_into(
 class Identified:
     """What :func:`identify` found in a file."""
 
-    component: str  # one of COMPONENTS
+    component: str  # one of v2a_runtime.config.NETWORKS
     variant: str  # registry name, "custom" when no registered config matches
     config: Any  # the matching per-network config (FlowConfig, VAEConfig, ...)
     num_tensors: int
@@ -333,7 +333,7 @@ def identify_state_dict(raw: Mapping[str, Any], path: str | Path = "<state dict>
         keys = list(raw)[:_SHOW]
         raise CheckpointError(
             f"{path}: cannot tell which network this is (first keys: {keys}); "
-            f"known networks: {', '.join(COMPONENTS)}"
+            f"known networks: {', '.join(NETWORKS)}"
         )
     sd = component_state_dict(raw, component)
     try:
@@ -500,7 +500,7 @@ def build_meta(component: str, config: Any) -> nn.Module:
             return Synchformer(config)
         if component == "clip":
             return CLIP(*config)
-    raise ValueError(f"unknown component {component!r}; known: {', '.join(COMPONENTS)}")
+    raise ValueError(f"unknown component {component!r}; known: {', '.join(NETWORKS)}")
 
 
 @dataclass(frozen=True)
@@ -585,7 +585,7 @@ def load_networks(config: ModelConfig, files: WeightFiles | str | Path, device: 
 
     Each network is built on ``meta`` and the file's tensors are assigned to it, so a large
     file is never held twice."""
-    from v2a_export.models.build import NETWORKS, Networks, build_networks
+    from v2a_export.models.build import Networks, build_networks
 
     if not isinstance(files, WeightFiles):
         files = WeightFiles.find(files, config.name)
@@ -604,7 +604,6 @@ def load_networks(config: ModelConfig, files: WeightFiles | str | Path, device: 
 
 
 __all__ = [
-    "COMPONENTS",
     "CheckpointError",
     "Identified",
     "Inspection",

@@ -20,18 +20,13 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
-from v2a_runtime.sequence import (
-    SEGMENT_FRAMES,
-    SEGMENT_STRIDE,
-    SequenceLengths,
-    sequence_lengths,
-)
+from v2a_runtime.config import DEFAULT_SAMPLER
+from v2a_runtime.sequence import SEGMENT_FRAMES, SEGMENT_STRIDE, SequenceLengths
 
 from v2a_export.models.build import Networks
 from v2a_export.models.flow import Conditions
 
 DEFAULT_STEPS = 25
-DEFAULT_CFG = 4.5
 
 VelocityFn = Callable[[Tensor, Tensor], Tensor]  # (t 0-d, x (B, L, C)) -> v (B, L, C)
 StepCallback = Callable[[int, Tensor, Tensor, Tensor], None]  # (i, t, x, v)
@@ -90,14 +85,7 @@ class ReferencePipeline:
         return self.nets.flow.latent_mean.device
 
     def lengths(self, duration: float) -> SequenceLengths:
-        s = self.config.streams
-        return sequence_lengths(
-            duration,
-            sample_rate=self.config.mel.sample_rate,
-            hop_length=self.config.mel.hop_length,
-            clip_fps=s.clip_fps,
-            sync_fps=s.sync_fps,
-        )
+        return self.config.rates.lengths(duration)
 
     # --- stages ------------------------------------------------------------------------------
 
@@ -139,7 +127,7 @@ class ReferencePipeline:
         uncond: Conditions,
         *,
         steps: int = DEFAULT_STEPS,
-        cfg: float = DEFAULT_CFG,
+        cfg: float = DEFAULT_SAMPLER.cfg,
         callback: StepCallback | None = None,
     ) -> Tensor:
         """Euler + CFG from x0 (B, L, C) to the normalised latent (B, L, C)."""
@@ -173,7 +161,7 @@ class ReferencePipeline:
         seed: int | None = None,
         x0: Tensor | None = None,
         steps: int = DEFAULT_STEPS,
-        cfg: float = DEFAULT_CFG,
+        cfg: float = DEFAULT_SAMPLER.cfg,
         on_stage: Callable[[str, float], None] | None = None,
     ) -> ReferenceOutput:
         """Frames + prompt ids → waveform for ``duration`` seconds.

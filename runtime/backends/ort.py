@@ -14,7 +14,8 @@ from types import MappingProxyType
 import numpy as np
 import onnxruntime as ort
 
-from .base import BackendError, TensorInfo
+from ..config import TensorInfo
+from .base import BackendError
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -9,18 +9,16 @@ and the input is only read.
 
 from __future__ import annotations
 
-import os
-import secrets
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import click
-import numpy as np
 
 from .. import sampling
 from ..backends import BACKENDS
 from ..media import AUDIO_FORMATS, VIDEO_CONTAINERS, check_output, mux, probe, write_audio
-from ..media.files import check_input
+from ..media.files import atomic_output, check_input
 from ..pipeline import STAGES, GenerateResult, Pipeline
 from ..sequence import min_duration
 from .common import Failure, ProgressBar, notes, one_line_errors
@@ -152,30 +150,22 @@ def _write(
     title: str,
 ) -> None:
     """Mux into one video, or write one audio file per track; all or nothing."""
-    tracks = list(result.audio)  # K arrays (W,)
     if outputs[0].suffix.lower() in VIDEO_CONTAINERS:
-        # The muxed track starts with the video; a span from --start begins that much later.
-        lead = np.zeros(round(result.options.start * result.sample_rate), dtype=np.float32)
-        tracks = [np.concatenate([lead, t]) for t in tracks]
         mux(
             video,
             outputs[0],
-            tracks,
+            result.audio,  # (K, W), placed where the span starts
             result.sample_rate,
+            start=result.start,
             keep_original_audio=keep_original_audio,
             title=title,
             overwrite=force,
         )
         return
-    temps = [p.with_name(f".{p.stem}.{secrets.token_hex(4)}.part{p.suffix}") for p in outputs]
-    try:
-        for temp, audio in zip(temps, tracks, strict=True):
+    with ExitStack() as stack:  # every file renamed into place only when all are written
+        temps = [stack.enter_context(atomic_output(p)) for p in outputs]
+        for temp, audio in zip(temps, result.audio, strict=True):
             write_audio(temp, audio, result.sample_rate, title=title)
-        for temp, path in zip(temps, outputs, strict=True):
-            os.replace(temp, path)
-    finally:
-        for temp in temps:
-            temp.unlink(missing_ok=True)
 
 
 def _summary(outputs: list[Path], r: GenerateResult, write_s: float, total_s: float) -> str:

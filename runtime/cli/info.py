@@ -41,7 +41,7 @@ def info(bundle: Path | None, as_json: bool) -> None:
         f"sync {v.sync_fps:g} fps {v.sync_size} px"
     )
     click.echo(
-        f"durations   {q.min_duration:g}-{q.max_duration:g} s per window, "
+        f"durations   {m.rates.min_duration:g}-{q.max_duration:g} s per window, "
         f"trained {q.trained_duration:g} s"
     )
     click.echo(f"sampler     {s.solver}, {s.steps} steps, {s.grid} grid, cfg {s.cfg:g}")

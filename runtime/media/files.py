@@ -86,10 +86,12 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 @contextlib.contextmanager
-def atomic_output(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it to ``path`` when the block succeeds,
-    delete it when the block raises (including KeyboardInterrupt)."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.part")
+def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` (same suffix, so writers that go by the extension
+    still work); rename it to ``path`` when the block succeeds, delete it when the block raises
+    (including KeyboardInterrupt). The one way this project writes a file atomically."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.{secrets.token_hex(4)}.part{path.suffix}")
     try:
         yield tmp
         os.replace(tmp, path)

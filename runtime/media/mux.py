@@ -16,6 +16,7 @@ copied.
 from __future__ import annotations
 
 import logging
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,28 +44,38 @@ MUXER_OWNED = {"major_brand", "minor_version", "compatible_brands", "encoder", "
 def mux(
     video_path: str | os.PathLike,
     out_path: str | os.PathLike,
-    tracks: list[np.ndarray],
+    tracks: np.ndarray | list[np.ndarray],
     sample_rate: int,
     *,
+    start: float = 0.0,
     keep_original_audio: bool = False,
     title: str = "v2a generated",
     overwrite: bool = False,
 ) -> None:
     """Write ``out_path``: the input's video packets plus one audio stream per track.
 
-    ``tracks``: K arrays (W,) or (C, W) float at ``sample_rate``. Atomic: nothing is left at
-    ``out_path`` on failure; an existing file is replaced only with ``overwrite=True``.
+    ``tracks``: a (K, W) array (K mono tracks, e.g. ``GenerateResult.audio``) or a list of K
+    arrays (W,) or (C, W), float at ``sample_rate``. The audio starts ``start`` seconds after
+    the video's first frame (silence before: ``GenerateResult.start`` for a span that does not
+    begin at 0). Atomic: nothing is left at ``out_path`` on failure; an existing file is
+    replaced only with ``overwrite=True``.
     """
     video_path = check_input(video_path)
     out_path = check_output(
         out_path, input_path=video_path, overwrite=overwrite, allowed=tuple(VIDEO_CONTAINERS)
     )
-    if isinstance(tracks, np.ndarray) or not tracks:
-        raise ValueError("tracks must be a non-empty list of (W,) or (C, W) arrays")
+    if isinstance(tracks, np.ndarray) and tracks.ndim != 2:
+        raise ValueError(f"a tracks array must be (K, W), got shape {tracks.shape}")
+    if len(tracks) == 0:
+        raise ValueError("tracks must be a (K, W) array or a non-empty list of (W,) / (C, W)")
+    if not (isinstance(start, (int, float)) and math.isfinite(start) and start >= 0):
+        raise ValueError(f"start must be a finite number of seconds >= 0, got {start!r}")
     check_rate(sample_rate)
+    lead = round(start * sample_rate)  # samples of silence before the generated audio
+    channels = (as_channels(t, f"track {k}") for k, t in enumerate(tracks))
     job = _Job(
         spec=VIDEO_CONTAINERS[out_path.suffix.lower()],
-        tracks=tuple(as_channels(t, f"track {k}") for k, t in enumerate(tracks)),
+        tracks=tuple(np.pad(a, ((0, 0), (lead, 0))) for a in channels),  # (C, lead + W)
         sample_rate=int(sample_rate),
         title=title,
         keep_original_audio=keep_original_audio,

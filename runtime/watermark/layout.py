@@ -64,10 +64,6 @@ class WatermarkConfig:
     def hi_bin(self) -> int:
         return self.lo_bin + self.n_cells * self.cell_bins
 
-    @property
-    def block_samples(self) -> int:
-        return self.block_frames * self.hop
-
 
 DEFAULT_CONFIG = WatermarkConfig()
 

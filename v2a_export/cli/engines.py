@@ -67,7 +67,8 @@ def build_engines_cmd(
     """Build TensorRT engines for BUNDLE on this machine's GPU (only those that changed)."""
     from v2a_runtime.backends import BackendError
     from v2a_runtime.backends.tensorrt.env import require_tensorrt
-    from v2a_runtime.bundle import COMPONENTS, load_bundle
+    from v2a_runtime.bundle import load_bundle
+    from v2a_runtime.config import COMPONENTS
 
     from v2a_export.engines.build import BuildOptions, build_engines, prepare, resolve
     from v2a_export.engines.builder import BuildError

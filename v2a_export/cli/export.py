@@ -67,7 +67,7 @@ def export_cmd(
     """Export every component of a model to ONNX, gate each against PyTorch, write a bundle.
     With --precision fp16|bf16 the gated fp32 bundle is then converted in place (measured fp32
     islands, docs/precision.md) and gated again against PyTorch fp32."""
-    from v2a_runtime.bundle import COMPONENTS
+    from v2a_runtime.config import COMPONENTS
 
     from v2a_export.export.bundle import ExportOptions, export_bundle
     from v2a_export.export.onnx_export import ExportError
@@ -168,7 +168,8 @@ def validate_cmd(
 
 def _low_precision(bundle: Path) -> bool:
     """Whether the bundle has fp16/bf16 components (unreadable: leave it to the validator)."""
-    from v2a_runtime.bundle import BundleError, load_bundle
+    from v2a_runtime.bundle import load_bundle
+    from v2a_runtime.config import BundleError
 
     try:
         manifest = load_bundle(bundle, verify=False).manifest

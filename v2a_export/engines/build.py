@@ -28,7 +28,8 @@ from v2a_runtime.backends.tensorrt.cache import (
     read_index,
     write_index,
 )
-from v2a_runtime.bundle import COMPONENTS, Bundle, sha256_file
+from v2a_runtime.bundle import Bundle, sha256_file
+from v2a_runtime.config import COMPONENTS
 
 from v2a_export.engines.cache import Planned, engine_precision, plan_builds, requested_keys
 from v2a_export.engines.profiles import ProfileRequest, engine_profiles

@@ -25,7 +25,7 @@ from v2a_runtime.backends.tensorrt.cache import (
     Platform,
     check_entry,
 )
-from v2a_runtime.bundle import Manifest
+from v2a_runtime.config import Manifest
 
 
 def graph_identity(manifest: Manifest, component: str) -> GraphIdentity:

@@ -12,7 +12,7 @@ sequence rules, so the engines cover exactly the shapes the runtime pipeline fee
   with cfg = 1, so its batch runs from 1 to 2·max tracks, opt 2·opt tracks;
 - ``vae_decoder`` and ``vocoder`` see K rows.
 
-Defaults: durations from the manifest — min = one sync segment (``sequence.min_duration``),
+Defaults: durations from the manifest — min = one sync segment (``Manifest.rates``),
 opt = ``sequence.trained_duration`` (long videos are cut into windows of that length, so it is
 the most common size), max = ``sequence.max_duration``; tracks 1 / 1 / 4.
 
@@ -24,19 +24,12 @@ narrower range (e.g. ``--max-duration 8 --batch 1``) means less reserved memory.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
-import numpy as np
 from v2a_runtime.backends.tensorrt.cache import BuildRequest, InputProfile
-from v2a_runtime.bundle import COMPONENTS, Manifest
+from v2a_runtime.config import COMPONENTS, Manifest
 
-from v2a_export.export.descriptors import (
-    DurationRange,
-    TrackRange,
-    descriptors_from_manifest,
-    rules_from_manifest,
-)
+from v2a_export.export.descriptors import DurationRange, TrackRange, descriptors_from_manifest
 
 DEFAULT_TRACKS = TrackRange(1, 1, 4)
 
@@ -51,7 +44,7 @@ class ProfileRequest:
     @classmethod
     def default(cls, manifest: Manifest) -> ProfileRequest:
         q = manifest.sequence
-        return cls(DurationRange(q.min_duration, q.trained_duration, q.max_duration))
+        return cls(DurationRange(manifest.rates.min_duration, q.trained_duration, q.max_duration))
 
     @classmethod
     def of(
@@ -69,12 +62,12 @@ class ProfileRequest:
         lo = d.min if min_duration is None else min_duration
         hi = d.max if max_duration is None else max_duration
         opt = opt_duration if opt_duration is not None else min(max(d.opt, lo), hi)
-        q = manifest.sequence
+        q, shortest = manifest.sequence, manifest.rates.min_duration
         for label, value in (("min", lo), ("opt", opt), ("max", hi)):
-            if not q.min_duration - 1e-9 <= value <= q.max_duration + 1e-9:
+            if not shortest - 1e-9 <= value <= q.max_duration + 1e-9:
                 raise ValueError(
                     f"--{label}-duration {value:g} s is outside the bundle's window range "
-                    f"{q.min_duration:g}..{q.max_duration:g} s (one sync segment .. "
+                    f"{shortest:g}..{q.max_duration:g} s (one sync segment .. "
                     "sequence.max_duration; longer videos run in windows)"
                 )
         return cls(DurationRange(lo, opt, hi), DEFAULT_TRACKS if tracks is None else tracks)
@@ -101,25 +94,17 @@ def engine_profiles(
     manifest: Manifest, request: ProfileRequest, components: tuple[str, ...] = COMPONENTS
 ) -> dict[str, tuple[InputProfile, ...]]:
     """One profile (a tuple of :class:`InputProfile`, graph input order) per component."""
-    rules = rules_from_manifest(manifest)
     descs = descriptors_from_manifest(manifest)
     out = {}
     for name in components:
-        ranges = descs[name].profile(rules, request.durations, request.tracks)
+        ranges = descs[name].profile(manifest.rates, request.durations, request.tracks)
         out[name] = tuple(InputProfile(n, r.min, r.opt, r.max) for n, r in ranges.items())
     return out
-
-
-def io_bytes(manifest: Manifest, component: str, profile: tuple[InputProfile, ...]) -> int:
-    """Bytes of the component's inputs at the profile maximum (the runtime's input buffers)."""
-    dtypes = {t.name: t.dtype for t in manifest.components[component].inputs}
-    return sum(math.prod(p.max) * np.dtype(dtypes[p.name]).itemsize for p in profile)
 
 
 __all__ = [
     "DEFAULT_TRACKS",
     "ProfileRequest",
     "engine_profiles",
-    "io_bytes",
     "parse_tracks",
 ]

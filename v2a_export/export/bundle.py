@@ -8,10 +8,11 @@ runs the end-to-end check through the runtime pipeline on the finished bundle an
 temporary directory that replaces ``out`` only when complete, so an interrupted export leaves
 no half bundle.
 
-Alongside the manifest, ``model_config.json`` holds the full :class:`ModelConfig` and the
-manifest's ``parity.reference`` says which weights the graphs were checked against (for random
-weights: the seed), so :func:`validate_bundle` can rebuild the same PyTorch networks and re-run
-the gate.
+The manifest states every fact once: its model section names the variant (and records a
+custom :class:`ModelConfig` beyond what the audio and video sections say), its
+``parity.reference`` which weights the graphs were checked against (for random weights: the
+seed), so :func:`validate_bundle` can rebuild the same PyTorch networks
+(:meth:`ModelConfig.from_manifest`) and re-run the gate.
 """
 
 from __future__ import annotations
@@ -25,29 +26,24 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from v2a_runtime.backends import TensorInfo, load_session
-from v2a_runtime.bundle import (
+from v2a_runtime.backends import load_session
+from v2a_runtime.bundle import check_io, describe_file, load_bundle, write_manifest
+from v2a_runtime.config import (
     COMPONENTS,
+    DEFAULT_SAMPLER,
     MANIFEST,
+    NETWORK_OF,
     AudioSpec,
     ComponentSpec,
-    FileSpec,
     Manifest,
     ModelSpec,
-    SamplerSpec,
     SequenceSpec,
     TokenizerSpec,
-    VideoSpec,
-    check_io,
-    describe_file,
-    load_bundle,
-    write_manifest,
 )
-from v2a_runtime.sampling import DEFAULT_GRID, DEFAULT_SOLVER, DEFAULT_STEPS
-from v2a_runtime.sequence import TEXT_TOKENS
+from v2a_runtime.media.files import atomic_output
 from v2a_runtime.tokenizer import DEFAULT_VOCAB
 
-from v2a_export.export.descriptors import NETWORK_OF, SequenceRules, descriptors
+from v2a_export.export.descriptors import descriptors
 from v2a_export.export.onnx_export import OPSET, ExportResult, export_component
 from v2a_export.export.parity import (
     FP32_THRESHOLDS,
@@ -56,6 +52,7 @@ from v2a_export.export.parity import (
     ParityReport,
     check_component,
     check_end_to_end,
+    jsonable,
 )
 from v2a_export.export.weights import (
     LazyNetworks,
@@ -65,11 +62,9 @@ from v2a_export.export.weights import (
 )
 from v2a_export.export.wrappers import pinned_tables, wrap
 from v2a_export.models.configs import VARIANTS, ModelConfig
-from v2a_export.reference import DEFAULT_CFG
 
 _LOGGER = logging.getLogger(__name__)
 
-CONFIG_FILE = "model_config.json"
 PARITY_REPORT = "reports/parity.json"
 EXPORT_REPORT = "reports/export.json"
 TOKENIZER_FILE = "tokenizer/bpe_simple_vocab_16e6.txt.gz"
@@ -139,10 +134,10 @@ def export_bundle(
     kept = _existing(out, options, config, source)
     check_weight_source(config, source)
     check_free_space(out, config, options.components)
-    if options.max_duration < SequenceRules.of(config).min_duration:
+    if options.max_duration < config.rates.min_duration:
         raise ExportInputError(
             f"--max-duration {options.max_duration} s is below one sync segment "
-            f"({SequenceRules.of(config).min_duration:.2f} s)"
+            f"({config.rates.min_duration:.2f} s)"
         )
     loaded = LazyNetworks(config, source)  # each network is loaded when first needed
     work = out.parent / f".{out.name}.partial-{os.getpid()}"
@@ -168,7 +163,7 @@ def export_bundle(
 
 def _export_into(work, config, loaded: LazyNetworks, source, options, kept, emit):
     """Export, gate and describe everything inside ``work``."""
-    rules = SequenceRules.of(config)
+    rules = config.rates
     descs = descriptors(config)
     plan = options.plan
     exports, parity = {}, {}
@@ -187,7 +182,6 @@ def _export_into(work, config, loaded: LazyNetworks, source, options, kept, emit
             _copy_component(kept.root, work, kept.specs[name])
             specs[name] = kept.specs[name]
         notes.append(f"kept {', '.join(names)} from the earlier export in {kept.root}")
-    config.to_json(work / CONFIG_FILE)
     report = ParityReport(parity, None, tuple(notes))
     if set(specs) == set(COMPONENTS):
         tokenizer = _tokenizer(work, options.packaged_tokenizer)
@@ -210,8 +204,8 @@ def _export_into(work, config, loaded: LazyNetworks, source, options, kept, emit
     if kept is not None:
         for name, entry in kept.details.items():
             details["components"].setdefault(name, {**entry, "from_previous_export": True})
-    _write_json(work / PARITY_REPORT, details)
-    _write_json(work / EXPORT_REPORT, _export_report(config, loaded, source, exports, plan, kept))
+    write_json(work / PARITY_REPORT, details)
+    write_json(work / EXPORT_REPORT, _export_report(config, loaded, source, exports, plan, kept))
     return report, exports, tuple(notes)
 
 
@@ -257,8 +251,8 @@ def _component_spec(root: Path, result: ExportResult, desc) -> ComponentSpec:
         file=rel,
         sha256=fs.sha256,
         bytes=fs.bytes,
-        inputs=tuple(TensorInfo(t.name, t.dtype, t.shape) for t in desc.inputs),
-        outputs=tuple(TensorInfo(t.name, t.dtype, t.shape) for t in desc.outputs),
+        inputs=desc.inputs,
+        outputs=desc.outputs,
         precision="fp32",
         opset=result.opset,
         external_data=external,
@@ -267,16 +261,15 @@ def _component_spec(root: Path, result: ExportResult, desc) -> ComponentSpec:
 
 def _tokenizer(work: Path, packaged: bool) -> TokenizerSpec:
     if packaged:
-        return TokenizerSpec(file=None, context_length=TEXT_TOKENS)
+        return TokenizerSpec(file=None)
     (work / TOKENIZER_FILE).parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(DEFAULT_VOCAB, work / TOKENIZER_FILE)
     fs = describe_file(work, TOKENIZER_FILE)
-    return TokenizerSpec(file=TOKENIZER_FILE, context_length=TEXT_TOKENS, sha256=fs.sha256)
+    return TokenizerSpec(file=TOKENIZER_FILE, sha256=fs.sha256)
 
 
 def _manifest(config, loaded, source, options, specs, tokenizer, parity) -> Manifest:
     latent_mean, latent_std = loaded.latent_stats()
-    rules = SequenceRules.of(config)
     return Manifest(
         model=ModelSpec(
             family="mmaudio",
@@ -284,32 +277,23 @@ def _manifest(config, loaded, source, options, specs, tokenizer, parity) -> Mani
             weights=loaded.kind,
             weights_note=options.weights_note or weights_note(loaded, source),
             model_id=default_model_id(config) if options.model_id is None else options.model_id,
+            config=config.manifest_config(),
         ),
         audio=AudioSpec(
             sample_rate=config.mel.sample_rate,
             hop_length=config.mel.hop_length,
-            n_mels=config.vae.data_dim,
+            n_mels=config.mel.n_mels,
             latent_channels=config.flow.latent_dim,
-            latent_rate=config.latent_rate,
             latent_mean=latent_mean,
             latent_std=latent_std,
         ),
-        video=VideoSpec(
-            clip_fps=config.streams.clip_fps,
-            clip_size=config.streams.clip_size,
-            sync_fps=config.streams.sync_fps,
-            sync_size=config.streams.sync_size,
-        ),
+        video=config.streams,
         sequence=SequenceSpec(
-            min_duration=rules.min_duration,
             max_duration=float(options.max_duration),
             trained_duration=min(TRAINED_DURATION, float(options.max_duration)),
-            text_tokens=TEXT_TOKENS,
         ),
         tokenizer=tokenizer,
-        sampler=SamplerSpec(
-            solver=DEFAULT_SOLVER, steps=DEFAULT_STEPS, grid=DEFAULT_GRID, cfg=DEFAULT_CFG
-        ),
+        sampler=DEFAULT_SAMPLER,
         components={name: specs[name] for name in COMPONENTS},
         versions=library_versions(),
         parity=parity,
@@ -360,7 +344,6 @@ def _reference(loaded, source: WeightSource) -> dict:
         "weights": loaded.kind,
         "seed": source.seed,
         "source": None if source.random else source.describe(),
-        "config": CONFIG_FILE,
     }
 
 
@@ -409,16 +392,18 @@ def _export_report(config, loaded, source, exports, plan, kept) -> dict:
     return {
         "variant": config.name,
         "reference": _reference(loaded, source),
-        "trace_sizes": plan.export_sizes(SequenceRules.of(config)),
+        "trace_sizes": plan.export_sizes(config.rates),
         "weights_load_seconds": {n: round(t, 3) for n, t in loaded.load_seconds.items()},
         "components": {n: entries[n] for n in COMPONENTS if n in entries},
         "versions": library_versions(),
     }
 
 
-def _write_json(path: Path, data: dict) -> None:
+def write_json(path: Path, data: dict) -> None:
+    """A report as JSON (NaN -> null), atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    with atomic_output(path) as tmp:
+        tmp.write_text(json.dumps(jsonable(data), indent=2, allow_nan=False) + "\n", "utf-8")
 
 
 # --- output directory and disk space ---------------------------------------------------------
@@ -495,8 +480,8 @@ def _spec_from_files(root: Path, entry: dict, desc) -> ComponentSpec:
         file=fs.file,
         sha256=fs.sha256,
         bytes=fs.bytes,
-        inputs=tuple(TensorInfo(t.name, t.dtype, t.shape) for t in desc.inputs),
-        outputs=tuple(TensorInfo(t.name, t.dtype, t.shape) for t in desc.outputs),
+        inputs=desc.inputs,
+        outputs=desc.outputs,
         precision="fp32",
         opset=entry.get("opset"),
         external_data=external,
@@ -579,9 +564,9 @@ def validate_bundle(
     bundle = load_bundle(root)  # hashes and schema
     manifest = bundle.manifest
     recorded = manifest.parity or {}
-    config = _bundle_config(root, manifest)
-    source = _validation_source(manifest, recorded, source)
-    plan = plan or _recorded_plan(recorded)
+    config = bundle_config(manifest)
+    source = validation_source(manifest, recorded, source)
+    plan = plan or recorded_plan(recorded)
     unknown = [c for c in components if c not in COMPONENTS]
     if unknown or not components:
         raise ExportInputError(
@@ -589,7 +574,7 @@ def validate_bundle(
         )
     check_weight_source(config, source)
     loaded = LazyNetworks(config, source)
-    rules = SequenceRules.of(config)
+    rules = config.rates
     parity: dict[str, ComponentParity] = {}
     order = [c for c in COMPONENTS if c in components]
     for i, name in enumerate(order):
@@ -622,7 +607,7 @@ def validate_bundle(
         details = report.to_dict()
         for name, entry in (kept.details if kept else {}).items():
             details["components"].setdefault(name, {**entry, "from_previous_export": True})
-        _write_json(root / PARITY_REPORT, details)
+        write_json(root / PARITY_REPORT, details)
         section = _parity_section(report, loaded, source, plan, kept)
         write_manifest(root, replace(manifest, parity=section))
     return report
@@ -645,19 +630,16 @@ def _earlier_parity(root: Path, recorded: dict, checked: tuple[str, ...]) -> _Ke
     )
 
 
-def _bundle_config(root: Path, manifest: Manifest) -> ModelConfig:
-    path = root / CONFIG_FILE
-    if path.is_file():
-        return ModelConfig.from_json(path)
-    if manifest.model.variant in VARIANTS:
-        return VARIANTS[manifest.model.variant]
-    raise ExportInputError(
-        f"bundle {root} has no {CONFIG_FILE} and its variant {manifest.model.variant!r} is not "
-        f"registered; cannot rebuild the PyTorch networks"
-    )
+def bundle_config(manifest: Manifest) -> ModelConfig:
+    """The model config a bundle was exported from (ExportInputError when it cannot be
+    rebuilt: an unknown variant, or facts that disagree)."""
+    try:
+        return ModelConfig.from_manifest(manifest)
+    except ValueError as e:
+        raise ExportInputError(f"cannot rebuild the PyTorch networks of this bundle: {e}") from e
 
 
-def _validation_source(manifest, recorded, source) -> WeightSource:
+def validation_source(manifest, recorded, source) -> WeightSource:
     if source is not None:
         return source
     seed = (recorded.get("reference") or {}).get("seed")
@@ -669,7 +651,9 @@ def _validation_source(manifest, recorded, source) -> WeightSource:
     )
 
 
-def _recorded_plan(recorded: dict) -> ParityPlan:
+def recorded_plan(recorded: dict) -> ParityPlan:
+    """The parity plan a bundle recorded (the default when it recorded none or an unusable
+    one)."""
     saved = recorded.get("plan")
     if not isinstance(saved, dict):
         return ParityPlan()
@@ -681,30 +665,20 @@ def _recorded_plan(recorded: dict) -> ParityPlan:
         return ParityPlan()
 
 
-def bundle_files(root: Path, manifest: Manifest) -> list[FileSpec]:
-    """Every hashed file of a bundle (components, external data, tokenizer)."""
-    out = []
-    for c in manifest.components.values():
-        out.append(FileSpec(c.file, c.sha256, c.bytes))
-        if c.external_data is not None:
-            out.append(c.external_data)
-    t = manifest.tokenizer
-    if t.file is not None and t.sha256 is not None:
-        out.append(FileSpec(t.file, t.sha256, (root / t.file).stat().st_size))
-    return out
-
-
 __all__ = [
-    "CONFIG_FILE",
     "EXPORT_REPORT",
     "PARITY_REPORT",
     "BundleResult",
     "Event",
     "ExportInputError",
     "ExportOptions",
+    "bundle_config",
+    "recorded_plan",
     "check_free_space",
     "estimate_bytes",
     "export_bundle",
     "replace_dir",
     "validate_bundle",
+    "validation_source",
+    "write_json",
 ]

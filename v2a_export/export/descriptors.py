@@ -1,12 +1,14 @@
 """One frozen descriptor per exported component: the data the exporter, the parity gate and the
 engine builder all read (DESIGN.md §4, docs/contract.md "Graphs").
 
-A :class:`Descriptor` holds the graph's input and output :class:`TensorSpec` (contract name,
-numpy dtype, symbolic shape over the glossary dims) and which :data:`NETWORKS` member it wraps.
-Sizes come from a duration and a track count through :class:`SequenceRules` (the sequence rules
-of ``v2a_runtime.sequence``); :meth:`Descriptor.profile` turns a :class:`DurationRange` and a
-:class:`TrackRange` into min/opt/max shapes per input; :meth:`Descriptor.sample_inputs` draws
-seeded inputs of the right shapes, dtypes and value ranges.
+A :class:`Descriptor` holds the graph's input and output :class:`~v2a_runtime.config.TensorInfo`
+(contract name, numpy dtype, symbolic shape over the glossary dims) and which network it wraps.
+Sizes come from a duration and a track count through the runtime's
+:class:`~v2a_runtime.sequence.Rates` (:func:`dim_sizes`) and the pipeline's batch rule
+(:func:`v2a_runtime.guidance.batch`); :meth:`Descriptor.profile` turns a
+:class:`DurationRange` and a :class:`TrackRange` into min/opt/max shapes per input;
+:meth:`Descriptor.sample_inputs` draws seeded inputs of the right shapes, dtypes and value
+ranges.
 
 This module imports no torch: the engine builder may read descriptors from a bundle's manifest
 (:func:`descriptors_from_manifest`) on a machine that has only the runtime installed.
@@ -22,91 +24,33 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
-from v2a_runtime.bundle import COMPONENTS, Manifest
-from v2a_runtime.sequence import (
-    SEGMENT_FRAMES,
-    TEXT_TOKENS,
-    TOKENS_PER_SEGMENT,
-    min_duration,
-    sequence_lengths,
-    sync_index,
-)
+from v2a_runtime import guidance
+from v2a_runtime.config import COMPONENTS, NETWORK_OF, Dim, Manifest, TensorInfo
+from v2a_runtime.sequence import SEGMENT_FRAMES, TEXT_TOKENS, TOKENS_PER_SEGMENT, Rates, sync_index
 
 from v2a_export.models.configs import ModelConfig
 
-Dim = str | int  # a glossary symbol or a static size
 DIMS = ("B", "2B", "F", "S", "L", "Lc", "Ls", "M", "W")
 ROPE_THETA = 10000.0  # docs/contract.md: f_i = 1 / 10000^(2i/hd)
 SOT, EOT, VOCAB = 49406, 49407, 49408  # CLIP BPE specials and vocabulary size
 
-# Which network (v2a_export.models.build.NETWORKS) each component wraps.
-NETWORK_OF = {
-    "clip_visual": "clip",
-    "sync_visual": "synchformer",
-    "text": "clip",
-    "conditioner": "flow",
-    "denoiser": "flow",
-    "vae_decoder": "vae",
-    "vocoder": "vocoder",
-}
 
-
-@dataclass(frozen=True)
-class TensorSpec:
-    """One graph input or output: contract name, numpy dtype name, symbolic shape."""
-
-    name: str
-    dtype: str
-    shape: tuple[Dim, ...]
-
-    def concrete(self, sizes: Mapping[str, int]) -> tuple[int, ...]:
-        """The shape with every symbol replaced by its size in ``sizes``."""
-        try:
-            return tuple(sizes[d] if isinstance(d, str) else d for d in self.shape)
-        except KeyError as e:
-            raise ValueError(f"{self.name}: no size for dim {e.args[0]!r} in {dict(sizes)}") from e
-
-
-@dataclass(frozen=True)
-class SequenceRules:
-    """The rates that turn a duration into sizes (from a config or a manifest)."""
-
-    sample_rate: int
-    hop_length: int
-    clip_fps: float = 8.0
-    sync_fps: float = 25.0
-
-    @classmethod
-    def of(cls, config: ModelConfig) -> SequenceRules:
-        s = config.streams
-        return cls(config.mel.sample_rate, config.mel.hop_length, s.clip_fps, s.sync_fps)
-
-    @property
-    def min_duration(self) -> float:
-        return min_duration(self.sync_fps)
-
-    def sizes(self, duration: float, batch: int = 1) -> dict[str, int]:
-        """Every glossary dim for ``duration`` seconds and batch ``batch``."""
-        n = sequence_lengths(
-            duration,
-            sample_rate=self.sample_rate,
-            hop_length=self.hop_length,
-            clip_fps=self.clip_fps,
-            sync_fps=self.sync_fps,
-        )
-        if batch < 1:
-            raise ValueError(f"batch must be >= 1, got {batch}")
-        return {
-            "B": batch,
-            "2B": 2 * batch,
-            "F": n.clip_frames,
-            "S": n.sync_segments,
-            "L": n.latent,
-            "Lc": n.clip_frames,
-            "Ls": n.sync_tokens,
-            "M": n.mel_frames,
-            "W": n.samples,
-        }
+def dim_sizes(rates: Rates, duration: float, batch: int = 1) -> dict[str, int]:
+    """Every glossary dim for ``duration`` seconds and batch ``batch``."""
+    if batch < 1:
+        raise ValueError(f"batch must be >= 1, got {batch}")
+    n = rates.lengths(duration)
+    return {
+        "B": batch,
+        "2B": 2 * batch,
+        "F": n.clip_frames,
+        "S": n.sync_segments,
+        "L": n.latent,
+        "Lc": n.clip_frames,
+        "Ls": n.sync_tokens,
+        "M": n.mel_frames,
+        "W": n.samples,
+    }
 
 
 @dataclass(frozen=True)
@@ -153,10 +97,10 @@ class ShapeRange:
 class Descriptor:
     """One exported component."""
 
-    name: str  # one of v2a_runtime.bundle.COMPONENTS
-    network: str  # the Networks member it wraps
-    inputs: tuple[TensorSpec, ...]
-    outputs: tuple[TensorSpec, ...]
+    name: str  # one of v2a_runtime.config.COMPONENTS
+    network: str  # the Networks member it wraps (v2a_runtime.config.NETWORK_OF)
+    inputs: tuple[TensorInfo, ...]
+    outputs: tuple[TensorInfo, ...]
 
     @property
     def input_names(self) -> tuple[str, ...]:
@@ -166,20 +110,6 @@ class Descriptor:
     def output_names(self) -> tuple[str, ...]:
         return tuple(t.name for t in self.outputs)
 
-    @property
-    def batched(self) -> bool:
-        """Whether the graph has a batch axis (the video encoders batch frames/segments)."""
-        return any("B" in t.shape for t in self.inputs)
-
-    def dynamic_axes(self) -> dict[str, dict[int, str]]:
-        """``{tensor: {axis: symbol}}`` over inputs and outputs (TorchScript-exporter style)."""
-        out = {}
-        for t in (*self.inputs, *self.outputs):
-            axes = {i: d for i, d in enumerate(t.shape) if isinstance(d, str)}
-            if axes:
-                out[t.name] = axes
-        return out
-
     def input_dims(self) -> tuple[str, ...]:
         """The dynamic dims of the inputs, in first-seen order."""
         seen: list[str] = []
@@ -188,42 +118,32 @@ class Descriptor:
         return tuple(seen)
 
     def batch(self, tracks: int, *, cfg: bool = True) -> int:
-        """The B this component sees when the runtime makes ``tracks`` soundtracks."""
-        if self.name == "text":
-            return 2  # [prompt; negative prompt]
-        if self.name == "conditioner":
-            return 1  # one video; the graph itself makes the 2 CFG rows
-        if self.name == "denoiser":
-            return 2 * tracks if cfg else tracks  # [cond x K; uncond x K]
-        return tracks  # vae_decoder, vocoder (the encoders have no B)
+        """The B this component sees when the runtime makes ``tracks`` soundtracks (the
+        pipeline's own rule, :func:`v2a_runtime.guidance.batch`)."""
+        return guidance.batch(self.name, tracks, guided=cfg)
 
-    def sizes(self, rules: SequenceRules, duration: float, tracks: int = 1) -> dict[str, int]:
-        return rules.sizes(duration, self.batch(tracks))
+    def sizes(self, rates: Rates, duration: float, tracks: int = 1) -> dict[str, int]:
+        return dim_sizes(rates, duration, self.batch(tracks))
 
     def shapes(self, sizes: Mapping[str, int]) -> dict[str, tuple[int, ...]]:
         """Concrete input shapes for ``sizes``."""
         return {t.name: t.concrete(sizes) for t in self.inputs}
 
     def profile(
-        self, rules: SequenceRules, durations: DurationRange, tracks: TrackRange = TrackRange()
+        self, rates: Rates, durations: DurationRange, tracks: TrackRange = TrackRange()
     ) -> dict[str, ShapeRange]:
         """min/opt/max input shapes for a duration range and a track range.
 
         Every size grows with the duration, so the extremes are the sizes at the extreme
-        durations. The batch range: text 1..2 (opt 2), conditioner 1, denoiser 1 (CFG off)
-        .. 2·max tracks, the decoders min..max tracks.
+        durations. The batch is the pipeline's (:meth:`batch`): the fewest rows are
+        ``tracks.min`` without guidance (cfg = 1), the most ``tracks.max`` with it.
         """
-        lo = rules.sizes(durations.min, self._batch_min(tracks))
-        opt = rules.sizes(durations.opt, self.batch(tracks.opt))
-        hi = rules.sizes(durations.max, self.batch(tracks.max))
+        lo = dim_sizes(rates, durations.min, self.batch(tracks.min, cfg=False))
+        opt = dim_sizes(rates, durations.opt, self.batch(tracks.opt))
+        hi = dim_sizes(rates, durations.max, self.batch(tracks.max))
         return {
             t.name: ShapeRange(t.concrete(lo), t.concrete(opt), t.concrete(hi)) for t in self.inputs
         }
-
-    def _batch_min(self, tracks: TrackRange) -> int:
-        if self.name in ("text", "denoiser"):
-            return 1
-        return self.batch(tracks.min)
 
     def sample_inputs(self, sizes: Mapping[str, int], seed: int = 0) -> dict[str, np.ndarray]:
         """Seeded inputs of the contract's dtypes and shapes with realistic value ranges:
@@ -319,8 +239,8 @@ def build_descriptors(w: Widths) -> dict[str, Descriptor]:
     f32, u8, i64 = "float32", "uint8", "int64"
     T, hr = TEXT_TOKENS, w.hd // 2
 
-    def spec(name: str, dtype: str, *shape: Dim) -> TensorSpec:
-        return TensorSpec(name, dtype, tuple(shape))
+    def spec(name: str, dtype: str, *shape: Dim) -> TensorInfo:
+        return TensorInfo(name, dtype, tuple(shape))
 
     conditions = (
         spec("clip_tokens", f32, "B", "Lc", w.H),
@@ -331,7 +251,7 @@ def build_descriptors(w: Widths) -> dict[str, Descriptor]:
         spec("clip_rope", f32, "Lc", hr, 2),
     )
     doubled = tuple(
-        TensorSpec(c.name, c.dtype, tuple("2B" if d == "B" else d for d in c.shape))
+        TensorInfo(c.name, c.dtype, tuple("2B" if d == "B" else d for d in c.shape))
         for c in conditions
     )
     table = [
@@ -377,34 +297,21 @@ def build_descriptors(w: Widths) -> dict[str, Descriptor]:
 def descriptors_from_manifest(manifest: Manifest) -> dict[str, Descriptor]:
     """The descriptors a bundle declares (its I/O as written by the exporter)."""
     return {
-        name: Descriptor(
-            name,
-            NETWORK_OF[name],
-            tuple(TensorSpec(t.name, t.dtype, tuple(t.shape)) for t in c.inputs),
-            tuple(TensorSpec(t.name, t.dtype, tuple(t.shape)) for t in c.outputs),
-        )
+        name: Descriptor(name, NETWORK_OF[name], c.inputs, c.outputs)
         for name, c in manifest.components.items()
     }
 
 
-def rules_from_manifest(manifest: Manifest) -> SequenceRules:
-    a, v = manifest.audio, manifest.video
-    return SequenceRules(a.sample_rate, a.hop_length, v.clip_fps, v.sync_fps)
-
-
 __all__ = [
     "DIMS",
-    "NETWORK_OF",
     "Descriptor",
     "DurationRange",
-    "SequenceRules",
     "ShapeRange",
-    "TensorSpec",
     "TrackRange",
     "Widths",
     "build_descriptors",
     "descriptors",
     "descriptors_from_manifest",
+    "dim_sizes",
     "rope_table",
-    "rules_from_manifest",
 ]

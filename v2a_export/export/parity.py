@@ -27,8 +27,10 @@ import numpy as np
 import torch
 from torch import nn
 from v2a_runtime.backends import BackendError, Session
+from v2a_runtime.config import COMPONENTS, DEFAULT_SAMPLER
+from v2a_runtime.sequence import Rates
 
-from v2a_export.export.descriptors import Descriptor, SequenceRules
+from v2a_export.export.descriptors import Descriptor, dim_sizes
 
 
 @dataclass(frozen=True)
@@ -91,18 +93,7 @@ class Threshold:
 
 FP32 = Threshold()
 # One threshold per component (fp32 export); the precision pass brings its own.
-FP32_THRESHOLDS = {
-    name: FP32
-    for name in (
-        "clip_visual",
-        "sync_visual",
-        "text",
-        "conditioner",
-        "denoiser",
-        "vae_decoder",
-        "vocoder",
-    )
-}
+FP32_THRESHOLDS = dict.fromkeys(COMPONENTS, FP32)
 END_TO_END = Threshold(rel_l2=1e-3, max_abs_scale=None)
 
 
@@ -122,7 +113,7 @@ class ParityPlan:
     # end to end
     e2e_duration: float | None = 2.0  # None skips the end-to-end check
     e2e_steps: int = 25
-    e2e_cfg: float = 4.5
+    e2e_cfg: float = DEFAULT_SAMPLER.cfg
     e2e_prompt: str = "a dog barks twice, then footsteps on gravel"
     e2e_negative: str = ""
 
@@ -142,8 +133,8 @@ class ParityPlan:
             durations = self.encoder_durations
         return [(d, self.batches[i % len(self.batches)]) for i, d in enumerate(durations)]
 
-    def export_sizes(self, rules: SequenceRules) -> dict[str, int]:
-        return rules.sizes(self.export_duration, self.export_batch)
+    def export_sizes(self, rates: Rates) -> dict[str, int]:
+        return dim_sizes(rates, self.export_duration, self.export_batch)
 
 
 @dataclass(frozen=True)
@@ -324,7 +315,7 @@ def check_component(
     module: nn.Module,
     descriptor: Descriptor,
     session: Session,
-    rules: SequenceRules,
+    rates: Rates,
     plan: ParityPlan,
     *,
     threshold: Threshold = FP32,
@@ -334,13 +325,13 @@ def check_component(
     cases = []
     planned = plan.cases(descriptor)
     for i, (duration, batch) in enumerate(planned):
-        sizes = rules.sizes(duration, batch)
+        sizes = dim_sizes(rates, duration, batch)
         inputs = descriptor.sample_inputs(sizes, seed=plan.seed + i)
         cases.append(_check_case(module, descriptor, session, inputs, duration, batch, threshold))
         if on_case is not None:
             on_case(i + 1, len(planned))
     dims = set(descriptor.input_dims())
-    export_sizes = {k: v for k, v in plan.export_sizes(rules).items() if k in dims}
+    export_sizes = {k: v for k, v in plan.export_sizes(rates).items() if k in dims}
     return ComponentParity(descriptor.name, threshold, export_sizes, tuple(cases))
 
 
@@ -433,7 +424,7 @@ def _e2e_inputs(config, plan: ParityPlan):
     from v2a_runtime.tokenizer import Tokenizer
 
     d, s = plan.e2e_duration, config.streams
-    n = SequenceRules.of(config).sizes(d)
+    n = dim_sizes(config.rates, d)
     rng = np.random.default_rng(plan.seed)
     clip = rng.integers(0, 256, (n["F"], s.clip_size, s.clip_size, 3), dtype=np.uint8)
     sync = rng.integers(0, 256, (int(d * s.sync_fps), s.sync_size, s.sync_size, 3), np.uint8)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from v2a_runtime.config import NETWORKS
 
 from v2a_export.checkpoints import (
     SUFFIXES,
@@ -34,7 +35,6 @@ from v2a_export.checkpoints import (
     read_state_dict,
 )
 from v2a_export.models.build import (
-    NETWORKS,
     Networks,
     build_module,
     build_networks,

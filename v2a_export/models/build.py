@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from v2a_runtime.config import NETWORKS
 
 from v2a_export.models.bigvgan import BigVGAN
 from v2a_export.models.clip import CLIP
@@ -27,8 +28,6 @@ from v2a_export.models.configs import ModelConfig
 from v2a_export.models.flow import MMAudio
 from v2a_export.models.synchformer import Synchformer
 from v2a_export.models.vae import VAE
-
-NETWORKS = ("clip", "synchformer", "flow", "vae", "vocoder")
 
 
 @dataclass(frozen=True)
@@ -192,7 +191,6 @@ def randomize_network(module: nn.Module, name: str, seed: int) -> nn.Module:
 
 
 __all__ = [
-    "NETWORKS",
     "OVERRIDES",
     "Networks",
     "build_module",

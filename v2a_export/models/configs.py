@@ -6,15 +6,22 @@ from spec/mmaudio.md (§0, §2) and the key manifests in fixtures/mmaudio/keys/.
 ``tiny`` is our own member of the family: small widths, 16 kHz, small frames, fast on a CPU;
 it is the embedded default model once trained.
 
-Custom configs round-trip through JSON with :meth:`ModelConfig.from_dict` / ``to_dict``.
+The media facts are the runtime's schema (:mod:`v2a_runtime.config`): the frame streams are a
+:class:`~v2a_runtime.config.VideoSpec`, the sequence rates a :class:`~v2a_runtime.sequence.Rates`.
+Custom configs round-trip through JSON with :meth:`ModelConfig.from_dict` / ``to_dict`` (the
+runtime's one parser); a bundle records a custom one in its manifest without the facts the
+manifest states elsewhere (:meth:`ModelConfig.manifest_config`, :meth:`from_manifest`).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields, is_dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
+
+from v2a_runtime.config import BundleError, Manifest, VideoSpec, parse
+from v2a_runtime.sequence import Rates
 
 
 @dataclass(frozen=True)
@@ -126,16 +133,6 @@ class MelConfig:
 
 
 @dataclass(frozen=True)
-class StreamConfig:
-    """The two video frame streams."""
-
-    clip_fps: float = 8.0
-    clip_size: int = 384  # square squash resize
-    sync_fps: float = 25.0
-    sync_size: int = 224  # short side resize, then centre crop
-
-
-@dataclass(frozen=True)
 class ModelConfig:
     """One complete variant: every network plus the media facts."""
 
@@ -147,7 +144,7 @@ class ModelConfig:
     clip_vision: CLIPVisionConfig
     clip_text: CLIPTextConfig
     mel: MelConfig
-    streams: StreamConfig
+    streams: VideoSpec  # the two video frame streams
 
     @property
     def sample_rate(self) -> int:
@@ -156,14 +153,60 @@ class ModelConfig:
     @property
     def latent_rate(self) -> float:
         """Latent frames per second (31.25 at 16 kHz, 43.066 at 44.1 kHz)."""
-        return self.mel.sample_rate / self.mel.hop_length / 2
+        return self.rates.latent_rate
+
+    @property
+    def rates(self) -> Rates:
+        """The rates that turn a duration into every sequence length."""
+        s = self.streams
+        return Rates(self.mel.sample_rate, self.mel.hop_length, s.clip_fps, s.sync_fps)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
-        return _from_dict(cls, d)
+    def from_dict(cls, d: dict[str, Any], *, where: str = "model config") -> ModelConfig:
+        """The config in ``d`` (JSON values), checked field by field; ValueError naming the
+        field (``where`` prefixes it, e.g. the file it came from)."""
+        try:
+            return parse(cls, d, where)
+        except BundleError as e:
+            raise ValueError(str(e)) from None
+
+    def manifest_config(self) -> dict[str, Any] | None:
+        """What a bundle's ``model.config`` records: None for a registered variant, else the
+        config without the facts the manifest's audio and video sections state."""
+        if VARIANTS.get(self.name) == self:
+            return None
+        d = self.to_dict()
+        del d["name"], d["streams"]
+        for key in _MANIFEST_MEL:
+            del d["mel"][key]
+        return d
+
+    @classmethod
+    def from_manifest(cls, manifest: Manifest) -> ModelConfig:
+        """The config a bundle was exported from: its registered variant, or the recorded
+        custom config completed by the manifest's audio and video facts. ValueError when the
+        variant is unknown or disagrees with the manifest."""
+        variant, recorded = manifest.model.variant, manifest.model.config
+        a = manifest.audio
+        if recorded is None:
+            config = get_config(variant)
+        else:
+            mel = {**recorded.get("mel", {}), "sample_rate": a.sample_rate,
+                   "hop_length": a.hop_length, "n_mels": a.n_mels}  # fmt: skip
+            data = {**recorded, "name": variant, "mel": mel, "streams": asdict(manifest.video)}
+            config = cls.from_dict(data)
+        stated = (a.sample_rate, a.hop_length, a.n_mels, a.latent_channels, manifest.video)
+        own = (config.mel.sample_rate, config.mel.hop_length, config.mel.n_mels,
+               config.flow.latent_dim, config.streams)  # fmt: skip
+        if stated != own:
+            raise ValueError(
+                f"the bundle's audio/video sections {stated} disagree with variant {variant!r} "
+                f"{own}; re-export the bundle"
+            )
+        return config
 
     def to_json(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
@@ -174,46 +217,11 @@ class ModelConfig:
             data = json.loads(Path(path).read_text())
         except (OSError, json.JSONDecodeError) as e:
             raise ValueError(f"cannot read model config {path}: {e}") from e
-        return cls.from_dict(data)
+        return cls.from_dict(data, where=f"model config {path}")
 
 
-def _from_dict(cls: type, d: dict[str, Any]) -> Any:
-    """Build a (nested) frozen dataclass from plain JSON values; lists become tuples."""
-    if not isinstance(d, dict):
-        raise ValueError(f"{cls.__name__}: expected an object, got {type(d).__name__}")
-    known = {f.name: f for f in fields(cls)}
-    unknown = sorted(set(d) - set(known))
-    if unknown:
-        raise ValueError(f"{cls.__name__}: unknown fields {unknown}; known: {sorted(known)}")
-    kwargs = {}
-    for name, value in d.items():
-        ftype = _FIELD_TYPES.get((cls, name))
-        if ftype is not None:
-            value = _from_dict(ftype, value)
-        elif isinstance(value, list):
-            value = _to_tuple(value)
-        kwargs[name] = value
-    try:
-        return cls(**kwargs)
-    except TypeError as e:
-        raise ValueError(f"{cls.__name__}: {e}") from e
+_MANIFEST_MEL = ("sample_rate", "hop_length", "n_mels")  # stated by the manifest's audio
 
-
-def _to_tuple(v: Any) -> Any:
-    return tuple(_to_tuple(x) for x in v) if isinstance(v, list) else v
-
-
-_FIELD_TYPES = {
-    (ModelConfig, "flow"): FlowConfig,
-    (ModelConfig, "vae"): VAEConfig,
-    (ModelConfig, "vocoder"): BigVGANConfig,
-    (ModelConfig, "synchformer"): SynchformerConfig,
-    (ModelConfig, "clip_vision"): CLIPVisionConfig,
-    (ModelConfig, "clip_text"): CLIPTextConfig,
-    (ModelConfig, "mel"): MelConfig,
-    (ModelConfig, "streams"): StreamConfig,
-}
-assert all(is_dataclass(t) for t in _FIELD_TYPES.values())
 
 # --- official building blocks -------------------------------------------------------------
 
@@ -243,7 +251,7 @@ CLIP_VISION_H14_378 = CLIPVisionConfig(
     image_size=378, patch_size=14, width=1280, layers=32, head_width=80, embed_dim=1024
 )
 CLIP_TEXT_H14 = CLIPTextConfig(width=1024, heads=16, layers=24)
-STREAMS = StreamConfig()
+STREAMS = VideoSpec()  # MMAudio's: 8 fps 384 px, 25 fps 224 px
 
 
 def _flow(latent_dim: int, hidden: int, depth: int, fused: int, v2: bool = False) -> FlowConfig:
@@ -306,7 +314,7 @@ TINY = ModelConfig(
     # a length interpolation that runs up to 0.32 s away from the frames the tokens saw
     # (segments overlap by half, the gather assumes they tile); the clip tokens are aligned to
     # the latent by RoPE, so at the video's frame rate they carry contact times to ±20 ms.
-    streams=StreamConfig(clip_fps=25.0, clip_size=64, sync_size=64),
+    streams=VideoSpec(clip_fps=25.0, clip_size=64, sync_size=64),
 )
 
 VARIANTS: dict[str, ModelConfig] = {
@@ -334,7 +342,6 @@ __all__ = [
     "FlowConfig",
     "MelConfig",
     "ModelConfig",
-    "StreamConfig",
     "SynchformerConfig",
     "VAEConfig",
     "VARIANTS",

@@ -21,7 +21,6 @@ from v2a_runtime.world.spec import AMBIENCE_NAMES, HELD_OUT_SEED_BASE, MATERIAL_
 from v2a_export.models.configs import ModelConfig
 
 _ALT_STREAM = 0xA17
-_AUG_STREAM = 0xA06
 
 
 @dataclass(frozen=True)
@@ -166,7 +165,3 @@ def material_hot(materials: tuple[str, ...] | list[str]) -> np.ndarray:
     for m in materials:
         out[MATERIAL_NAMES.index(m)] = 1.0
     return out
-
-
-def augment_rng(seed: int, stage: int, step: int) -> np.random.Generator:
-    return np.random.default_rng([seed, _AUG_STREAM, stage, step])

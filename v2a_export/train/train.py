@@ -39,7 +39,6 @@ from .stages import vae as stages_vae
 from .stages import vocoder as stages_vocoder
 
 _LOGGER = logging.getLogger(__name__)
-WEIGHT_FILES = ("clip", "synchformer", "flow", "vae", "vocoder")
 
 
 class RecipeMismatch(ValueError):

@@ -39,7 +39,9 @@ from pathlib import Path
 import numpy as np
 
 from ... import sampling
-from ..base import BackendError, TensorInfo
+from ...config import TensorInfo
+from ...guidance import is_guided
+from ..base import BackendError, StepCallback
 from .session import BoundSession, CudaOptions
 
 _LOGGER = logging.getLogger(__name__)
@@ -141,24 +143,32 @@ class DeviceSampler:
         conditions: Mapping[str, np.ndarray],
         ts: np.ndarray,
         *,
-        cfg: float | None,
-        solver: str = "euler",
-        callback: Callable[[int, float, np.ndarray | None], None] | None = None,
+        cfg: float,
+        solver: str,
+        callback: StepCallback | None = None,
     ) -> tuple[np.ndarray, int]:
-        """Integrate ``x`` (K, L, C) float32 over the grid ``ts`` (t = 0 noise → 1 data).
-
-        ``conditions``: the denoiser's condition inputs, already [cond × K; uncond × K] when
-        ``cfg`` is a weight w (v = w·v_cond + (1 − w)·v_uncond), K rows when ``cfg`` is None.
-        Returns (x at t = 1, denoiser evaluations). The Euler path calls ``callback(i, t,
-        None)``: the state stays on the device."""
+        """The :class:`~v2a_runtime.backends.base.Sampler` contract. The Euler path calls
+        ``callback(i, t, None)``: the state stays on the device."""
         sampling.get_solver(solver)  # ValueError naming the solvers
         t = [float(v) for v in np.asarray(ts, dtype=np.float64)]
-        loop = _Loop(self, np.ascontiguousarray(x, dtype=np.float32), conditions, cfg)
+        w = cfg if is_guided(cfg) else None
+        loop = _Loop(self, np.ascontiguousarray(x, dtype=np.float32), conditions, w)
         if solver == "euler":
             out = loop.euler(t, callback)
         else:
             out = sampling.get_solver(solver)(loop.velocity, x, ts, callback=callback)
         return out, loop.evaluations
+
+
+    def bound_denoiser(
+        self, x: np.ndarray, conditions: Mapping[str, np.ndarray], cfg: float
+    ) -> Callable[[], None]:
+        """One run of the bound (on CUDA: captured) denoiser at the shapes of ``x`` and
+        ``conditions``, as a function: times the replay alone (benchmarks/gpu.py)."""
+        loop = _Loop(self, np.ascontiguousarray(x, dtype=np.float32), conditions,
+                     cfg if is_guided(cfg) else None)  # fmt: skip
+        loop._denoise(0.5)  # warm: the first runs capture
+        return lambda: loop.shape.session.run_bound(loop.den_binding)
 
 
 class _Loop:
@@ -245,39 +255,6 @@ def _host(value) -> np.ndarray:
     return np.array(value.numpy(), copy=True)
 
 
-@dataclass(frozen=True)
-class CudaDenoiser:
-    """The denoiser on the CUDA backend: a plain bound session (any shape, :meth:`run`) plus
-    the device-resident sampling loop the pipeline uses when it finds ``device_sampler``."""
-
-    base: BoundSession
-    device_sampler: DeviceSampler
-
-    @property
-    def inputs(self) -> tuple[TensorInfo, ...]:
-        return self.base.inputs
-
-    @property
-    def outputs(self) -> tuple[TensorInfo, ...]:
-        return self.base.outputs
-
-    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return self.base.run(feeds)
-
-
-def is_denoiser(inputs: tuple[TensorInfo, ...], outputs: tuple[TensorInfo, ...]) -> bool:
-    """The contract's denoiser signature: inputs x and t first, one output named velocity."""
-    return [t.name for t in inputs[:2]] == ["x", "t"] and [t.name for t in outputs] == ["velocity"]
-
-
-def load_cuda_session(path: str | Path, options: CudaOptions) -> BoundSession | CudaDenoiser:
-    """A bound session for ``path``; a :class:`CudaDenoiser` when the graph is a denoiser."""
-    base = BoundSession.load(path, options)
-    if not is_denoiser(base.inputs, base.outputs):
-        return base
-    return CudaDenoiser(base, DeviceSampler.load(path, options, base.inputs, base.outputs))
-
-
 def _declared(inputs: tuple[TensorInfo, ...], name: str) -> str | None:
     for t in inputs:
         if t.name == name:
@@ -285,11 +262,4 @@ def _declared(inputs: tuple[TensorInfo, ...], name: str) -> str | None:
     raise BackendError(f"the denoiser has no input {name!r}")
 
 
-__all__ = [
-    "CANARY_RUNS",
-    "STEP_GRAPHS",
-    "CudaDenoiser",
-    "DeviceSampler",
-    "is_denoiser",
-    "load_cuda_session",
-]
+__all__ = ["CANARY_RUNS", "STEP_GRAPHS", "DeviceSampler"]

@@ -34,7 +34,8 @@ from types import MappingProxyType
 import numpy as np
 import onnxruntime as ort
 
-from ..base import BackendError, TensorInfo
+from ...config import TensorInfo
+from ..base import BackendError
 from ..ort import OrtOptions, _info, providers, session_options
 
 _LOGGER = logging.getLogger(__name__)

@@ -151,10 +151,6 @@ class EngineKey:
         )
         return hashlib.sha256(text.encode("ascii")).hexdigest()
 
-    def profile_of(self, name: str, index: int = 0) -> InputProfile | None:
-        return next((p for p in self.profiles[index] if p.name == name), None)
-
-
 @dataclass(frozen=True)
 class BuildRequest:
     """The user-level request an engine was built for (for rebuild hints and reports)."""

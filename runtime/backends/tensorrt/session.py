@@ -35,12 +35,15 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..base import BackendError, TensorInfo
+from ...config import TensorInfo
+from ..base import BackendError
 from .cache import GraphIdentity, InputProfile, read_index, select_engines
 from .cudart import Cuda, DeviceBuffer
 from .env import require_tensorrt
@@ -165,6 +168,8 @@ class TrtSession:
         self._out_shapes: dict[str, tuple[int, ...]] = {}
         self._graph: Any = None
         self._graph_exec: Any = None
+        self._resident: dict[str, np.ndarray] = {}  # inputs uploaded once (see resident())
+        self._uploaded: set[str] = set()  # ... and already on the device at these shapes
 
     @classmethod
     def create(cls, shared: EngineSet, name: str, engine, *, use_graph: bool) -> TrtSession:
@@ -213,15 +218,31 @@ class TrtSession:
     def profile(self, name: str) -> InputProfile:
         return self._profiles[name]
 
+    @contextmanager
+    def resident(self, feeds: Mapping[str, np.ndarray]) -> Iterator[None]:
+        """Inside the block, ``feeds`` stay on the device: they are uploaded by the first run
+        (and again only after a shape change), and runs take only the other inputs."""
+        self._resident = {n: np.ascontiguousarray(v) for n, v in feeds.items()}
+        self._uploaded = set()
+        try:
+            yield
+        finally:
+            self._resident, self._uploaded = {}, set()
+
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        arrays = self._arrays(feeds)
+        arrays = self._arrays({**self._resident, **feeds})
         shapes = {n: a.shape for n, a in arrays.items()}
         if shapes != self._shapes:
             self._reshape(shapes)
+            self._uploaded = set()  # buffers may have moved
         cuda, stream = self.shared.cuda, self.shared.stream
         for n, a in arrays.items():
+            if n in self._uploaded:
+                continue
             if a.nbytes:
                 cuda.upload(self._buffers[n].ptr, a, stream)
+            if n in self._resident:
+                self._uploaded.add(n)
         self._execute()
         out = {}
         for info in self._outputs:

@@ -16,7 +16,6 @@ complete (``out`` may be ``src``: conversion in place).
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
@@ -25,19 +24,20 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import onnx
-from v2a_runtime.backends import TensorInfo, load_session
-from v2a_runtime.bundle import (
-    COMPONENTS,
-    ComponentSpec,
-    Manifest,
-    check_io,
-    describe_file,
-    load_bundle,
-    write_manifest,
-)
+from v2a_runtime.backends import load_session
+from v2a_runtime.bundle import check_io, describe_file, load_bundle, write_manifest
+from v2a_runtime.config import COMPONENTS, ComponentSpec, Manifest
 
-from v2a_export.export.bundle import CONFIG_FILE, PARITY_REPORT, Event, replace_dir
-from v2a_export.export.descriptors import SequenceRules, descriptors
+from v2a_export.export.bundle import (
+    PARITY_REPORT,
+    Event,
+    bundle_config,
+    recorded_plan,
+    replace_dir,
+    validation_source,
+    write_json,
+)
+from v2a_export.export.descriptors import descriptors
 from v2a_export.export.onnx_export import EXTERNAL_DATA_THRESHOLD
 from v2a_export.export.parity import (
     FP32_THRESHOLDS,
@@ -130,7 +130,7 @@ def convert_bundle(
             f"(run v2a-export validate)",
         )
         write_manifest(work, replace(manifest, components=specs, parity=recorded))
-        _write_json(work / PRECISION_REPORT, _report(policy, calibration, reports, feeds))
+        write_json(work / PRECISION_REPORT, _report(policy, calibration, reports, feeds))
         replace_dir(work, out)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -162,7 +162,7 @@ def _save(work: Path, spec: ComponentSpec, model, policy, report: GraphPrecision
     declared = {v.name: names.get(v.type.tensor_type.elem_type)
                 for v in (*model.graph.input, *model.graph.output)}  # fmt: skip
 
-    def io_type(t: TensorInfo) -> TensorInfo:
+    def io_type(t):
         return replace(t, dtype=declared[t.name]) if t.dtype == "float32" else t
 
     return replace(
@@ -208,6 +208,7 @@ def validate_precision_bundle(
     its PyTorch fp32 network (fp32 components with the fp32 gate), then end to end. With
     ``components`` only those are gated (the end-to-end check still runs the whole bundle);
     the report then covers just them."""
+    from v2a_runtime.backends import Backend, HostSampler
     from v2a_runtime.pipeline import Pipeline
     from v2a_runtime.tokenizer import Tokenizer
     from v2a_runtime.watermark.keys import load_key
@@ -222,8 +223,8 @@ def validate_precision_bundle(
     bundle = load_bundle(root)
     manifest = bundle.manifest
     recorded = manifest.parity or {}
-    config, source = _config_and_source(root, manifest, recorded, source)
-    plan = plan or _recorded_plan(recorded)
+    config, source = bundle_config(manifest), validation_source(manifest, recorded, source)
+    plan = plan or recorded_plan(recorded)
     emit(Event("weights", "load", 0, 1))
     loaded = load_weights(config, source)
     emit(Event("weights", "load", 1, 1))
@@ -232,7 +233,7 @@ def validate_precision_bundle(
         spec = manifest.components[name]
         if name in components:
             parity[name], sessions[name] = _gate_component(
-                bundle, name, desc, loaded.networks, SequenceRules.of(config), plan, threads, emit
+                bundle, name, desc, loaded.networks, config.rates, plan, threads, emit
             )
         elif is_low(spec.precision):
             sessions[name] = TwinSession.load(bundle.path(name), threads=threads)
@@ -245,7 +246,7 @@ def validate_precision_bundle(
         tokenizer = Tokenizer.load(
             bundle.tokenizer_path, context_length=manifest.tokenizer.context_length
         )
-        pipe = Pipeline(bundle, sessions, tokenizer, load_key(None))
+        pipe = Pipeline(bundle, Backend("cpu", sessions, HostSampler), tokenizer, load_key(None))
         e2e, mel = _end_to_end(loaded.networks, pipe, plan, manifest)
         notes.append(
             f"end to end ({_precisions(manifest)}, low-precision graphs emulated on CPU): log-mel "
@@ -257,30 +258,6 @@ def validate_precision_bundle(
     if write:
         _write_validation(root, manifest, recorded, report, mel, plan)
     return report
-
-
-def _config_and_source(root: Path, manifest: Manifest, recorded: dict, source):
-    """The model config (model_config.json, else the registered variant) and the weights to
-    compare with (given, else rebuilt from the recorded seed of a random-weight bundle)."""
-    from v2a_export.export.weights import WeightSource
-    from v2a_export.models.configs import VARIANTS, ModelConfig
-
-    cfg_file = root / CONFIG_FILE
-    if cfg_file.is_file():
-        config = ModelConfig.from_json(cfg_file)
-    elif manifest.model.variant in VARIANTS:
-        config = VARIANTS[manifest.model.variant]
-    else:
-        raise ValueError(f"bundle {root} has no {CONFIG_FILE}; cannot rebuild the networks")
-    if source is None:
-        seed = (recorded.get("reference") or {}).get("seed")
-        if manifest.model.weights != "random" or not isinstance(seed, int):
-            raise ValueError(
-                f"the bundle holds {manifest.model.weights} weights; pass the same weights to "
-                "validate against (--weights DIR or --weights-file F)"
-            )
-        source = WeightSource(seed=seed)
-    return config, source
 
 
 def _gate_component(bundle, name, desc, nets, rules, plan, threads, emit):
@@ -326,7 +303,7 @@ def _write_validation(root: Path, manifest, recorded, report: ParityReport, mel,
     details = report.to_dict()
     if mel is not None:
         details["end_to_end"]["mel_error_db"] = asdict(mel)
-    _write_json(root / PARITY_REPORT, details)
+    write_json(root / PARITY_REPORT, details)
     section = report.manifest_summary()
     section["backend"] = (
         "onnxruntime CPU: fp16 graphs and the emulation twin of every low-precision graph "
@@ -364,31 +341,9 @@ def _precisions(manifest: Manifest) -> str:
     return "+".join(kinds)
 
 
-def _recorded_plan(recorded: dict) -> ParityPlan:
-    saved = recorded.get("plan")
-    if isinstance(saved, dict):
-        try:
-            return ParityPlan(**{k: tuple(v) if isinstance(v, list) else v
-                                 for k, v in saved.items()})  # fmt: skip
-        except (TypeError, ValueError):
-            pass
-    return ParityPlan()
-
-
-def _write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(jsonable(data), indent=2, allow_nan=False) + "\n", "utf-8")
-
-
-def bundle_precision(manifest: Manifest) -> str:
-    """The bundle's precision: fp32, fp16, bf16, or a "+"-joined mix."""
-    return _precisions(manifest)
-
-
 __all__ = [
     "PRECISION_REPORT",
     "PrecisionResult",
-    "bundle_precision",
     "convert_bundle",
     "validate_precision_bundle",
 ]

@@ -19,15 +19,15 @@ import logging
 import math
 import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 from onnx import helper
-from v2a_runtime.backends import Session, TensorInfo
-from v2a_runtime.bundle import COMPONENTS
+from v2a_runtime.backends import Session
+from v2a_runtime.config import COMPONENTS, DEFAULT_SAMPLER, TensorInfo
 
 from v2a_export.export.precision.graph import GraphIndex
 from v2a_export.export.precision.policy import Range
@@ -51,7 +51,7 @@ class CalibrationPlan:
 
     durations: tuple[float, ...] = (2.0, 8.0)
     steps: int = 8  # Euler steps per clip
-    cfg: float = 4.5
+    cfg: float = DEFAULT_SAMPLER.cfg
     seed: int = 0
     max_feeds: int = 8  # per component, evenly spread over the recorded calls
     prompts: tuple[tuple[str, str], ...] = PROMPTS
@@ -97,7 +97,7 @@ def calibration_inputs(
 
     pipe = Pipeline.load(bundle_dir, threads=threads)
     recorders = {name: _Recorder(pipe.sessions[name]) for name in COMPONENTS}
-    recording = replace(pipe, sessions=dict(recorders))
+    recording = pipe.with_sessions(**recorders)
     video = pipe.bundle.manifest.video
     for k, duration in enumerate(plan.durations):
         prompt, negative = plan.prompts[k % len(plan.prompts)]
@@ -150,11 +150,11 @@ def chain_inputs(
     un-normalisation (a partial export has no manifest: identity statistics)."""
     from v2a_runtime.backends import load_session
 
-    from v2a_export.export.descriptors import SequenceRules, descriptors
+    from v2a_export.export.descriptors import descriptors
 
     graph_dir = Path(graph_dir)
     sessions = {n: load_session(graph_dir / "onnx" / f"{n}.onnx", threads=threads) for n in CHAIN}
-    desc, rules = descriptors(config), SequenceRules.of(config)
+    desc, rules = descriptors(config), config.rates
     feeds: dict[str, list] = {n: [] for n in CHAIN}
     for k, duration in enumerate(plan.durations):
         sizes = desc["conditioner"].sizes(rules, duration)

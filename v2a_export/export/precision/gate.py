@@ -24,7 +24,8 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from v2a_runtime.backends import BackendError, TensorInfo
+from v2a_runtime.backends import BackendError
+from v2a_runtime.config import TensorInfo
 
 from v2a_export.export.parity import Metrics
 from v2a_export.export.precision.convert import cpu_session

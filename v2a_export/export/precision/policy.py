@@ -38,11 +38,6 @@ class Precision(str, Enum):
                 "bf16": TensorProto.BFLOAT16}[self.value]  # fmt: skip
 
     @property
-    def numpy_name(self) -> str:
-        """The manifest's dtype name of a tensor in this format."""
-        return {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}[self.value]
-
-    @property
     def default_range_limit(self) -> float:
         """Largest |value| a low-precision tensor may reach in calibration (16x headroom
         below float16's 65504 for inputs the calibration did not see; bf16 has fp32's

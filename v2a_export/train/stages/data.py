@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from v2a_runtime.sequence import sequence_lengths
 
 from v2a_export.models.configs import ModelConfig
 from v2a_export.models.mel import LogMel
@@ -39,8 +38,7 @@ def run_data(out: Path, recipe: DataRecipe, config: ModelConfig,
     root = data_dir(out)
     root.mkdir(parents=True, exist_ok=True)
     seeds = training_seeds(recipe.clips, recipe.first_seed)
-    seq = sequence_lengths(recipe.duration, sample_rate=config.mel.sample_rate,
-                           hop_length=config.mel.hop_length)
+    seq = config.rates.lengths(recipe.duration)
     samples, frames = seq.samples, seq.mel_frames  # soundtracks are zero-padded to 2·L·hop
     pool = min(recipe.audio_pool, recipe.clips)
     mels = _open(root / "mels.npy", np.float16, (recipe.clips, 2, config.mel.n_mels, frames))

@@ -21,7 +21,6 @@ import numpy as np
 import torch
 from v2a_runtime import world
 from v2a_runtime.media import sync_segments
-from v2a_runtime.sequence import sequence_lengths
 
 from v2a_export.models.clip import CLIP
 from v2a_export.models.configs import ModelConfig
@@ -40,10 +39,7 @@ def features_dir(out: Path) -> Path:
 
 
 def lengths(config: ModelConfig, duration: float):
-    s = config.streams
-    return sequence_lengths(duration, sample_rate=config.mel.sample_rate,
-                            hop_length=config.mel.hop_length, clip_fps=s.clip_fps,
-                            sync_fps=s.sync_fps)
+    return config.rates.lengths(duration)
 
 
 @torch.no_grad()
