@@ -5,12 +5,13 @@ of anything PyAV opens (MP4, MKV, WebM, MOV, MP3, AAC, Opus, ...); writing atomi
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import av
 import numpy as np
 import soundfile as sf
+
+from ..media.files import atomic_output
 
 
 def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
@@ -60,14 +61,8 @@ def write_audio_atomic(path: str | os.PathLike, audio: np.ndarray, sample_rate: 
     if subtype is not None and not sf.check_format(fmt, subtype):
         subtype = None
     data = np.asarray(audio).T if np.ndim(audio) == 2 else np.asarray(audio)  # (W, channels)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=p.suffix, dir=p.parent or ".")
-    os.close(fd)
-    try:
+    with atomic_output(p) as tmp:
         sf.write(tmp, data, sample_rate, subtype=subtype, format=fmt)
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def audio_subtype(path: str | os.PathLike) -> str | None:

@@ -28,13 +28,13 @@ end, so an interrupted write leaves no partial file.
 
 from __future__ import annotations
 
-import os
 from fractions import Fraction
 from pathlib import Path
 from types import MappingProxyType
 
 import numpy as np
 
+from ..media.files import atomic_output
 from .scene import Scene
 from .spec import FLOOR_Y, VIEW_LEFT, VIEW_SIZE, VIEW_TOP
 
@@ -91,27 +91,21 @@ def write_video(scene: Scene, path: str | Path, size: int = 256, fps: int = 25) 
         raise ValueError(f"video path {path} must end in one of {', '.join(VIDEO_SUFFIXES)}")
     times = frame_times(scene.duration, fps)
     # a hidden sibling with the same suffix (the container format follows it), renamed at the end
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.partial{path.suffix}")
-    try:
-        with av.open(str(tmp), mode="w") as container:
-            stream = container.add_stream(_video_codec(av), rate=fps)
-            stream.width = stream.height = size
-            stream.pix_fmt = "yuv420p"
-            stream.codec_context.time_base = Fraction(1, fps)
-            if stream.codec_context.name == "libx264":
-                stream.options = {"crf": "18", "preset": "veryfast"}
-            for a in range(0, len(times), _CHUNK):
-                frames = render_frames(scene, times[a: a + _CHUNK], size)
-                for i, rgb in enumerate(frames):
-                    frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-                    frame.pts = a + i
-                    frame.time_base = Fraction(1, fps)
-                    container.mux(stream.encode(frame))
-            container.mux(stream.encode(None))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_output(path) as tmp, av.open(str(tmp), mode="w") as container:
+        stream = container.add_stream(_video_codec(av), rate=fps)
+        stream.width = stream.height = size
+        stream.pix_fmt = "yuv420p"
+        stream.codec_context.time_base = Fraction(1, fps)
+        if stream.codec_context.name == "libx264":
+            stream.options = {"crf": "18", "preset": "veryfast"}
+        for a in range(0, len(times), _CHUNK):
+            frames = render_frames(scene, times[a: a + _CHUNK], size)
+            for i, rgb in enumerate(frames):
+                frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+                frame.pts = a + i
+                frame.time_base = Fraction(1, fps)
+                container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
     return path
 
 

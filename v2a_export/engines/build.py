@@ -13,7 +13,6 @@ each engine), messages to ``logging``.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -30,6 +29,7 @@ from v2a_runtime.backends.tensorrt.cache import (
 )
 from v2a_runtime.bundle import Bundle, sha256_file
 from v2a_runtime.config import COMPONENTS
+from v2a_runtime.media.files import atomic_output
 
 from v2a_export.engines.cache import Planned, engine_precision, plan_builds, requested_keys
 from v2a_export.engines.profiles import ProfileRequest, engine_profiles
@@ -175,12 +175,8 @@ def build_engines(
 
 def _write_atomic(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_output(path) as tmp:
         tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 __all__ = [

@@ -31,13 +31,13 @@ so importing this file needs no TensorRT. Steps, with the API they use:
 from __future__ import annotations
 
 import logging
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
 from v2a_runtime.backends.tensorrt.cache import EngineKey
+from v2a_runtime.media.files import atomic_output
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -175,12 +175,8 @@ def _attach_timing_cache(config, path: str | Path | None):
 
 def _save_timing_cache(config, path: Path) -> None:
     data = bytes(memoryview(config.get_timing_cache().serialize()))
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_output(path) as tmp:
         tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 __all__ = ["BuildError", "BuiltEngine", "build_engine"]

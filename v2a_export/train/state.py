@@ -9,7 +9,6 @@ stage: resuming gives the same bits as running through (same torch build, one th
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 from torch import nn
+from v2a_runtime.media.files import atomic_output
 
 from .recipe import STAGES
 
@@ -95,9 +95,8 @@ class EMA:
 
 
 def save_atomic(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_output(path) as tmp:
+        torch.save(obj, tmp)
 
 
 StepFn = Callable[[int], Mapping[str, float]]

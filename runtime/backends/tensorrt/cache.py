@@ -31,11 +31,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from ...media.files import atomic_output
 from ..base import BackendError
 
 KEY_VERSION = 1  # bump when the key's fields or their meaning change: every engine is stale
@@ -281,12 +281,8 @@ def write_index(root: str | Path, index: EngineIndex) -> Path:
     """Write ``root/engines/engines.json`` atomically (temp file + rename)."""
     path = Path(root) / INDEX_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".engines.json.{os.getpid()}.tmp")
-    try:
+    with atomic_output(path) as tmp:
         tmp.write_text(json.dumps(index.to_dict(), indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 

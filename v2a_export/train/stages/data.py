@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from v2a_runtime.media.files import atomic_output
 
 from v2a_export.models.configs import ModelConfig
 from v2a_export.models.mel import LogMel
@@ -73,9 +74,8 @@ def _open(path: Path, dtype, shape) -> np.memmap:
 
 
 def _write_records(root: Path, records: list[ClipRecord]) -> None:
-    tmp = root / "clips.json.tmp"
-    tmp.write_text(json.dumps([r.to_dict() for r in records]))
-    tmp.replace(root / "clips.json")
+    with atomic_output(root / "clips.json") as tmp:
+        tmp.write_text(json.dumps([r.to_dict() for r in records]))
 
 
 def _read_records(root: Path) -> list[ClipRecord]:
