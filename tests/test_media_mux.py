@@ -199,3 +199,21 @@ def test_check_output_for_the_cli(tmp_path, inputs):
     alias = source.parent / "." / source.name
     with pytest.raises(MediaError, match="output path is the input file"):
         check_output(alias, input_path=source, overwrite=True)
+
+
+def test_mux_places_the_audio_at_start_and_takes_a_tracks_array(inputs, tmp_path):
+    """``start`` seconds of silence come first (a span that begins later in the video), and a
+    (K, W) array is K mono tracks (``GenerateResult.audio``)."""
+    out = tmp_path / "late.avi"  # 16-bit PCM: the samples come back exactly
+    tracks = np.stack([tone(500, 16000, 1.0), tone(800, 16000, 1.0)])  # (2, W)
+    mux(inputs["mjpeg_avi_pcm"], out, tracks, 16000, start=0.5)
+    first, second = audio_streams(out)
+    lead = round(0.5 * first["rate"])
+    assert np.abs(first["samples"][0, :lead]).max() < 1e-4  # silence before the span
+    assert np.abs(first["samples"][0, lead : lead + 16000]).max() > 0.25
+    np.testing.assert_allclose(first["samples"][0, lead : lead + 16000], tracks[0], atol=1e-4)
+    assert peak_hz(second["samples"][:, lead:], second["rate"]) == pytest.approx(800, abs=3)
+    with pytest.raises(ValueError, match="start must be a finite number"):
+        mux(inputs["mjpeg_avi_pcm"], tmp_path / "x.avi", tracks, 16000, start=-1.0)
+    with pytest.raises(ValueError, match=r"a tracks array must be \(K, W\)"):
+        mux(inputs["mjpeg_avi_pcm"], tmp_path / "x.avi", tracks[0], 16000)

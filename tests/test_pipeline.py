@@ -256,3 +256,18 @@ def test_long_file_is_decoded_per_window_like_slices(pipe, tmp_path):
     from_frames = pipe.generate(frames, steps=2, watermark=False)
     np.testing.assert_array_equal(from_file.audio, from_frames.audio)
     assert from_file.audio.shape == (1, 10 * SR)
+
+
+def test_generate_with_start_and_mux_put_the_sound_where_the_span_begins(pipe, tmp_path):
+    from media_videos import audio_streams, write_video
+    from v2a_runtime.media import mux
+
+    video = write_video(tmp_path / "in.avi", codec="mjpeg", pix_fmt="yuvj420p", frames=100,
+                        size=(64, 48))  # fmt: skip  # 4 s at 25 fps
+    result = pipe.generate(video, start=2.0, steps=2, watermark=False)
+    assert result.start == 2.0 and result.audio.shape == (1, 2 * SR)
+    mux(video, tmp_path / "out.avi", result.audio, SR, start=result.start)
+    (track,) = audio_streams(tmp_path / "out.avi")
+    samples = track["samples"][0]
+    assert track["rate"] == SR and np.abs(samples[: 2 * SR]).max() == 0  # before the span
+    np.testing.assert_allclose(samples[2 * SR : 4 * SR], result.audio[0], atol=1 / 32768)
