@@ -42,10 +42,11 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
+from v2a_runtime.config import DEFAULT_SAMPLER
 
 RESULTS = Path(__file__).resolve().parent / "results"
 COMPONENTS = ("clip_visual", "sync_visual", "text", "conditioner", "denoiser", "vae_decoder",
@@ -141,39 +142,23 @@ class Nvml:
 # --- inputs ----------------------------------------------------------------------------------
 
 
-@dataclass
-class _Recorder:
-    session: object
-    feeds: list = field(default_factory=list)
-
-    @property
-    def inputs(self):
-        return self.session.inputs
-
-    @property
-    def outputs(self):
-        return self.session.outputs
-
-    def run(self, feeds):
-        self.feeds.append({k: np.array(v, copy=True) for k, v in feeds.items()})
-        return self.session.run(feeds)
-
-
 def record_inputs(bundle: Path, duration: float, seed: int, threads):
     """(frames, {component: feeds}) from one fp32 pipeline run on a rendered clip."""
+    from v2a_runtime.backends.recording import RecordingSession
     from v2a_runtime.pipeline import Pipeline
 
     from v2a_export.export.precision.calibrate import rendered_frames
 
     pipe = Pipeline.load(bundle, threads=threads)
     frames = rendered_frames(seed, duration, pipe.bundle.manifest.video)
-    rec = {n: _Recorder(s) for n, s in pipe.sessions.items()}
+    rec = {n: RecordingSession(s) for n, s in pipe.sessions.items()}
     pipe.with_sessions(**rec).generate(frames, prompt=PROMPT, seed=seed, steps=2,
                                          solver="euler", cfg=CFG, watermark=False)  # fmt: skip
     return frames, {n: r.feeds[0] for n, r in rec.items()}
 
 
-PROMPT, NEGATIVE, CFG = "glass bottles clink, then footsteps on gravel", "", 4.5
+PROMPT, NEGATIVE = "glass bottles clink, then footsteps on gravel", ""
+CFG = DEFAULT_SAMPLER.cfg
 
 
 # --- onnxruntime rows ------------------------------------------------------------------------
@@ -215,6 +200,7 @@ def onnxruntime_rows(args, bundles, frames, feeds, nvml) -> list[Row]:
 def _device_step_rows(args, root, feed, precision, nvml) -> list[Row]:
     """One step of the device-resident loop, with and without CUDA graphs, and the captured
     denoiser replay alone."""
+    from v2a_runtime.backends import SampleRequest
     from v2a_runtime.backends.cuda import BoundSession, CudaOptions, DeviceSampler
 
     rows = []
@@ -228,7 +214,7 @@ def _device_step_rows(args, root, feed, precision, nvml) -> list[Row]:
         sampler = DeviceSampler.load(path, options, den.inputs, den.outputs)
 
         def loop(sampler=sampler):
-            sampler(x0, conds, ts, cfg=CFG, solver="euler")
+            sampler(SampleRequest(x0, conds, ts, CFG, "euler"))
 
         p50, p95, n = measure(loop, args.warmup, args.repeats)
         mode = "loop step (CUDA graph)" if graph else "loop step (no graph)"

@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from . import guidance, sampling
-from .backends import Backend, Sampler, Session, load_backend
+from .backends import Backend, Sampler, SampleRequest, Session, load_backend
 from .bundle import Bundle, load_bundle
 from .config import AudioSpec
 from .frames import VideoArray, frame_source
@@ -282,7 +282,7 @@ class Pipeline:
         rows = guidance.condition_rows(noise.shape[0], guidance.is_guided(cfg))
         feeds = guidance.batch_conditions(conditions, batched, rows)
         sampler = sampler or self.backend.sampler()
-        return sampler(noise, feeds, ts, cfg=cfg, solver=solver, callback=callback)
+        return sampler(SampleRequest(noise, feeds, ts, cfg, solver, callback))
 
     def _watermark(
         self, audio: np.ndarray, opts: GenerateOptions, seeds: tuple[int, ...], digest: bytes

@@ -10,7 +10,7 @@ import hashlib
 import importlib.util
 import json
 import shutil
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -137,36 +137,17 @@ def test_profile_request_options_and_errors(manifest):
             parse_tracks(bad)
 
 
-@dataclass
-class _Recording:
-    """A session that records the shape of every feed."""
-
-    inner: object
-    shapes: list = field(default_factory=list)
-
-    @property
-    def inputs(self):
-        return self.inner.inputs
-
-    @property
-    def outputs(self):
-        return self.inner.outputs
-
-    def run(self, feeds):
-        self.shapes.append({k: v.shape for k, v in feeds.items()})
-        return self.inner.run(feeds)
-
-
 @pytest.mark.parametrize(("tracks", "cfg"), [(1, 1.0), (2, 4.5), (3, 4.5)])
 def test_profiles_hold_every_shape_the_pipeline_feeds(manifest, tracks, cfg):
     """The profiles' batches come from the pipeline's own rule (v2a_runtime.guidance.batch):
     every feed of a real generate call, with and without guidance, lies in its engine's
     profile, and at opt tracks and the trained duration it is the profile's opt."""
+    from v2a_runtime.backends.recording import RecordingSession
     from v2a_runtime.media import Frames
     from v2a_runtime.pipeline import Pipeline
 
     pipe = Pipeline.load(TEST_BUNDLE, threads=1)
-    recorders = {n: _Recording(s) for n, s in pipe.sessions.items()}
+    recorders = {n: RecordingSession(s) for n, s in pipe.sessions.items()}
     request = ProfileRequest.of(manifest, opt_duration=2.0, tracks=TrackRange(1, tracks, 3))
     rng = np.random.default_rng(0)
     frames = Frames(rng.integers(0, 256, (16, 64, 64, 3), np.uint8),
@@ -174,7 +155,7 @@ def test_profiles_hold_every_shape_the_pipeline_feeds(manifest, tracks, cfg):
     pipe.with_sessions(**recorders).generate(frames, steps=2, cfg=cfg, tracks=tracks,
                                              watermark=False)  # fmt: skip
     for name, profile in engine_profiles(manifest, request).items():
-        for shapes in recorders[name].shapes:
+        for shapes in recorders[name].shapes():
             for p in profile:
                 assert p.contains(shapes[p.name]), (name, p, shapes[p.name])
                 if cfg != 1.0:

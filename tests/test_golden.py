@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from v2a_runtime import guidance, sampling
-from v2a_runtime.backends import HostSampler
+from v2a_runtime.backends import HostSampler, SampleRequest
 from v2a_runtime.config import TensorInfo
 from v2a_runtime.media import Frames
 from v2a_runtime.pipeline import Pipeline, unnormalise
@@ -94,12 +94,12 @@ def test_the_host_sampler_steps_by_dt_with_the_guided_velocity():
     x0 = np.zeros((k, 4, 3), np.float32)
     ts = np.array([0.0, 0.25, 1.0], np.float32)
     steps = []
-    x, n = sampler(x0, {}, ts, cfg=w, solver="euler", callback=lambda _i, t, _x: steps.append(t))
+    x, n = sampler(SampleRequest(x0, {}, ts, w, "euler", lambda _i, t, _x: steps.append(t)))
     assert n == 2 and steps == [0.25, 1.0]
     np.testing.assert_allclose(x, 1.0 * (w + (1 - w) * 0.25), rtol=1e-6)
-    half = sampler(x0, {}, np.array([0.0, 0.5], np.float32), cfg=w, solver="euler")[0]
+    half = sampler(SampleRequest(x0, {}, np.array([0.0, 0.5], np.float32), w, "euler"))[0]
     np.testing.assert_allclose(half, 0.5 * (w + (1 - w) * 0.25), rtol=1e-6)
-    plain = HostSampler(RowVelocity(np.array([0.5, 0.5])))(x0, {}, ts, cfg=1.0, solver="euler")
+    plain = HostSampler(RowVelocity(np.array([0.5, 0.5])))(SampleRequest(x0, {}, ts, 1.0, "euler"))
     np.testing.assert_allclose(plain[0], 0.5, rtol=1e-6)  # w = 1: the K cond rows alone
 
 

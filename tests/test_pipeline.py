@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pytest
 from v2a_runtime import sampling
-from v2a_runtime.backends import Session
+from v2a_runtime.backends.recording import RecordingSession
 from v2a_runtime.frames import VideoArray, frames_from_array
 from v2a_runtime.media import MediaError, read_frames
 from v2a_runtime.pipeline import Pipeline, Progress
@@ -19,33 +18,13 @@ TEST_BUNDLE = Path(__file__).parent / "data" / "test_bundle"
 SR = 16000
 
 
-@dataclass
-class Counting:
-    """A real session that records the shape of every feed it runs."""
-
-    inner: Session
-    calls: list = field(default_factory=list)
-
-    @property
-    def inputs(self):
-        return self.inner.inputs
-
-    @property
-    def outputs(self):
-        return self.inner.outputs
-
-    def run(self, feeds):
-        self.calls.append({k: v.shape for k, v in feeds.items()})
-        return self.inner.run(feeds)
-
-
 @pytest.fixture(scope="module")
 def pipe() -> Pipeline:
     return Pipeline.load(TEST_BUNDLE)
 
 
 def counting(pipe: Pipeline) -> Pipeline:
-    return pipe.with_sessions(**{n: Counting(s) for n, s in pipe.sessions.items()})
+    return pipe.with_sessions(**{n: RecordingSession(s) for n, s in pipe.sessions.items()})
 
 
 def moving_video(seconds: float, fps: float = 25.0, size=(48, 80), seed: int = 0) -> VideoArray:
@@ -100,7 +79,7 @@ def test_stage_call_counts_and_batches(pipe):
     p = counting(pipe)
     k, steps = 2, 5
     r = p.generate(moving_video(3.0), steps=steps, tracks=k, watermark=False)
-    calls = {n: s.calls for n, s in p.sessions.items()}
+    calls = {n: s.shapes() for n, s in p.sessions.items()}
     assert len(calls["clip_visual"]) == len(calls["sync_visual"]) == 1  # encoders once
     assert calls["clip_visual"][0]["frames"] == (24, 64, 64, 3)  # 3 s at 8 fps
     assert calls["sync_visual"][0]["segments"] == (8, 16, 64, 64, 3)  # (75 - 16) // 8 + 1
@@ -116,7 +95,7 @@ def test_stage_call_counts_and_batches(pipe):
 def test_second_order_solver_and_cfg_one(pipe):
     p = counting(pipe)
     r = p.generate(moving_video(1.0), solver="heun", steps=4, cfg=1.0, watermark=False)
-    denoiser = p.sessions["denoiser"].calls
+    denoiser = p.sessions["denoiser"].shapes()
     assert len(denoiser) == r.evaluations == sampling.evaluations("heun", 4)
     assert all(c["x"][0] == 1 for c in denoiser)  # w = 1: the conditional branch alone
 
@@ -126,8 +105,8 @@ def test_long_video_windows_and_crossfade(pipe):
     video = moving_video(20.0, size=(32, 32))
     long = p.generate(video, steps=3, watermark=False)
     assert [(w.start, w.duration) for w in long.windows] == [(0, 8), (6, 8), (12, 8)]
-    assert len(p.sessions["conditioner"].calls) == 3  # conditioned per window
-    assert len(p.sessions["denoiser"].calls) == 3 * 3
+    assert len(p.sessions["conditioner"].shapes()) == 3  # conditioned per window
+    assert len(p.sessions["denoiser"].shapes()) == 3 * 3
     assert long.audio.shape == (1, 20 * SR)
     # Window 0 is the first 8 s generated alone (same frames, first noise draw of the seed).
     first = pipe.generate(video, steps=3, duration=8.0, watermark=False).audio[0]

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from ..bundle import Bundle, check_io
 from ..config import COMPONENTS, Dim, TensorInfo
-from .base import Backend, BackendError, Sampler, Session
+from .base import Backend, BackendError, Sampler, SampleRequest, Session
 from .host import HostSampler
 from .ort import OrtOptions, OrtSession
 
@@ -88,6 +88,7 @@ __all__ = [
     "BACKENDS",
     "Backend",
     "BackendError",
+    "SampleRequest",
     "Dim",
     "HostSampler",
     "OrtOptions",

@@ -40,25 +40,24 @@ class Session(Protocol):
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
 
 
+@dataclass(frozen=True)
+class SampleRequest:
+    """One integration of the flow from t = 0 (noise) to t = 1 (data)."""
+
+    x: np.ndarray  # float32 (K, L, C): x₀
+    # the denoiser's condition inputs, batched for the guided rows [cond × K; uncond × K]
+    # (K rows when cfg is 1, v2a_runtime.guidance.is_guided)
+    conditions: Mapping[str, np.ndarray]
+    ts: np.ndarray  # the time grid, 0 … 1 (v2a_runtime.sampling.time_grid)
+    cfg: float  # w in v = w·v_cond + (1 − w)·v_uncond
+    solver: str  # a name from v2a_runtime.sampling.SOLVERS
+    callback: StepCallback | None = None  # after step i: (i, t, x), x None if on the device
+
+
 class Sampler(Protocol):
-    """Integrate x (K, L, C) float32 from t = 0 (noise) to 1 (data) over the grid ``ts``.
+    """Runs a :class:`SampleRequest`; returns (x at t = 1, denoiser evaluations)."""
 
-    ``conditions``: the denoiser's condition inputs, batched for the guided rows
-    [cond × K; uncond × K] (K rows when ``cfg`` is 1, :func:`v2a_runtime.guidance.is_guided`);
-    the velocity is v = w·v_cond + (1 − w)·v_uncond. ``callback(i, t, x)`` runs after step i
-    (x may be None when it stays on the device). Returns (x at t = 1, denoiser evaluations).
-    """
-
-    def __call__(
-        self,
-        x: np.ndarray,
-        conditions: Mapping[str, np.ndarray],
-        ts: np.ndarray,
-        *,
-        cfg: float,
-        solver: str,
-        callback: StepCallback | None = None,
-    ) -> tuple[np.ndarray, int]: ...
+    def __call__(self, request: SampleRequest) -> tuple[np.ndarray, int]: ...
 
 
 @dataclass(frozen=True)
@@ -74,4 +73,4 @@ class Backend:
         return self.sampler_factory(self.sessions["denoiser"])
 
 
-__all__ = ["Backend", "BackendError", "Sampler", "Session", "StepCallback"]
+__all__ = ["Backend", "BackendError", "SampleRequest", "Sampler", "Session", "StepCallback"]

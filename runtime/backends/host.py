@@ -4,14 +4,13 @@ batched denoiser run per evaluation)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
 from .. import sampling
 from ..guidance import combine, is_guided
-from .base import Session, StepCallback
+from .base import SampleRequest, Session
 
 
 @dataclass(frozen=True)
@@ -20,26 +19,17 @@ class HostSampler:
 
     denoiser: Session
 
-    def __call__(
-        self,
-        x: np.ndarray,
-        conditions: Mapping[str, np.ndarray],
-        ts: np.ndarray,
-        *,
-        cfg: float,
-        solver: str,
-        callback: StepCallback | None = None,
-    ) -> tuple[np.ndarray, int]:
-        guided, evaluations = is_guided(cfg), []
+    def __call__(self, r: SampleRequest) -> tuple[np.ndarray, int]:
+        guided, evaluations = is_guided(r.cfg), []
 
         def velocity(x: np.ndarray, t: float) -> np.ndarray:
             xb = np.concatenate([x, x]) if guided else x  # (2K, L, C)
             tb = np.full(xb.shape[0], t, dtype=np.float32)  # (2K,)
-            v = self.denoiser.run({"x": xb, "t": tb, **conditions})["velocity"]  # (2K, L, C)
+            v = self.denoiser.run({"x": xb, "t": tb, **r.conditions})["velocity"]  # (2K, L, C)
             evaluations.append(t)
-            return combine(v, cfg) if guided else v  # (K, L, C)
+            return combine(v, r.cfg) if guided else v  # (K, L, C)
 
-        x = sampling.get_solver(solver)(velocity, x, ts, callback=callback)
+        x = sampling.get_solver(r.solver)(velocity, r.x, r.ts, callback=r.callback)
         return x, len(evaluations)
 
 

@@ -41,7 +41,7 @@ import numpy as np
 from ... import sampling
 from ...config import TensorInfo
 from ...guidance import is_guided
-from ..base import BackendError, StepCallback
+from ..base import BackendError, SampleRequest
 from .session import BoundSession, CudaOptions
 
 _LOGGER = logging.getLogger(__name__)
@@ -137,26 +137,17 @@ class DeviceSampler:
             self._shapes[key] = _Shape.create(session, feeds)
         return self._shapes[key]
 
-    def __call__(
-        self,
-        x: np.ndarray,
-        conditions: Mapping[str, np.ndarray],
-        ts: np.ndarray,
-        *,
-        cfg: float,
-        solver: str,
-        callback: StepCallback | None = None,
-    ) -> tuple[np.ndarray, int]:
+    def __call__(self, r: SampleRequest) -> tuple[np.ndarray, int]:
         """The :class:`~v2a_runtime.backends.base.Sampler` contract. The Euler path calls
         ``callback(i, t, None)``: the state stays on the device."""
-        sampling.get_solver(solver)  # ValueError naming the solvers
-        t = [float(v) for v in np.asarray(ts, dtype=np.float64)]
-        w = cfg if is_guided(cfg) else None
-        loop = _Loop(self, np.ascontiguousarray(x, dtype=np.float32), conditions, w)
-        if solver == "euler":
-            out = loop.euler(t, callback)
+        solve = sampling.get_solver(r.solver)  # ValueError naming the solvers
+        t = [float(v) for v in np.asarray(r.ts, dtype=np.float64)]
+        w = r.cfg if is_guided(r.cfg) else None
+        loop = _Loop(self, np.ascontiguousarray(r.x, dtype=np.float32), r.conditions, w)
+        if r.solver == "euler":
+            out = loop.euler(t, r.callback)
         else:
-            out = sampling.get_solver(solver)(loop.velocity, x, ts, callback=callback)
+            out = solve(loop.velocity, r.x, r.ts, callback=r.callback)
         return out, loop.evaluations
 
 

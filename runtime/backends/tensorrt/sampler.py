@@ -4,12 +4,11 @@ with the denoiser's conditions resident on the device for the whole window
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from ..base import StepCallback
+from ..base import SampleRequest
 from ..host import HostSampler
 from .session import TrtSession
 
@@ -20,19 +19,9 @@ class TrtSampler:
 
     denoiser: TrtSession
 
-    def __call__(
-        self,
-        x: np.ndarray,
-        conditions: Mapping[str, np.ndarray],
-        ts: np.ndarray,
-        *,
-        cfg: float,
-        solver: str,
-        callback: StepCallback | None = None,
-    ) -> tuple[np.ndarray, int]:
-        with self.denoiser.resident(conditions):
-            host = HostSampler(self.denoiser)
-            return host(x, {}, ts, cfg=cfg, solver=solver, callback=callback)
+    def __call__(self, r: SampleRequest) -> tuple[np.ndarray, int]:
+        with self.denoiser.resident(r.conditions):  # the host loop then feeds x and t only
+            return HostSampler(self.denoiser)(replace(r, conditions={}))
 
 
 __all__ = ["TrtSampler"]

@@ -19,15 +19,15 @@ import logging
 import math
 import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 from onnx import helper
-from v2a_runtime.backends import Session
-from v2a_runtime.config import COMPONENTS, DEFAULT_SAMPLER, TensorInfo
+from v2a_runtime.backends.recording import RecordingSession
+from v2a_runtime.config import COMPONENTS, DEFAULT_SAMPLER
 
 from v2a_export.export.precision.graph import GraphIndex
 from v2a_export.export.precision.policy import Range
@@ -69,26 +69,6 @@ class CalibrationPlan:
             raise ValueError(f"steps and max_feeds must be >= 1, got {self.steps}/{self.max_feeds}")
 
 
-@dataclass
-class _Recorder:
-    """A Session that records every feed it is given (and forwards the call)."""
-
-    session: Session
-    feeds: list[dict[str, np.ndarray]] = field(default_factory=list)
-
-    @property
-    def inputs(self) -> tuple[TensorInfo, ...]:
-        return self.session.inputs
-
-    @property
-    def outputs(self) -> tuple[TensorInfo, ...]:
-        return self.session.outputs
-
-    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        self.feeds.append({k: np.array(v, copy=True) for k, v in feeds.items()})
-        return self.session.run(feeds)
-
-
 def calibration_inputs(
     bundle_dir: str | Path, plan: CalibrationPlan = CalibrationPlan(), *, threads: int | None = None
 ) -> dict[str, list[dict[str, np.ndarray]]]:
@@ -96,7 +76,7 @@ def calibration_inputs(
     from v2a_runtime.pipeline import Pipeline
 
     pipe = Pipeline.load(bundle_dir, threads=threads)
-    recorders = {name: _Recorder(pipe.sessions[name]) for name in COMPONENTS}
+    recorders = {name: RecordingSession(pipe.sessions[name]) for name in COMPONENTS}
     recording = pipe.with_sessions(**recorders)
     video = pipe.bundle.manifest.video
     for k, duration in enumerate(plan.durations):
