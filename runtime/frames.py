@@ -27,7 +27,7 @@ import numpy as np
 
 from .config import VideoSpec
 from .media import Frames, MediaError, probe, read_frames
-from .media.decode import _short_side_crop, _squash
+from .media.decode import short_side_crop, squash
 from .sequence import SEGMENT_FRAMES, min_duration
 
 _EPS = 1e-6  # seconds: a frame within 1 µs of a target time reaches it (as media.decode)
@@ -108,8 +108,8 @@ def frames_from_array(video: VideoArray, spec: VideoSpec) -> Frames:
     duration = pixels.shape[0] / fps
     streams = []
     for target_fps, size, convert in (
-        (spec.clip_fps, spec.clip_size, _squash(spec.clip_size)),
-        (spec.sync_fps, spec.sync_size, _short_side_crop(spec.sync_size)),
+        (spec.clip_fps, spec.clip_size, squash(spec.clip_size)),
+        (spec.sync_fps, spec.sync_size, short_side_crop(spec.sync_size)),
     ):
         n = int(target_fps * duration)
         k = np.arange(n, dtype=np.float64)

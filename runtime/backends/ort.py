@@ -111,23 +111,9 @@ class OrtSession:
     ) -> OrtSession:
         options = OrtOptions(device=device, threads=threads, graph_optimization=graph_optimization)
         path = Path(path)
-        try:
-            session = ort.InferenceSession(
-                str(path), sess_options=session_options(options), providers=providers(device)
-            )
-        except BackendError:
-            raise
-        except Exception as e:  # onnxruntime raises its own (non-ValueError) exception types
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise BackendError(f"onnxruntime cannot load {path}: {first}") from e
+        session = create_session(path, session_options(options), providers(device))
         _LOGGER.debug("loaded %s on %s", path.name, session.get_providers())
-        return cls(
-            session=session,
-            path=path,
-            options=options,
-            inputs=tuple(_info(a) for a in session.get_inputs()),
-            outputs=tuple(_info(a) for a in session.get_outputs()),
-        )
+        return cls(session, path, options, *graph_io(session))
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         # fp16 graph I/O (v2a-export --io-dtype native): the runtime works in float32, so
@@ -138,15 +124,37 @@ class OrtSession:
         try:
             values = self.session.run(None, feeds)
         except Exception as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise BackendError(f"{self.path.name}: onnxruntime run failed: {first}") from e
+            raise BackendError(f"{self.path.name}: onnxruntime run failed: {first_line(e)}") from e
         return {
             info.name: (value.astype(np.float32) if value.dtype == np.float16 else value)
             for info, value in zip(self.outputs, values, strict=True)
         }
 
 
-def _info(arg: ort.NodeArg) -> TensorInfo:
+def create_session(path: Path, options: ort.SessionOptions, provider_list: list):
+    """``ort.InferenceSession`` of ``path``; BackendError with onnxruntime's first line."""
+    try:
+        return ort.InferenceSession(str(path), sess_options=options, providers=provider_list)
+    except BackendError:
+        raise
+    except Exception as e:  # onnxruntime raises its own (non-ValueError) exception types
+        raise BackendError(f"onnxruntime cannot load {path}: {first_line(e)}") from e
+
+
+def tensor_info(arg: ort.NodeArg) -> TensorInfo:
+    """An onnxruntime input/output as the manifest describes it (numpy dtype name, dims)."""
     dtype = _ORT_TYPES.get(arg.type, arg.type)
     shape = tuple(d if isinstance(d, int) else (d or "?") for d in arg.shape)
     return TensorInfo(name=arg.name, dtype=dtype, shape=shape)
+
+
+def graph_io(session) -> tuple[tuple[TensorInfo, ...], tuple[TensorInfo, ...]]:
+    """(inputs, outputs) of an onnxruntime session."""
+    return (tuple(tensor_info(a) for a in session.get_inputs()),
+            tuple(tensor_info(a) for a in session.get_outputs()))  # fmt: skip
+
+
+def first_line(e: Exception) -> str:
+    """An exception's first message line (onnxruntime's messages run to pages)."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__

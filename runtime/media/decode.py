@@ -37,7 +37,14 @@ import numpy as np
 
 from ..sequence import SEGMENT_FRAMES, SEGMENT_STRIDE, min_duration
 from .files import MediaError
-from .probe import _reason, open_input, quarter_turns, start_time, stream_duration, video_stream
+from .probe import (
+    ffmpeg_reason,
+    open_input,
+    quarter_turns,
+    start_time,
+    stream_duration,
+    video_stream,
+)
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +85,8 @@ def read_frames(
         else:
             expected = duration
         targets = [
-            _Target(clip_fps, start, duration, expected, _squash(clip_size)),
-            _Target(sync_fps, start, duration, expected, _short_side_crop(sync_size)),
+            _Target(clip_fps, start, duration, expected, squash(clip_size)),
+            _Target(sync_fps, start, duration, expected, short_side_crop(sync_size)),
         ]
         for frame, t in _frames_from(container, stream, t0, start, path):
             for target in targets:
@@ -213,7 +220,7 @@ def _packets(container, stream, path) -> Iterator[av.Packet]:
     try:
         yield from container.demux(stream)
     except av.error.FFmpegError as e:
-        log.warning("%s: demuxing stopped early: %s", path, _reason(e))
+        log.warning("%s: demuxing stopped early: %s", path, ffmpeg_reason(e))
 
 
 def _decoded(packets: Iterator[av.Packet]) -> Iterator[av.VideoFrame]:
@@ -243,7 +250,7 @@ def _timed(frames: Iterator[av.VideoFrame], t0: float, stream) -> Iterator[tuple
         yield frame, t
 
 
-def _squash(size: int):
+def squash(size: int):
     """Squash resize to size x size (aspect ratio ignored, as the reference)."""
 
     def convert(frame: av.VideoFrame) -> np.ndarray:
@@ -254,7 +261,7 @@ def _squash(size: int):
     return convert
 
 
-def _short_side_crop(size: int):
+def short_side_crop(size: int):
     """Short side to ``size`` (long side ``int(size * long / short)`` as torchvision), then the
     centre ``size`` x ``size`` crop (offsets ``int(round((n - size) / 2))``)."""
 

@@ -33,7 +33,7 @@ from .files import (
     check_input,
     check_output,
 )
-from .probe import _reason, open_input, start_time, stream_duration, video_stream
+from .probe import ffmpeg_reason, open_input, start_time, stream_duration, video_stream
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,8 @@ def mux(
         try:
             _write(source, video_stream(source, video_path), tmp, job)
         except av.error.FFmpegError as e:
-            raise MediaError(f"{out_path}: cannot write {job.spec.format} ({_reason(e)})") from e
+            reason = ffmpeg_reason(e)
+            raise MediaError(f"{out_path}: cannot write {job.spec.format} ({reason})") from e
 
 
 @dataclass(frozen=True)

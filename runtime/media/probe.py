@@ -43,7 +43,7 @@ def open_input(path: str | os.PathLike) -> Iterator[av.container.InputContainer]
     try:
         container = av.open(str(path), mode="r")
     except av.error.FFmpegError as e:
-        raise MediaError(f"{path}: not a readable video ({_reason(e)})") from e
+        raise MediaError(f"{path}: not a readable video ({ffmpeg_reason(e)})") from e
     with container:
         yield container
 
@@ -127,7 +127,7 @@ def _first_frame(container, stream, path):
             if frames:
                 return frames[0]
     except av.error.FFmpegError as e:
-        raise MediaError(f"{path}: corrupt video stream ({_reason(e)})") from e
+        raise MediaError(f"{path}: corrupt video stream ({ffmpeg_reason(e)})") from e
     raise MediaError(f"{path}: no decodable video frames")
 
 
@@ -141,6 +141,6 @@ def _scan_duration(container, stream) -> float:
     return max(end - start_time(stream), 0.0)
 
 
-def _reason(error: Exception) -> str:
+def ffmpeg_reason(error: Exception) -> str:
     """FFmpeg's message without the path PyAV appends to it."""
     return getattr(error, "strerror", None) or str(error)

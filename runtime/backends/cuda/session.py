@@ -36,7 +36,7 @@ import onnxruntime as ort
 
 from ...config import TensorInfo
 from ..base import BackendError
-from ..ort import OrtOptions, _info, providers, session_options
+from ..ort import OrtOptions, create_session, first_line, graph_io, providers, session_options
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -128,27 +128,13 @@ class BoundSession:
         and on CUDA with ``options.cuda_graph`` the graph is captured on its first runs."""
         path = Path(path)
         capture = bool(options.cuda_graph and options.device == "cuda" and static_dims)
-        try:
-            session = ort.InferenceSession(
-                str(path),
-                sess_options=_session_options(options, static_dims),
-                providers=provider_list(options, capture=capture),
-            )
-        except BackendError:
-            raise
-        except Exception as e:  # onnxruntime raises its own exception types
-            raise BackendError(f"onnxruntime cannot load {path.name}: {_first(e)}") from e
+        session = create_session(path, _session_options(options, static_dims),
+                                 provider_list(options, capture=capture))  # fmt: skip
         if options.device == "cuda" and "CUDAExecutionProvider" not in session.get_providers():
             raise BackendError(f"{path.name}: onnxruntime did not enable the CUDA provider")
-        return cls(
-            session=session,
-            path=path,
-            options=options,
-            inputs=tuple(_info(a) for a in session.get_inputs()),
-            outputs=tuple(_info(a) for a in session.get_outputs()),
-            static_dims=tuple(sorted((static_dims or {}).items())),
-            captured=capture,
-        )
+        inputs, outputs = graph_io(session)
+        static = tuple(sorted((static_dims or {}).items()))
+        return cls(session, path, options, inputs, outputs, static, capture)
 
     # --- device buffers --------------------------------------------------------------------
 
@@ -194,7 +180,7 @@ class BoundSession:
             self.session.run_with_iobinding(binding, ro)
             binding.synchronize_outputs()
         except Exception as e:  # every run's status is checked: a failure is never silent
-            raise BackendError(f"{self.path.name}: onnxruntime run failed: {_first(e)}") from e
+            raise BackendError(f"{self.path.name}: onnxruntime run failed: {first_line(e)}") from e
 
     # --- the Session protocol --------------------------------------------------------------
 
@@ -219,16 +205,11 @@ class BoundSession:
         except BackendError:
             raise
         except Exception as e:
-            raise BackendError(f"{self.path.name}: onnxruntime run failed: {_first(e)}") from e
+            raise BackendError(f"{self.path.name}: onnxruntime run failed: {first_line(e)}") from e
         return {
             t.name: (v.astype(np.float32) if v.dtype == np.float16 else v)
             for t, v in zip(self.outputs, values, strict=True)
         }
-
-
-def _first(e: Exception) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
 
 
 __all__ = [

@@ -19,12 +19,13 @@ bins above −80 dB of the reference peak) is gated at ≤ :data:`MEL_DB_GATE`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import onnx
 from v2a_runtime.backends import BackendError
+from v2a_runtime.backends.ort import first_line, graph_io
 from v2a_runtime.config import TensorInfo
 
 from v2a_export.export.parity import Metrics
@@ -94,28 +95,23 @@ class TwinSession:
             model = onnx.load(str(path))
             session = cpu_session(emulate(model), threads)
         except Exception as e:  # onnx/onnxruntime raise many types
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise BackendError(f"cannot build the emulation twin of {path}: {first}") from e
-        f32 = {"float16": "float32", "bfloat16": "float32"}
-        ins = tuple(_info(a, f32) for a in session.get_inputs())
-        outs = tuple(_info(a, f32) for a in session.get_outputs())
+            raise BackendError(
+                f"cannot build the emulation twin of {path}: {first_line(e)}"
+            ) from e
+        # the twin computes in float32 whatever the graph's declared I/O type
+        ins, outs = (tuple(replace(t, dtype=_F32.get(t.dtype, t.dtype)) for t in infos)
+                     for infos in graph_io(session))  # fmt: skip
         return cls(session, path, ins, outs)
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         try:
             values = self.session.run(None, feeds)
         except Exception as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise BackendError(f"{self.path.name} (emulated): run failed: {first}") from e
+            raise BackendError(f"{self.path.name} (emulated): run failed: {first_line(e)}") from e
         return {t.name: v for t, v in zip(self.outputs, values, strict=True)}
 
 
-def _info(arg, f32: dict) -> TensorInfo:
-    types = {"tensor(float)": "float32", "tensor(int64)": "int64", "tensor(uint8)": "uint8",
-             "tensor(float16)": "float16", "tensor(int32)": "int32"}  # fmt: skip
-    dtype = types.get(arg.type, arg.type)
-    shape = tuple(d if isinstance(d, int) else (d or "?") for d in arg.shape)
-    return TensorInfo(arg.name, f32.get(dtype, dtype), shape)
+_F32 = {"float16": "float32", "bfloat16": "float32"}
 
 
 # --- the log-mel error of the final audio ----------------------------------------------------
