@@ -45,7 +45,7 @@ import numpy as np
 import onnx
 from v2a_runtime.backends import load_session
 from v2a_runtime.bundle import load_bundle
-from v2a_runtime.config import COMPONENTS
+from v2a_runtime.config import COMPONENTS, DEFAULT_SAMPLER
 from v2a_runtime.pipeline import Pipeline
 
 from v2a_export.export.parity import Metrics, jsonable
@@ -63,6 +63,7 @@ from v2a_export.export.precision.gate import TwinSession, mel_error_db
 from v2a_export.export.precision.policy import PrecisionPolicy
 
 RESULTS = Path(__file__).resolve().parent / "results"
+CFG = DEFAULT_SAMPLER.cfg  # MMAudio's guidance weight
 EVAL_SEED = 100
 PROMPT = ("a metal pan clatters on a stone floor, then rain", "")
 
@@ -100,7 +101,7 @@ def end_to_end(args, fp32: Path, bundles: dict[str, Path]) -> list[dict]:
     video = load_bundle(fp32, verify=False).manifest.video
     frames = rendered_frames(EVAL_SEED + 7, args.e2e_duration, video)
     kw = dict(prompt=PROMPT[0], negative_prompt=PROMPT[1], seed=EVAL_SEED, steps=args.e2e_steps,
-              solver="euler", grid="uniform", cfg=4.5, watermark=False)  # fmt: skip
+              solver="euler", grid="uniform", cfg=CFG, watermark=False)  # fmt: skip
 
     def audio(pipe) -> np.ndarray:
         return pipe.generate(frames, **kw).audio[0]
@@ -160,7 +161,7 @@ def _against_torch(args, fp32: Path, frames, runs, sr) -> list[dict]:
         ref = ReferencePipeline(nets).generate(
             torch.from_numpy(frames.clip), torch.from_numpy(frames.sync), ids[:1], ids[1:],
             duration=frames.duration, x0=torch.from_numpy(x0)[None], steps=args.e2e_steps,
-            cfg=4.5,
+            cfg=CFG,
         )  # fmt: skip
     want = ref.waveform[0].clamp(-1, 1).numpy()
     rows = []
@@ -199,7 +200,7 @@ def end_to_end_partial(args, graphs: Path, config, bundles: dict[str, Path]) -> 
 
     def wave(make) -> np.ndarray:
         sessions = {n: make(n) for n in CHAIN}
-        out = chain_run(sessions, cond_in, x, args.e2e_steps, 4.5)[0][0]
+        out = chain_run(sessions, cond_in, x, args.e2e_steps, CFG)[0][0]
         del sessions
         gc.collect()
         return out

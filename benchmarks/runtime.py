@@ -68,6 +68,7 @@ import numpy as np
 import runtime_paths as P  # sibling modules: this script's folder is sys.path[0]
 import runtime_report
 from machine_info import machine
+from v2a_runtime.config import DEFAULT_SAMPLER
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CHAIN = ("conditions", "sampling", "vae", "vocoder")
@@ -85,7 +86,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                    help="weight files the --bundle was exported from (a trained bundle)")
     p.add_argument("--duration", type=float, default=8.0, help="seconds of video")
     p.add_argument("--steps", type=int, default=25)
-    p.add_argument("--cfg", type=float, default=4.5)
+    p.add_argument("--cfg", type=float, default=DEFAULT_SAMPLER.cfg)
     p.add_argument("--seed", type=int, default=42, help="noise seed (both paths)")
     p.add_argument("--threads", type=int, default=2, help="torch and onnxruntime threads")
     p.add_argument("--runs", type=int, default=5, help="timed rounds (both paths each)")

@@ -41,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 from v2a_runtime import guidance, sampling
+from v2a_runtime.config import DEFAULT_SAMPLER
 from v2a_runtime.oracles.flow import PROBLEMS, random_mixture, relative_error, rk4
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -389,7 +390,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--torch-variant", help="also run the PyTorch flow network of this variant, random weights"
     )
     ap.add_argument("--duration", type=float, default=8.0, help="seconds (network problems)")
-    ap.add_argument("--cfg", type=float, default=4.5)
+    ap.add_argument("--cfg", type=float, default=DEFAULT_SAMPLER.cfg)
     ap.add_argument("--tracks", type=int, default=1, help="noise seeds per run (batch B)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=None, help="intra-op threads")

@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 import click
+from v2a_runtime.config import ENGINE_PRECISIONS
 
 from .common import EXIT_FAILED, InputError
 
@@ -33,7 +34,7 @@ def _mb(nbytes: int) -> str:
 @click.argument("bundle", type=click.Path(path_type=Path))
 @click.option(
     "--precision",
-    type=click.Choice(["auto", "fp32", "tf32", "fp16", "bf16"]),
+    type=click.Choice(["auto", *ENGINE_PRECISIONS]),
     default="auto",
     show_default=True,
     help="Engine precision. auto = each graph's own (fp32/fp16/bf16 graphs); tf32 = fp32 "

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import click
+from v2a_runtime.config import PRECISIONS
 
 from .common import InputError
 
@@ -15,7 +16,7 @@ def precision_options(default: str = "fp32"):
     options = [
         click.option(
             "--precision",
-            type=click.Choice(["fp32", "fp16", "bf16"]),
+            type=click.Choice(PRECISIONS),
             default=default,
             show_default=True,
             help="Numeric format of the graphs: fp16/bf16 with measured fp32 islands.",

@@ -16,7 +16,6 @@ from pathlib import Path
 
 from v2a_runtime.backends.tensorrt.cache import (
     GRAPH_PRECISION,
-    PRECISIONS,
     EngineEntry,
     EngineIndex,
     EngineKey,
@@ -25,7 +24,7 @@ from v2a_runtime.backends.tensorrt.cache import (
     Platform,
     check_entry,
 )
-from v2a_runtime.config import Manifest
+from v2a_runtime.config import ENGINE_PRECISIONS, Manifest
 
 
 def graph_identity(manifest: Manifest, component: str) -> GraphIdentity:
@@ -40,14 +39,15 @@ def engine_precision(manifest: Manifest, component: str, requested: str | None) 
     graph, so an fp16 engine needs the fp16 graph; ValueError says how to get it."""
     graph = manifest.components[component].precision
     if requested is None:
-        if graph not in PRECISIONS:
+        if graph not in ENGINE_PRECISIONS:
             raise ValueError(
                 f"{component}: graph precision {graph!r} is not one TensorRT engines are built "
                 f"from ({', '.join(sorted(set(GRAPH_PRECISION.values())))})"
             )
         return graph
-    if requested not in PRECISIONS:
-        raise ValueError(f"--precision {requested!r} is not one of {', '.join(PRECISIONS)}")
+    if requested not in ENGINE_PRECISIONS:
+        allowed = ", ".join(ENGINE_PRECISIONS)
+        raise ValueError(f"--precision {requested!r} is not one of {allowed}")
     if GRAPH_PRECISION[requested] != graph:
         raise ValueError(
             f"--precision {requested} needs {GRAPH_PRECISION[requested]} graphs, but the "

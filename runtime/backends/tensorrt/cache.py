@@ -35,6 +35,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from ...config import ENGINE_PRECISIONS
 from ...media.files import atomic_output
 from ..base import BackendError
 
@@ -42,9 +43,8 @@ KEY_VERSION = 1  # bump when the key's fields or their meaning change: every eng
 INDEX_SCHEMA = 1
 ENGINES_DIR = "engines"
 INDEX_FILE = f"{ENGINES_DIR}/engines.json"
-PRECISIONS = ("fp32", "tf32", "fp16", "bf16")
 # Which ONNX graph precision (manifest ``components.*.precision``) each engine precision needs.
-GRAPH_PRECISION = {"fp32": "fp32", "tf32": "fp32", "fp16": "fp16", "bf16": "bf16"}
+GRAPH_PRECISION = {p: ("fp32" if p == "tf32" else p) for p in ENGINE_PRECISIONS}
 DEFAULT_OPT_LEVEL = 3  # TensorRT's own default builder_optimization_level
 
 
@@ -108,8 +108,9 @@ class EngineKey:
     external_data_sha256: str | None = None
 
     def __post_init__(self) -> None:
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
+        if self.precision not in ENGINE_PRECISIONS:
+            allowed = ", ".join(ENGINE_PRECISIONS)
+            raise ValueError(f"precision {self.precision!r} is not one of {allowed}")
         if not 0 <= self.opt_level <= 5:
             raise ValueError(f"opt_level must be in 0..5, got {self.opt_level}")
         if self.workspace_bytes is not None and self.workspace_bytes <= 0:
@@ -404,7 +405,6 @@ __all__ = [
     "GRAPH_PRECISION",
     "INDEX_FILE",
     "KEY_VERSION",
-    "PRECISIONS",
     "BuildRequest",
     "EngineCacheError",
     "EngineEntry",

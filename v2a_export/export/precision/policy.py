@@ -11,6 +11,7 @@ from enum import Enum
 
 import numpy as np
 from onnx import TensorProto
+from v2a_runtime.config import PRECISIONS
 
 FP16_MAX = 65504.0  # largest finite float16
 FP16_TINY = 2.0**-24  # smallest float16 subnormal; nonzero values below it flush to 0
@@ -18,7 +19,8 @@ FP16_NORMAL = 2.0**-14  # smallest normal float16; below it precision degrades
 
 
 class Precision(str, Enum):
-    """Numeric format of a graph's compute. ``fp32`` is the exported reference."""
+    """Numeric format of a graph's compute (the runtime's :data:`PRECISIONS`, typed). ``fp32``
+    is the exported reference."""
 
     FP32 = "fp32"
     FP16 = "fp16"
@@ -43,6 +45,9 @@ class Precision(str, Enum):
         below float16's 65504 for inputs the calibration did not see; bf16 has fp32's
         exponent range, so only infinities matter there)."""
         return 4096.0 if self is Precision.FP16 else 1e30
+
+
+assert tuple(Precision) == PRECISIONS, "Precision must list the runtime's precision names"
 
 
 class GraphIO(str, Enum):
