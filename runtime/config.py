@@ -224,6 +224,17 @@ class Manifest:
         return manifest
 
 
+def check_components(names: tuple[str, ...]) -> tuple[str, ...]:
+    """``names`` if each is one of :data:`COMPONENTS` and there is at least one; ValueError
+    naming the unknown ones and the allowed set otherwise."""
+    unknown = [c for c in names if c not in COMPONENTS]
+    if unknown or not names:
+        raise ValueError(
+            f"unknown component(s) {unknown or '(none given)'}; choose from {', '.join(COMPONENTS)}"
+        )
+    return tuple(names)
+
+
 def validate(m: Manifest, where: str = MANIFEST) -> None:
     """Checks the JSON types cannot express; raises BundleError naming the field."""
     if m.schema_version != SCHEMA_VERSION:
@@ -381,6 +392,7 @@ __all__ = [
     "TensorInfo",
     "TokenizerSpec",
     "VideoSpec",
+    "check_components",
     "parse",
     "validate",
 ]

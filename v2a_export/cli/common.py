@@ -143,6 +143,17 @@ def weight_source(weights_dir: Path | None, weights_file: Path | None, seed: int
     return WeightSource(seed=seed)
 
 
+def source_and_plan(weights_dir, weights_file, *parity):
+    """What a re-run of a bundle's gate compares with: (the weights given, else None: the
+    bundle's recorded seed) and (a parity plan from the options given, else None: the bundle's
+    recorded plan)."""
+    source = None
+    if weights_dir is not None or weights_file is not None:
+        source = weight_source(weights_dir, weights_file, None)
+    plan = parity_plan(*parity, seed=0) if any(x is not None for x in parity) else None
+    return source, plan
+
+
 def fmt(x: float | None) -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.1e}"
 
@@ -174,6 +185,7 @@ __all__ = [
     "parity_options",
     "parity_plan",
     "print_report",
+    "source_and_plan",
     "weight_options",
     "weight_source",
 ]

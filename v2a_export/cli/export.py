@@ -24,6 +24,7 @@ from .common import (
     parity_options,
     parity_plan,
     print_report,
+    source_and_plan,
     weight_options,
     weight_source,
 )
@@ -134,13 +135,8 @@ def validate_cmd(
     rebuilt from their recorded seed; otherwise pass the weights)."""
     from v2a_export.export.bundle import validate_bundle
 
-    source = None
-    if weights_dir is not None or weights_file is not None:
-        source = weight_source(weights_dir, weights_file, None)
-    plan = None  # the plan recorded in the manifest
-    overrides = (parity_durations, parity_batches, encoder_durations, e2e_duration, e2e_steps)
-    if any(x is not None for x in overrides):
-        plan = parity_plan(*overrides, seed=0)
+    source, plan = source_and_plan(weights_dir, weights_file, parity_durations, parity_batches,
+                                   encoder_durations, e2e_duration, e2e_steps)  # fmt: skip
     names = tuple(c.strip() for group in components for c in group.split(",") if c.strip())
     if _low_precision(bundle):  # fp16/bf16 graphs: precision-aware gate
         from v2a_export.export.precision.bundle import validate_precision_bundle

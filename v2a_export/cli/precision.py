@@ -21,10 +21,9 @@ from .common import (
     Bars,
     InputError,
     parity_options,
-    parity_plan,
     print_report,
+    source_and_plan,
     weight_options,
-    weight_source,
 )
 from .options import make_calibration, make_policy, precision_options
 
@@ -105,13 +104,8 @@ def convert_precision_cmd(
         raise InputError("--precision fp32 converts nothing; choose fp16 or bf16")
     policy = make_policy(precision, io_dtype, keep_fp32)
     calibration = make_calibration(calibration_durations, calibration_steps)
-    source = None
-    if weights_dir is not None or weights_file is not None:
-        source = weight_source(weights_dir, weights_file, None)
-    plan = None  # the plan recorded in the bundle
-    overrides = (parity_durations, parity_batches, encoder_durations, e2e_duration, e2e_steps)
-    if any(x is not None for x in overrides):
-        plan = parity_plan(*overrides, seed=0)
+    source, plan = source_and_plan(weights_dir, weights_file, parity_durations, parity_batches,
+                                   encoder_durations, e2e_duration, e2e_steps)  # fmt: skip
     passed = convert_and_validate(
         bundle, out, policy, calibration, source=source, plan=plan, threads=threads,
         validate=not no_validate, quiet=quiet,

@@ -39,6 +39,7 @@ from v2a_runtime.config import (
     ModelSpec,
     SequenceSpec,
     TokenizerSpec,
+    check_components,
 )
 from v2a_runtime.media.files import atomic_output
 from v2a_runtime.tokenizer import DEFAULT_VOCAB
@@ -242,11 +243,15 @@ def _export_one(work, name, loaded, desc, rules, plan, threads, emit):
 
 
 def _component_spec(root: Path, result: ExportResult, desc) -> ComponentSpec:
-    rel = result.path.relative_to(root).as_posix()
+    external = result.external_data
+    return _spec(root, result.path.relative_to(root).as_posix(), desc, result.opset,
+                 None if external is None else external.relative_to(root).as_posix())  # fmt: skip
+
+
+def _spec(root: Path, rel: str, desc, opset: int | None, external: str | None) -> ComponentSpec:
+    """The fp32 component at ``root/rel`` (and its external data file) as the manifest
+    describes it: sizes and sha256 of the files, the descriptor's I/O."""
     fs = describe_file(root, rel)
-    external = None
-    if result.external_data is not None:
-        external = describe_file(root, result.external_data.relative_to(root).as_posix())
     return ComponentSpec(
         file=rel,
         sha256=fs.sha256,
@@ -254,8 +259,8 @@ def _component_spec(root: Path, result: ExportResult, desc) -> ComponentSpec:
         inputs=desc.inputs,
         outputs=desc.outputs,
         precision="fp32",
-        opset=result.opset,
-        external_data=external,
+        opset=opset,
+        external_data=None if external is None else describe_file(root, external),
     )
 
 
@@ -422,11 +427,7 @@ class _Kept:
 
 def _existing(out: Path, options: ExportOptions, config, source) -> _Kept | None:
     """Refuse an unusable output; describe the components a partial export keeps."""
-    unknown = [c for c in options.components if c not in COMPONENTS]
-    if unknown or not options.components:
-        raise ExportInputError(
-            f"unknown component(s) {unknown or '(none given)'}; choose from {', '.join(COMPONENTS)}"
-        )
+    _components(options.components)
     if out.exists() and not out.is_dir():
         raise ExportInputError(f"output {out} is a file; give a directory for the bundle")
     if not out.exists() or not any(out.iterdir()):
@@ -472,20 +473,15 @@ def _existing(out: Path, options: ExportOptions, config, source) -> _Kept | None
 
 
 def _spec_from_files(root: Path, entry: dict, desc) -> ComponentSpec:
-    fs = describe_file(root, entry["file"])
-    external = None
-    if entry.get("external_data"):
-        external = describe_file(root, f"onnx/{entry['external_data']}")
-    return ComponentSpec(
-        file=fs.file,
-        sha256=fs.sha256,
-        bytes=fs.bytes,
-        inputs=desc.inputs,
-        outputs=desc.outputs,
-        precision="fp32",
-        opset=entry.get("opset"),
-        external_data=external,
-    )
+    external = f"onnx/{entry['external_data']}" if entry.get("external_data") else None
+    return _spec(root, entry["file"], desc, entry.get("opset"), external)
+
+
+def _components(names: tuple[str, ...]) -> None:
+    try:
+        check_components(names)
+    except ValueError as e:
+        raise ExportInputError(str(e)) from None
 
 
 def estimate_bytes(config: ModelConfig, components: tuple[str, ...]) -> int:
@@ -567,11 +563,7 @@ def validate_bundle(
     config = bundle_config(manifest)
     source = validation_source(manifest, recorded, source)
     plan = plan or recorded_plan(recorded)
-    unknown = [c for c in components if c not in COMPONENTS]
-    if unknown or not components:
-        raise ExportInputError(
-            f"unknown component(s) {unknown or '(none given)'}; choose from {', '.join(COMPONENTS)}"
-        )
+    _components(components)
     check_weight_source(config, source)
     loaded = LazyNetworks(config, source)
     rules = config.rates

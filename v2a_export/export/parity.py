@@ -221,6 +221,12 @@ class EndToEnd:
     threshold: Threshold
     failures: tuple[str, ...]
 
+    @classmethod
+    def of(cls, plan: ParityPlan, samples: int, metrics: Metrics, threshold, failures) -> EndToEnd:
+        """The record of one end-to-end check run with ``plan``'s request."""
+        return cls(plan.e2e_duration, plan.e2e_steps, plan.e2e_cfg, plan.seed, plan.e2e_prompt,
+                   samples, metrics, threshold, tuple(failures))  # fmt: skip
+
     @property
     def passed(self) -> bool:
         return not self.failures
@@ -398,17 +404,7 @@ def check_end_to_end(
     gc.collect()
     want = reference_audio(nets() if callable(nets) else nets, plan, got.shape[0])
     m = Metrics.of(got, want)
-    return EndToEnd(
-        duration=plan.e2e_duration,
-        steps=plan.e2e_steps,
-        cfg=plan.e2e_cfg,
-        seed=plan.seed,
-        prompt=plan.e2e_prompt,
-        samples=int(got.shape[0]),
-        metrics=m,
-        threshold=END_TO_END,
-        failures=END_TO_END.failures(m),
-    )
+    return EndToEnd.of(plan, int(got.shape[0]), m, END_TO_END, END_TO_END.failures(m))
 
 
 def end_to_end_audio(nets, pipe, plan: ParityPlan) -> tuple[np.ndarray, np.ndarray]:

@@ -26,7 +26,7 @@ from pathlib import Path
 import onnx
 from v2a_runtime.backends import load_session
 from v2a_runtime.bundle import check_io, describe_file, load_bundle, write_manifest
-from v2a_runtime.config import COMPONENTS, ComponentSpec, Manifest
+from v2a_runtime.config import COMPONENTS, ComponentSpec, Manifest, check_components
 
 from v2a_export.export.bundle import (
     PARITY_REPORT,
@@ -90,9 +90,7 @@ def convert_bundle(
     calibration = calibration or CalibrationPlan()
     src, out = Path(src), Path(out)
     emit = callback or (lambda _e: None)
-    unknown = [c for c in components if c not in COMPONENTS]
-    if unknown or not components:
-        raise ValueError(f"unknown component(s) {unknown}; choose from {', '.join(COMPONENTS)}")
+    check_components(components)
     bundle = load_bundle(src)
     manifest = bundle.manifest
     already = {n: c.precision for n, c in manifest.components.items() if c.precision != "fp32"}
@@ -217,9 +215,7 @@ def validate_precision_bundle(
 
     root = Path(root)
     emit = callback or (lambda _e: None)
-    unknown = [c for c in components if c not in COMPONENTS]
-    if unknown or not components:
-        raise ValueError(f"unknown component(s) {unknown}; choose from {', '.join(COMPONENTS)}")
+    check_components(components)
     bundle = load_bundle(root)
     manifest = bundle.manifest
     recorded = manifest.parity or {}
@@ -322,17 +318,7 @@ def _end_to_end(nets, pipe, plan: ParityPlan, manifest: Manifest) -> tuple[EndTo
     m = Metrics.of(got, want)
     mel = mel_error_db(got, want, manifest.audio.sample_rate)
     threshold = end_to_end_threshold(_precisions(manifest))
-    e2e = EndToEnd(
-        duration=plan.e2e_duration,
-        steps=plan.e2e_steps,
-        cfg=plan.e2e_cfg,
-        seed=plan.seed,
-        prompt=plan.e2e_prompt,
-        samples=int(got.shape[0]),
-        metrics=m,
-        threshold=threshold,
-        failures=threshold.failures(m, mel),
-    )
+    e2e = EndToEnd.of(plan, int(got.shape[0]), m, threshold, threshold.failures(m, mel))
     return e2e, mel
 
 
