@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from v2a_runtime.config import parse
+
 STAGES = ("data", "vae", "vocoder", "encoders", "features", "flow")
 
 
@@ -84,18 +86,9 @@ class TrainRecipe:
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainRecipe:
-        parts = {"data": DataRecipe, "vae": VAERecipe, "vocoder": VocoderRecipe,
-                 "encoders": EncoderRecipe, "flow": FlowRecipe}
-        kwargs = {}
-        for k, v in d.items():
-            if k in parts:
-                kwargs[k] = parts[k](**v)
-            elif k in {"seed", "variant", "checkpoint_seconds"}:
-                kwargs[k] = v
-            else:
-                raise ValueError(f"unknown recipe field {k!r}; known: {sorted(parts)} + seed, "
-                                 "variant, checkpoint_seconds")
-        return cls(**kwargs)
+        """The recipe in ``d`` (JSON values), checked field by field (the runtime schema's one
+        parser); ValueError naming the field."""
+        return parse(cls, d, "recipe")
 
 
 def smoke_recipe(seed: int = 0) -> TrainRecipe:

@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from ...config import ENGINE_PRECISIONS
+from ...config import ENGINE_PRECISIONS, BundleError, parse
 from ...media.files import atomic_output
 from ..base import BackendError
 
@@ -124,23 +124,8 @@ class EngineKey:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> EngineKey:
-        return cls(
-            component=d["component"],
-            onnx_sha256=d["onnx_sha256"],
-            precision=d["precision"],
-            profiles=tuple(
-                tuple(
-                    InputProfile(p["name"], tuple(p["min"]), tuple(p["opt"]), tuple(p["max"]))
-                    for p in prof
-                )
-                for prof in d["profiles"]
-            ),
-            platform=Platform(**d["platform"]),
-            opt_level=d["opt_level"],
-            workspace_bytes=d["workspace_bytes"],
-            external_data_sha256=d["external_data_sha256"],
-        )
+    def from_dict(cls, d: Any, where: str = "engine key") -> EngineKey:
+        return _parse(cls, d, where)
 
     def digest(self) -> str:
         """Hex sha256 of the canonical JSON (sorted keys, no whitespace) of the key."""
@@ -183,32 +168,7 @@ class EngineEntry:
 
     @classmethod
     def from_dict(cls, d: Any, where: str) -> EngineEntry:
-        if not isinstance(d, dict):
-            raise EngineCacheError(f"{where}: expected an object, got {type(d).__name__}")
-        names = {f for f in cls.__dataclass_fields__}
-        unknown, missing = sorted(set(d) - names), sorted(names - set(d) - {"log"})
-        if unknown or missing:
-            raise EngineCacheError(
-                f"{where}: unknown fields {unknown} / missing fields {missing}; rebuild with "
-                "v2a-export build-engines"
-            )
-        try:
-            req = d["request"]
-            return cls(
-                component=str(d["component"]),
-                file=str(d["file"]),
-                sha256=str(d["sha256"]),
-                bytes=int(d["bytes"]),
-                key=str(d["key"]),
-                key_fields=EngineKey.from_dict(d["key_fields"]),
-                request=BuildRequest(tuple(req["durations"]), tuple(req["tracks"])),
-                device_memory_bytes=int(d["device_memory_bytes"]),
-                build_seconds=float(d["build_seconds"]),
-                built_at=str(d["built_at"]),
-                log=d.get("log"),
-            )
-        except (KeyError, TypeError, ValueError) as e:
-            raise EngineCacheError(f"{where}: malformed engine entry ({e})") from e
+        return _parse(cls, d, where)
 
 
 @dataclass(frozen=True)
@@ -260,6 +220,17 @@ class EngineIndex:
             EngineEntry.from_dict(e, f"{where}: engines[{i}]") for i, e in enumerate(d["engines"])
         )
         return cls(engines=entries)
+
+
+def _parse(cls: type, d: Any, where: str) -> Any:
+    """The schema's one JSON reader (:func:`v2a_runtime.config.parse`), with its errors as
+    :class:`EngineCacheError`."""
+    try:
+        return parse(cls, d, where)
+    except BundleError as e:
+        raise EngineCacheError(
+            f"malformed engine entry: {e}; rebuild with v2a-export build-engines"
+        ) from None
 
 
 def _profile_dict(p: InputProfile) -> dict[str, Any]:
