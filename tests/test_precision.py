@@ -116,7 +116,7 @@ def test_pipeline_on_the_fp16_bundle_is_within_a_db_of_fp32(fp16):
     assert mel.bins > 1000 and mel.mean_db < 1.0, mel
     # and the twin-based pipeline (fp16 rounding of every op) too
     twins = {n: TwinSession.load(fp16.root / "onnx" / f"{n}.onnx", threads=2) for n in COMPONENTS}
-    emulated = replace(low, sessions=twins).generate(frames, **kw).audio[0]
+    emulated = low.with_sessions(**twins).generate(frames, **kw).audio[0]
     assert mel_error_db(emulated, want, 16000).mean_db < 1.0
 
 
