@@ -56,3 +56,23 @@ def test_v2_time_embedding_feeds_cos_and_sin_at_most_pi(monkeypatch):
     args = (t[:, None] * emb.frequencies()[None]).double()  # the float32 product, as before
     want = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
     assert (got.double() - want).abs().max().item() <= 1.4e-7
+
+
+@pytest.mark.parametrize(("length", "scale"), [(431, 1.0), (80, 431 / 80)])
+def test_rope_table_within_pi_and_float64_close(monkeypatch, length, scale):
+    """large_44k_v2 at 10 s: 431 latent positions, 80 clip positions on the latent axis."""
+    from v2a_export.models.layers import rope_frequencies, rope_table
+
+    freqs = rope_frequencies(64)
+    scale = torch.tensor(scale, dtype=torch.float32)
+    seen = []
+    real = torch.cos
+    monkeypatch.setattr(torch, "cos", lambda a: seen.append(a) or real(a))
+    table = rope_table(length, freqs, scale)  # (N, hd/2, 2)
+    monkeypatch.undo()
+    assert table.shape == (length, 32, 2)
+    assert seen[0].abs().max().item() <= math.pi + 1e-3
+    angle = (torch.arange(length, dtype=torch.float32)[:, None] * (freqs * scale)[None]).double()
+    assert angle.max().item() > 420  # what the cos/sin kernels saw before
+    want = torch.stack([torch.cos(angle), torch.sin(angle)], dim=-1)
+    assert (table.double() - want).abs().max().item() <= 1.4e-7

@@ -141,12 +141,14 @@ def rope_table(length: int, freqs: Tensor, scale: float | Tensor = 1.0) -> Tenso
     frequencies ``freqs`` (hd/2,) (:func:`rope_frequencies`).
 
     The frequencies are scaled first (float32), then multiplied by the position, as in the
-    reference. ``scale`` is 1 for the latent stream and L/Lc for the clip stream ("aligned
-    RoPE"); it may be a 0-d float32 tensor so an exported graph computes it from sizes.
+    reference; the angle is then reduced to [−π, π] (:func:`reduce_angle`), so the table is
+    the reference's to 1.4e-7 rather than bit for bit. ``scale`` is 1 for the latent stream and
+    L/Lc for the clip stream ("aligned RoPE"); it may be a 0-d float32 tensor so an exported
+    graph computes it from sizes.
     """
     freqs = freqs * scale  # (hd/2,)
     pos = torch.arange(length, dtype=torch.float32, device=freqs.device)  # (N,)
-    angle = pos[:, None] * freqs[None, :]  # (N, hd/2)
+    angle = reduce_angle(pos[:, None] * freqs[None, :])  # (N, hd/2); up to N rad before
     return torch.stack([torch.cos(angle), torch.sin(angle)], dim=-1)  # (N, hd/2, 2)
 
 
