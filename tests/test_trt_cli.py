@@ -156,3 +156,27 @@ def test_validate_reports_the_check(tmp_path, capsys):
     assert len(out) == 3 and out[1].startswith("    clip_visual: node 'node_permute'")
     assert check_bundle_or_fail(bundle, allow=True)  # a warning instead
     assert "WARNING: 2 TensorRT parser rule violation(s)" in capsys.readouterr().err
+
+
+def test_parse_first_dry_run_lists_every_graph_with_its_trtexec_command(tmp_path):
+    """scripts/trt_parse_first.py (run first by scripts/verify_tensorrt.sh) without TensorRT."""
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "parse.json"
+    script = Path(__file__).parents[1] / "scripts" / "trt_parse_first.py"
+    r = subprocess.run(
+        [sys.executable, str(script), "--dry-run", str(TEST_BUNDLE), "--out", str(out)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    rows = json.loads(out.read_text())["graphs"]
+    assert [row["graph"] for row in rows] == [
+        f"test_bundle/{c}"
+        for c in ("clip_visual", "sync_visual", "text", "conditioner", "denoiser",
+                  "vae_decoder", "vocoder")
+    ]  # fmt: skip
+    assert all(row["static_violations"] == [] for row in rows)
+    clip = rows[0]["trtexec"]
+    assert "--stronglyTyped" in clip and "--minShapes=frames:5x64x64x3" in clip  # 0.64 s x 8 fps
