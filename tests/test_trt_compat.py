@@ -4,6 +4,8 @@ the way the parser wants passes; the exporter's uint8 rewrite; every committed b
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -15,9 +17,12 @@ from v2a_export.export.trt_compat import (  # noqa: E402
     RULES,
     TensorRTIncompatible,
     cast_inputs_first,
+    check_bundle,
     check_model,
+    describe,
 )
 
+REPO = Path(__file__).resolve().parents[1]
 F32, F16, U8, I64 = TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.UINT8, TensorProto.INT64
 
 
@@ -330,3 +335,13 @@ def test_incompatible_error_is_one_line_with_the_first_violation():
     assert text.startswith("clip_visual: TensorRT 10.1 and 10.15 would not parse this graph: ")
     assert f"(and {len(violations) - 1} more); see docs" in text
     assert set(e.violations) == {"clip_visual"}
+
+
+# -- the committed bundles ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bundle", ["runtime/default_bundle", "tests/data/test_bundle"])
+def test_committed_bundles_pass(bundle):
+    result = check_bundle(REPO / bundle)
+    assert len(result) == 7
+    assert describe(result) == []
