@@ -61,7 +61,7 @@ class ClipVisual(nn.Module):
 
     def forward(self, frames):  # uint8 (F, Hc, Hc, 3)
         step = CLIP_SIZE // 8  # sample an 8 x 8 grid of pixels: cheap, still pixel-dependent
-        x = frames[:, step // 2 :: step, step // 2 :: step].to(torch.float32)  # (F, 8, 8, 3)
+        x = frames.to(torch.float32)[:, step // 2 :: step, step // 2 :: step]  # (F, 8, 8, 3)
         x = (x / 255.0 - self.mean) / self.std
         x = torch.tanh(self.proj(x.flatten(1)))  # (F, Dc)
         return nn.functional.normalize(x, dim=-1)
@@ -75,7 +75,7 @@ class SyncVisual(nn.Module):
 
     def forward(self, segments):  # uint8 (S, 16, Hs, Hs, 3)
         step = SYNC_SIZE // 4  # a 4 x 4 grid of pixels per frame
-        x = segments[:, :, step // 2 :: step, step // 2 :: step].to(torch.float32)  # (S,16,4,4,3)
+        x = segments.to(torch.float32)[:, :, step // 2 :: step, step // 2 :: step]  # (S,16,4,4,3)
         x = (x / 255.0 - 0.5) / 0.5
         s = x.shape[0]
         x = x.reshape(s, 8, 2, 4, 4, 3)  # (S, 8 tokens, 2 frames, 4, 4, 3)

@@ -9,7 +9,8 @@ One module-scoped export (real exporter, real onnxruntime sessions) feeds every 
   waveform rel L2 ≤ 1e-3;
 - every file's sha256 against the manifest; v2a_runtime.bundle loads the bundle;
 - the runtime pipeline generates from the bundle; ``validate`` rebuilds the weights from the
-  recorded seed and catches other weights and modified files.
+  recorded seed and catches other weights and modified files;
+- every graph passes the TensorRT parser check (the encoders' uint8 input feeds one Cast).
 """
 
 from __future__ import annotations
@@ -167,6 +168,41 @@ def _cli(*args):
     return result.exit_code, result.output
 
 
+def test_every_graph_passes_the_tensorrt_parser_check(exported):
+    from v2a_export.export.trt_compat import check_bundle
+
+    assert exported.trt_violations == {}
+    checked = check_bundle(exported.root)
+    assert set(checked) == set(COMPONENTS) and all(v == () for v in checked.values())
+    for name in ("clip_visual", "sync_visual"):  # the uint8 input feeds one Cast, nothing else
+        graph = onnx.load(str(exported.root / "onnx" / f"{name}.onnx"))
+        pixels = graph.graph.input[0].name
+        readers = [n.op_type for n in graph.graph.node if pixels in n.input]
+        assert readers == ["Cast"]
+
+
+@pytest.mark.parametrize("component", ["conditioner", "denoiser"])
+def test_no_cos_or_sin_in_the_graph_sees_more_than_pi(exported, component):
+    """At t = 1 the v2 time embedding is 1e4 rad, at 10 s the RoPE tables 312 rad; every
+    Sin/Cos of the exported graph reads the reduced angle (layers.reduce_angle)."""
+    from v2a_runtime.backends import load_session
+
+    model = onnx.load(str(exported.root / "onnx" / f"{component}.onnx"))
+    args = {n.input[0] for n in model.graph.node if n.op_type in ("Sin", "Cos")}
+    assert args  # denoiser: one angle (cos, sin of t·f); conditioner: latent and clip RoPE
+    model.graph.output.extend(
+        onnx.helper.make_tensor_value_info(a, onnx.TensorProto.FLOAT, None) for a in sorted(args)
+    )
+    path = exported.root.parent / f"{component}_trig.onnx"
+    onnx.save(model, str(path))
+    desc = descriptors(TINY)[component]
+    feeds = desc.sample_inputs(desc.sizes(TINY.rates, 10.0, 1), seed=5)
+    if component == "denoiser":
+        feeds["t"] = np.ones_like(feeds["t"])
+    got = load_session(path).run(feeds)
+    assert max(float(np.abs(got[a]).max()) for a in args) <= np.pi + 1e-3
+
+
 def test_validate_rebuilds_the_recorded_seed(exported, tmp_path):
     bundle = tmp_path / "b"
     shutil.copytree(exported.root, bundle)
@@ -176,6 +212,7 @@ def test_validate_rebuilds_the_recorded_seed(exported, tmp_path):
     )  # fmt: skip
     assert code == 0, out
     assert "2/2 components pass" in out
+    assert "TensorRT parser check: every graph passes" in out
     saved = json.loads((bundle / "manifest.json").read_text())["parity"]
     assert saved["plan"]["durations"] == [1.0, 1.5] and saved["passed"]
     assert saved["components"]["text"]["sizes_tested"] == 2

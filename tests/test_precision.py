@@ -50,6 +50,14 @@ def config():
     return ModelConfig.from_manifest(load_bundle(DEFAULT_BUNDLE, verify=False).manifest)
 
 
+def test_fp16_bundle_passes_the_tensorrt_parser_check(fp16):
+    from v2a_export.export.trt_compat import check_bundle
+
+    assert fp16.trt_violations == {}
+    checked = check_bundle(fp16.root)
+    assert len(checked) == 7 and all(v == () for v in checked.values())
+
+
 def test_manifest_says_fp16_and_lists_every_fp32_node_with_its_reason(fp16):
     bundle = load_bundle(fp16.root)  # sizes and sha256 of every converted file
     report = json.loads((fp16.root / PRECISION_REPORT).read_text())

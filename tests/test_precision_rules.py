@@ -166,6 +166,35 @@ def test_trig_phase_chain_stops_where_two_activations_merge():
     assert mixed_type_errors(native) == []
 
 
+def test_trig_phase_chain_goes_through_a_range_reduction():
+    """t·f reduced to [-π, π] (layers.reduce_angle: x - k·hi - k·lo, k = round(x/2π)) before
+    cos: x and k·2π are one activation, so the whole reduction stays fp32 with the cos (in
+    fp16, round(x/2π) and the reduced angle would lose ~1e-3 rad)."""
+    inits = [("freq", np.array([1.0, 100.0, 1e4])), ("ax", np.array([-1], np.int64)),
+             ("inv", np.array(1 / (2 * np.pi))), ("hi", np.array(6.283203125)),
+             ("lo", np.array(-1.781781975296326e-05)),
+             ("w", np.random.default_rng(4).standard_normal((3, 3)))]  # fmt: skip
+    nodes = [
+        helper.make_node("Unsqueeze", ["t", "ax"], ["tu"], name="t_unsq"),
+        helper.make_node("Mul", ["tu", "freq"], ["x"], name="angle"),
+        helper.make_node("Mul", ["x", "inv"], ["turns"], name="turns"),
+        helper.make_node("Round", ["turns"], ["k"], name="round"),
+        helper.make_node("Mul", ["k", "hi"], ["khi"], name="k_hi"),
+        helper.make_node("Sub", ["x", "khi"], ["r1"], name="minus_hi"),
+        helper.make_node("Mul", ["k", "lo"], ["klo"], name="k_lo"),
+        helper.make_node("Sub", ["r1", "klo"], ["r"], name="minus_lo"),
+        helper.make_node("Cos", ["r"], ["c"], name="cos"),
+        helper.make_node("MatMul", ["c", "w"], ["y"], name="proj"),
+    ]
+    model = _model(nodes, [("t", F32, ["B"])], [("y", F32)], inits)
+    converted, report = convert_graph(model, PrecisionPolicy("fp16"))
+    trig = {n.name for n in report.fp32_nodes if n.reason == "trig"}
+    assert trig == {"t_unsq", "angle", "turns", "round", "k_hi", "minus_hi", "k_lo",
+                    "minus_lo", "cos"}  # fmt: skip
+    assert _node_out_type(converted, "proj") == F16
+    assert mixed_type_errors(converted) == []
+
+
 def test_constants_the_target_cannot_hold_keep_their_consumer_fp32():
     inits = [("eps", np.array(1e-9)), ("huge", np.array(1e5)), ("mask", np.array([0.0, -np.inf]))]
     nodes = [

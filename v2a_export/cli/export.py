@@ -7,7 +7,9 @@
 Progress goes to stderr (one bar per component: export, then each parity size), the summary
 table to stdout. Bad input (unknown variant, missing weights, an output that is a file or a
 foreign directory, too little disk space) is one ``Error:`` line and exit status 2; a parity
-gate that fails exits 1 after writing the bundle and its report.
+gate that fails exits 1 after writing the bundle and its report. A graph TensorRT's parser
+would refuse (:mod:`.trt`) stops the export before its gate, writes nothing and exits 1 (with
+``--allow-trt-incompatible``: a warning); ``validate`` checks the bundle's graphs the same way.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from .common import (
     weight_source,
 )
 from .options import make_calibration, make_policy, precision_options
+from .trt import allow_trt_option, check_bundle_or_fail, refused, warn_incompatible
 
 
 @click.command("export")
@@ -58,12 +61,13 @@ from .options import make_calibration, make_policy, precision_options
 @click.option("--packaged-tokenizer", is_flag=True, help="Use v2a_runtime's own vocabulary copy.")
 @parity_options
 @precision_options()
+@allow_trt_option
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 def export_cmd(
     variant, config_file, weights_dir, weights_file, seed, out, max_duration, components,
     model_id, packaged_tokenizer, parity_durations, parity_batches, encoder_durations,
     e2e_duration, e2e_steps, threads, precision, io_dtype, calibration_durations,
-    calibration_steps, keep_fp32, quiet,
+    calibration_steps, keep_fp32, allow_trt_incompatible, quiet,
 ) -> None:  # fmt: skip
     """Export every component of a model to ONNX, gate each against PyTorch, write a bundle.
     With --precision fp16|bf16 the gated fp32 bundle is then converted in place (measured fp32
@@ -72,6 +76,7 @@ def export_cmd(
 
     from v2a_export.export.bundle import ExportOptions, export_bundle
     from v2a_export.export.onnx_export import ExportError
+    from v2a_export.export.trt_compat import TensorRTIncompatible
 
     config = _config(variant, config_file)
     source = weight_source(weights_dir, weights_file, seed)
@@ -94,10 +99,14 @@ def export_cmd(
         packaged_tokenizer=packaged_tokenizer,
         model_id=model_id,
         threads=threads,
+        allow_trt_incompatible=allow_trt_incompatible,
     )
     bars = Bars(quiet)
     try:
         result = export_bundle(config, source, out, options, callback=bars)
+    except TensorRTIncompatible as e:
+        bars.close()
+        raise refused(e) from e
     except ExportError as e:
         raise click.ClickException(str(e).splitlines()[0]) from e
     except (ValueError, OSError) as e:
@@ -105,6 +114,7 @@ def export_cmd(
     finally:
         bars.close()
     _print_summary(result)
+    warn_incompatible(result.trt_violations)
     if not result.report.passed:
         click.echo("parity gate FAILED (see reports/parity.json)", err=True)
         raise SystemExit(EXIT_FAILED)
@@ -113,7 +123,7 @@ def export_cmd(
 
         passed = convert_and_validate(
             out, out, policy, calibration, source=source, plan=options.plan, threads=threads,
-            validate=True, quiet=quiet,
+            validate=True, quiet=quiet, allow_trt_incompatible=allow_trt_incompatible,
         )  # fmt: skip
         if not passed:
             click.echo(f"{precision} parity gate FAILED (see reports/parity.json)", err=True)
@@ -126,13 +136,15 @@ def export_cmd(
 @parity_options
 @click.option("--components", multiple=True, help="Validate only these (comma-separated).")
 @click.option("--no-write", is_flag=True, help="Do not update reports/parity.json and manifest.")
+@allow_trt_option
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 def validate_cmd(
     bundle, weights_dir, weights_file, parity_durations, parity_batches, encoder_durations,
-    e2e_duration, e2e_steps, threads, components, no_write, quiet,
+    e2e_duration, e2e_steps, threads, components, no_write, allow_trt_incompatible, quiet,
 ) -> None:  # fmt: skip
     """Re-run the parity gate of BUNDLE against the PyTorch networks (random-weight bundles are
-    rebuilt from their recorded seed; otherwise pass the weights)."""
+    rebuilt from their recorded seed; otherwise pass the weights), and check its graphs against
+    TensorRT's parser rules."""
     from v2a_export.export.bundle import validate_bundle
 
     source, plan = source_and_plan(weights_dir, weights_file, parity_durations, parity_batches,
@@ -158,7 +170,8 @@ def validate_cmd(
     finally:
         bars.close()
     print_report(report)
-    if not report.passed:
+    parses = check_bundle_or_fail(bundle, allow_trt_incompatible)
+    if not report.passed or not parses:
         raise SystemExit(EXIT_FAILED)
 
 

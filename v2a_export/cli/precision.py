@@ -7,7 +7,8 @@
 
 The conversion table (per component: float nodes, nodes in the target type, fp32 nodes by
 reason, Casts added, the worst output error measured on the calibration inputs) goes to stdout,
-then the precision-aware parity table. Exit 1 when the gate fails, 2 on bad input.
+then the precision-aware parity table. Exit 1 when the gate fails or a converted graph breaks a
+TensorRT parser rule (nothing written; ``--allow-trt-incompatible``: a warning), 2 on bad input.
 """
 
 from __future__ import annotations
@@ -26,19 +27,28 @@ from .common import (
     weight_options,
 )
 from .options import make_calibration, make_policy, precision_options
+from .trt import allow_trt_option, refused, warn_incompatible
 
 
 def convert_and_validate(
-    src: Path, out: Path, policy, calibration, *, source, plan, threads, validate, quiet
-) -> bool:
+    src: Path, out: Path, policy, calibration, *, source, plan, threads, validate, quiet,
+    allow_trt_incompatible=False,
+) -> bool:  # fmt: skip
     """Convert, print the conversion table, validate (optional), print the gate; True if the
     gate passed (or was skipped)."""
     from v2a_export.export.precision.bundle import convert_bundle, validate_precision_bundle
     from v2a_export.export.precision.convert import PrecisionError
+    from v2a_export.export.trt_compat import TensorRTIncompatible
 
     bars = Bars(quiet)
     try:
-        result = convert_bundle(src, out, policy, calibration, threads=threads, callback=bars)
+        result = convert_bundle(
+            src, out, policy, calibration, threads=threads, callback=bars,
+            allow_trt_incompatible=allow_trt_incompatible,
+        )  # fmt: skip
+    except TensorRTIncompatible as e:
+        bars.close()
+        raise refused(e) from e
     except PrecisionError as e:
         raise click.ClickException(str(e)) from e
     except (ValueError, OSError) as e:
@@ -46,6 +56,7 @@ def convert_and_validate(
     finally:
         bars.close()
     print_conversion(result)
+    warn_incompatible(result.trt_violations)
     if not validate:
         click.echo("not validated (--no-validate): run v2a-export validate on the bundle")
         return True
@@ -92,11 +103,12 @@ def print_conversion(result) -> None:
 @click.option("--no-validate", is_flag=True, help="Skip the parity gate against PyTorch.")
 @weight_options
 @parity_options
+@allow_trt_option
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 def convert_precision_cmd(
     bundle, out, precision, io_dtype, calibration_durations, calibration_steps, keep_fp32,
     no_validate, weights_dir, weights_file, parity_durations, parity_batches, encoder_durations,
-    e2e_duration, e2e_steps, threads, quiet,
+    e2e_duration, e2e_steps, threads, allow_trt_incompatible, quiet,
 ) -> None:  # fmt: skip
     """Convert the fp32 BUNDLE to fp16/bf16 with measured fp32 islands, then gate it against the
     PyTorch fp32 networks (random-weight bundles are rebuilt from their seed)."""
@@ -108,7 +120,7 @@ def convert_precision_cmd(
                                    encoder_durations, e2e_duration, e2e_steps)  # fmt: skip
     passed = convert_and_validate(
         bundle, out, policy, calibration, source=source, plan=plan, threads=threads,
-        validate=not no_validate, quiet=quiet,
+        validate=not no_validate, quiet=quiet, allow_trt_incompatible=allow_trt_incompatible,
     )  # fmt: skip
     if not passed:
         click.echo(f"{precision} parity gate FAILED (see reports/parity.json)", err=True)

@@ -1,7 +1,9 @@
 """Write and re-validate a bundle (DESIGN.md §5, docs/contract.md "Bundle layout").
 
 :func:`export_bundle` loads the weights, exports each requested component
-(:mod:`~v2a_export.export.onnx_export`), gates it (:mod:`~v2a_export.export.parity`), copies the
+(:mod:`~v2a_export.export.onnx_export`), checks it against TensorRT's parser rules
+(:mod:`~v2a_export.export.trt_compat`; a violation stops the export unless
+``allow_trt_incompatible``), gates it (:mod:`~v2a_export.export.parity`), copies the
 tokenizer vocabulary, writes ``manifest.json`` through ``v2a_runtime.bundle.write_manifest``,
 runs the end-to-end check through the runtime pipeline on the finished bundle and writes
 ``reports/parity.json`` and ``reports/export.json``. Everything is written into a sibling
@@ -55,6 +57,7 @@ from v2a_export.export.parity import (
     check_end_to_end,
     jsonable,
 )
+from v2a_export.export.trt_compat import TensorRTIncompatible, Violation, check_file
 from v2a_export.export.weights import (
     LazyNetworks,
     WeightSource,
@@ -86,6 +89,9 @@ class ExportOptions:
     model_id: int | None = None  # None: 1 + the variant's index in VARIANTS, 0 for custom
     weights_note: str | None = None  # None: generated from the weight source
     threads: int | None = None  # onnxruntime threads for the gate (None: all cores)
+    # a graph TensorRT's parser would refuse (trt_compat): False stops the export before its
+    # parity gate and writes nothing; True exports it and lists the violations in the result
+    allow_trt_incompatible: bool = False
 
 
 @dataclass(frozen=True)
@@ -99,6 +105,7 @@ class Event:
 
 
 Callback = Callable[[Event], None]
+TRT_HINT = "nothing was written (--allow-trt-incompatible writes it anyway)"
 
 
 @dataclass(frozen=True)
@@ -110,6 +117,8 @@ class BundleResult:
     weights: str  # random / trained / official
     seconds: float
     notes: tuple[str, ...] = field(default_factory=tuple)
+    # component -> what TensorRT's parser would refuse (only with allow_trt_incompatible)
+    trt_violations: dict[str, tuple[Violation, ...]] = field(default_factory=dict)
 
 
 # --- export ----------------------------------------------------------------------------------
@@ -146,7 +155,9 @@ def export_bundle(
     try:
         (work / "onnx").mkdir(parents=True)
         (work / "reports").mkdir()
-        report, exports, notes = _export_into(work, config, loaded, source, options, kept, emit)
+        report, exports, notes, trt = _export_into(
+            work, config, loaded, source, options, kept, emit
+        )
         replace_dir(work, out)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -159,6 +170,7 @@ def export_bundle(
         weights=loaded.kind,
         seconds=time.perf_counter() - started,
         notes=notes,
+        trt_violations=trt,
     )
 
 
@@ -167,11 +179,12 @@ def _export_into(work, config, loaded: LazyNetworks, source, options, kept, emit
     rules = config.rates
     descs = descriptors(config)
     plan = options.plan
-    exports, parity = {}, {}
+    exports, parity, trt = {}, {}, {}
     for i, name in enumerate(options.components):
-        exports[name], parity[name] = _export_one(
-            work, name, loaded, descs[name], rules, plan, options.threads, emit
-        )
+        exports[name], parity[name], trt[name] = _export_one(
+            work, name, loaded, descs[name], rules, plan, options.threads, emit,
+            allow_trt_incompatible=options.allow_trt_incompatible,
+        )  # fmt: skip
         later = {NETWORK_OF[c] for c in options.components[i + 1 :]}
         if NETWORK_OF[name] not in later:  # keep peak memory to one network + one graph
             loaded.release(NETWORK_OF[name])
@@ -207,7 +220,7 @@ def _export_into(work, config, loaded: LazyNetworks, source, options, kept, emit
             details["components"].setdefault(name, {**entry, "from_previous_export": True})
     write_json(work / PARITY_REPORT, details)
     write_json(work / EXPORT_REPORT, _export_report(config, loaded, source, exports, plan, kept))
-    return report, exports, tuple(notes)
+    return report, exports, tuple(notes), {n: v for n, v in trt.items() if v}
 
 
 def _end_to_end(models: LazyNetworks, config, source, root, plan, threads):
@@ -219,7 +232,7 @@ def _end_to_end(models: LazyNetworks, config, source, root, plan, threads):
     )
 
 
-def _export_one(work, name, loaded, desc, rules, plan, threads, emit):
+def _export_one(work, name, loaded, desc, rules, plan, threads, emit, *, allow_trt_incompatible):
     steps = 1 + len(plan.cases(desc))
     emit(Event(name, "export", 0, steps))
     nets = loaded.networks(NETWORK_OF[name])
@@ -228,6 +241,9 @@ def _export_one(work, name, loaded, desc, rules, plan, threads, emit):
     result = export_component(
         module, desc, work / "onnx" / f"{name}.onnx", example, pins=pinned_tables(nets, name)
     )
+    violations = check_file(result.path)
+    if violations and not allow_trt_incompatible:  # before the gate: fail in seconds
+        raise TensorRTIncompatible({name: violations}, hint=TRT_HINT)
     emit(Event(name, "export", 1, steps))
     session = load_session(result.path, threads=threads)
     parity = check_component(
@@ -239,7 +255,7 @@ def _export_one(work, name, loaded, desc, rules, plan, threads, emit):
         threshold=FP32_THRESHOLDS[name],
         on_case=lambda i, _n: emit(Event(name, "parity", 1 + i, steps)),
     )
-    return result, parity
+    return result, parity, violations
 
 
 def _component_spec(root: Path, result: ExportResult, desc) -> ComponentSpec:

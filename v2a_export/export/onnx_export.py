@@ -20,6 +20,9 @@ After export, on the in-memory graph:
 3. **CPU rewrites** (:mod:`v2a_export.export.cpu_rewrites`): depthwise transposed convolutions
    become polyphase depthwise convolutions and 1-D convolutions 2-D ones, so onnxruntime's CPU
    provider runs its fast kernels (BigVGAN's vocoder: 1.3× faster). Exact up to summation order.
+4. **uint8 inputs feed a Cast only** (:func:`v2a_export.export.trt_compat.cast_inputs_first`):
+   the networks cast pixels first, and Shape nodes the exporter puts on a uint8 input read the
+   cast tensor instead, because TensorRT allows no other reader of a uint8 tensor.
 
 Graphs whose initializers exceed 2 GB are saved with external data (``<file>.data``).
 """
@@ -41,6 +44,7 @@ from torch import nn
 
 from v2a_export.export.cpu_rewrites import rewrite_for_cpu
 from v2a_export.export.descriptors import Descriptor
+from v2a_export.export.trt_compat import cast_inputs_first
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -95,6 +99,7 @@ def export_component(
     _name_dims(program.model, descriptor)
     pinned = pin_constants(program.model, pins or {})
     rewrite_for_cpu(program.model)
+    cast_inputs_first(program.model)
     program.model.metadata_props["v2a.component"] = descriptor.name
     program.model.metadata_props["v2a.contract"] = "docs/contract.md"
     path.parent.mkdir(parents=True, exist_ok=True)

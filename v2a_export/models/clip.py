@@ -155,7 +155,8 @@ class CLIP(nn.Module):
         ``(float32(u8)·float32(1/255) − mean) / std``, as MMAudio's ToDtype(scale=True) +
         ``Normalize(OpenAI mean, std)``.
         """
-        x = frames.permute(0, 3, 1, 2).float() * (1.0 / 255.0)  # (N, 3, H, W) in [0, 1]
+        # cast first: TensorRT lets only a Cast read a uint8 tensor (NVIDIA/TensorRT#3985)
+        x = frames.float().permute(0, 3, 1, 2) * (1.0 / 255.0)  # (N, 3, H, W) in [0, 1]
         mean = torch.tensor(OPENAI_MEAN, device=x.device).view(1, 3, 1, 1)
         std = torch.tensor(OPENAI_STD, device=x.device).view(1, 3, 1, 1)
         return (x - mean) / std

@@ -18,6 +18,11 @@ from torch import Tensor, nn
 ROPE_THETA = 10000.0
 RMS_EPS = torch.finfo(torch.float32).eps  # nn.RMSNorm(eps=None) in fp32: 1.1920929e-07
 LN_EPS = 1e-5
+# 2π in two float32 parts for range reduction (Cody & Waite 1980): the high part has 12
+# significant bits (3217/512), so k·TWO_PI_HI is exact for |k| < 4096 (angles up to 25,700
+# rad); the low part is float32(2π − TWO_PI_HI).
+TWO_PI_HI = 6.283203125
+TWO_PI_LO = -1.781781975296326e-05
 
 
 def swiglu_hidden(dim: int, mlp_ratio: float = 4.0, multiple_of: int = 256) -> int:
@@ -102,8 +107,10 @@ class TimestepEmbedder(nn.Module):
         return self._freqs.to(device)
 
     def sinusoid(self, t: Tensor) -> Tensor:
-        """t (B,) → (B, freq_dim) = cat(cos(t·f), sin(t·f)), the argument a float32 product."""
+        """t (B,) → (B, freq_dim) = cat(cos(t·f), sin(t·f)), the argument a float32 product
+        (up to 1e4 rad in v2 models), reduced to [−π, π] before cos/sin (:func:`reduce_angle`)."""
         args = t[:, None].float() * self.frequencies(t.device)[None]  # (B, F/2)
+        args = reduce_angle(args)
         return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)  # (B, F)
 
     def forward(self, t: Tensor) -> Tensor:
@@ -134,13 +141,31 @@ def rope_table(length: int, freqs: Tensor, scale: float | Tensor = 1.0) -> Tenso
     frequencies ``freqs`` (hd/2,) (:func:`rope_frequencies`).
 
     The frequencies are scaled first (float32), then multiplied by the position, as in the
-    reference. ``scale`` is 1 for the latent stream and L/Lc for the clip stream ("aligned
-    RoPE"); it may be a 0-d float32 tensor so an exported graph computes it from sizes.
+    reference; the angle is then reduced to [−π, π] (:func:`reduce_angle`), so the table is
+    the reference's to 1.4e-7 rather than bit for bit. ``scale`` is 1 for the latent stream and
+    L/Lc for the clip stream ("aligned RoPE"); it may be a 0-d float32 tensor so an exported
+    graph computes it from sizes.
     """
     freqs = freqs * scale  # (hd/2,)
     pos = torch.arange(length, dtype=torch.float32, device=freqs.device)  # (N,)
-    angle = pos[:, None] * freqs[None, :]  # (N, hd/2)
+    angle = reduce_angle(pos[:, None] * freqs[None, :])  # (N, hd/2); up to N rad before
     return torch.stack([torch.cos(angle), torch.sin(angle)], dim=-1)  # (N, hd/2, 2)
+
+
+def reduce_angle(x: Tensor) -> Tensor:
+    """The float32 angles ``x`` moved by whole turns to about [−π, π]: ``x − k·2π`` with
+    k = round(x/2π) (Cody–Waite, 2π in two parts: ``x − k·TWO_PI_HI`` is exact and
+    ``k·TWO_PI_LO`` rounds by ~1e-9 for |x| < 25,700 rad).
+
+    cos/sin of the result are within 1.4e-7 of cos/sin of ``x`` (the rounding of the reduced
+    angle itself; 2e5 random angles below 25,000 rad against float64, where torch's cos/sin of
+    ``x`` are within 3.6e-8), and no cos/sin kernel sees an argument beyond π. That matters on
+    GPUs: fast-math sin/cos are accurate on [−π, π] only (CUDA's ``__sinf``: absolute error
+    2^−21.41 there, "larger otherwise"), and the time embedding of v2 models reaches 1e4 rad,
+    a RoPE table L rad.
+    """
+    k = torch.round(x * (1.0 / (2.0 * math.pi)))
+    return (x - k * TWO_PI_HI) - k * TWO_PI_LO
 
 
 def apply_rope(x: Tensor, rope: Tensor) -> Tensor:

@@ -202,7 +202,8 @@ class Synchformer(nn.Module):
 
     def encode_segments_u8(self, segments: torch.Tensor) -> torch.Tensor:
         """uint8 segments (S, T, H, W, 3) RGB -> sync features (S, t, D) (contract layout)."""
-        x = segments.permute(0, 4, 1, 2, 3).float()  # (S, 3, T, H, W)
+        # cast first: TensorRT lets only a Cast read a uint8 tensor (NVIDIA/TensorRT#3985)
+        x = segments.float().permute(0, 4, 1, 2, 3)  # (S, 3, T, H, W)
         return self.vfeat_extractor(normalize_u8(x))
 
 

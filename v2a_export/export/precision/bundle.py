@@ -11,7 +11,8 @@ validated at the new precision; :func:`validate_precision_bundle` then runs the 
 gate (:mod:`.gate`) and writes the real parity section.
 
 Everything is written into a sibling temporary directory that replaces ``out`` only when
-complete (``out`` may be ``src``: conversion in place).
+complete (``out`` may be ``src``: conversion in place), and only when every graph passes the
+TensorRT parser check (:mod:`v2a_export.export.trt_compat`) or ``allow_trt_incompatible``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import onnx
@@ -30,6 +31,7 @@ from v2a_runtime.config import COMPONENTS, ComponentSpec, Manifest, check_compon
 
 from v2a_export.export.bundle import (
     PARITY_REPORT,
+    TRT_HINT,
     Event,
     bundle_config,
     recorded_plan,
@@ -61,6 +63,7 @@ from v2a_export.export.precision.gate import (
     threshold_for,
 )
 from v2a_export.export.precision.policy import PrecisionPolicy
+from v2a_export.export.trt_compat import TensorRTIncompatible, Violation, check_file
 
 PRECISION_REPORT = "reports/precision.json"
 Callback = Callable[[Event], None]
@@ -73,6 +76,8 @@ class PrecisionResult:
     components: dict[str, GraphPrecision]
     calibration: CalibrationPlan
     seconds: float
+    # component -> what TensorRT's parser would refuse (only with allow_trt_incompatible)
+    trt_violations: dict[str, tuple[Violation, ...]] = field(default_factory=dict)
 
 
 def convert_bundle(
@@ -84,6 +89,7 @@ def convert_bundle(
     components: tuple[str, ...] = COMPONENTS,
     threads: int | None = None,
     callback: Callback | None = None,
+    allow_trt_incompatible: bool = False,
 ) -> PrecisionResult:
     """Convert ``components`` of the fp32 bundle ``src`` to ``policy.target``; write to ``out``."""
     started = time.perf_counter()
@@ -129,10 +135,15 @@ def convert_bundle(
         )
         write_manifest(work, replace(manifest, components=specs, parity=recorded))
         write_json(work / PRECISION_REPORT, _report(policy, calibration, reports, feeds))
+        checked = {name: check_file(work / specs[name].file) for name in COMPONENTS}
+        trt = {name: v for name, v in checked.items() if v}
+        if trt and not allow_trt_incompatible:
+            raise TensorRTIncompatible(trt, hint=TRT_HINT)
         replace_dir(work, out)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return PrecisionResult(out, policy, reports, calibration, time.perf_counter() - started)
+    seconds = time.perf_counter() - started
+    return PrecisionResult(out, policy, reports, calibration, seconds, trt_violations=trt)
 
 
 def _copy(src: Path, work: Path, spec: ComponentSpec) -> None:

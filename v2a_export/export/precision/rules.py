@@ -10,7 +10,8 @@ applies is the recorded reason):
    sqrt → 1/· → x·r; L2 normalisation's ‖x‖ → max(·, eps) → x/·);
 3. ``trig``: Sin/Cos and the chain computing their argument (RoPE angles n·f·scale, the time
    embedding t·f with f up to 1e4, Snake's αx), walked back until it meets a merge of two
-   activations or a non-elementwise op;
+   activations (inputs with no common source: the x − round(x/2π)·2π of a range reduction is
+   one activation) or a non-elementwise op;
 4. ``division``: Reciprocal, and Div by a computed (non-constant) value;
 5. ``softmax``: only when the policy asks (the attention core stays low by default);
 6. ``constant``: the node reads a constant that the target cannot hold (|c| > 65504, or a small
@@ -279,11 +280,30 @@ def _trig_rule(idx: GraphIndex, float_nodes, pin) -> None:
             if prev.op_type not in _PHASE_WALK:
                 continue
             live = [x for x in prev.input if x and x in dd and idx.is_float(x)]
-            if tensor in dd and len(live) > 1:
+            if tensor in dd and len(live) > 1 and not _one_source(idx, live, dd):
                 continue  # a merge of two activations: the phase starts after it
             seen.add(j)
             pin(j, "trig", f"argument of {node.name}")
             stack += [(x, depth + 1) for x in prev.input if x]
+
+
+def _one_source(idx: GraphIndex, tensors: list[str], dd: set[str]) -> bool:
+    """Whether ``tensors`` share an ancestor through phase-walk ops (``x`` and ``k·2π`` with
+    ``k = round(x/2π)``), rather than being two activations (a residual's two branches)."""
+    common = None
+    for tensor in tensors:
+        seen, stack = set(), [(tensor, 0)]
+        while stack:
+            t, depth = stack.pop()
+            if t in seen or depth > _PHASE_DEPTH:
+                continue
+            seen.add(t)
+            j = idx.producer.get(t)
+            if j is None or idx.is_constant(t) or idx.nodes[j].op_type not in _PHASE_WALK:
+                continue
+            stack += [(x, depth + 1) for x in idx.nodes[j].input if x and x in dd]
+        common = seen if common is None else common & seen
+    return bool(common)
 
 
 # --- assignment ------------------------------------------------------------------------------
