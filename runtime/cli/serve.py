@@ -1,7 +1,8 @@
 """``v2a serve`` and the client side of ``v2a generate --server`` (docs/serving.md).
 
     v2a serve REPO [--host H] [--http-port P] [--grpc-port G] [--metrics-port M]
-              [--tritonserver PATH] [-- TRITONSERVER ARGS...]
+              [--exit-timeout S] [--tritonserver PATH] [--stub-packages DIR]
+              [-- TRITONSERVER ARGS...]
     v2a generate VIDEO --server http://HOST:8000 [-p ...] [-o OUT] ...
 
 ``serve`` runs a real ``tritonserver`` on a repository written by ``v2a-export triton``, in the
@@ -36,6 +37,13 @@ from .common import Failure, one_line_errors
 @click.option("--grpc-port", type=int, default=8001, show_default=True)
 @click.option("--metrics-port", type=int, default=8002, show_default=True)
 @click.option(
+    "--exit-timeout",
+    type=click.IntRange(min=0),
+    default=30,
+    show_default=True,
+    help="Seconds a stopping server waits for in-flight requests (and open connections).",
+)
+@click.option(
     "--tritonserver",
     "binary",
     type=click.Path(path_type=Path),
@@ -56,6 +64,7 @@ def serve(
     http_port: int,
     grpc_port: int,
     metrics_port: int,
+    exit_timeout: int,
     binary: Path | None,
     stub_packages: Path | None,
     triton_args: tuple[str, ...],
@@ -66,6 +75,7 @@ def serve(
         http_port,
         grpc_port,
         metrics_port,
+        exit_timeout=exit_timeout,
         extra_args=triton_args,
         stub_packages=stub_packages,
     )

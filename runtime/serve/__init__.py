@@ -9,24 +9,31 @@
 - :mod:`.client`: ``ServerClient.connect(url).generate(video, options)`` (``v2a generate
   --server URL``), and the statistics that show steps batched across requests.
 
-Nothing here imports torch or v2a_export; tritonclient is imported only by the client.
+Nothing here imports torch or v2a_export; tritonclient is imported only by the client. The
+names below are imported on first use, so that a network model's process (which imports
+:mod:`.network_model` through this package) does not load the pipeline, PyAV or SciPy.
 """
 
-from .client import ModelStats, ServerClient, ServerRequestError, ServerResult, ServerUnavailable
-from .repository import RepositoryError, RepositoryOptions, write_repository
-from .server import ServeOptions, ServerError, find_tritonserver, run_server
+from importlib import import_module
 
-__all__ = [
-    "ModelStats",
-    "RepositoryError",
-    "RepositoryOptions",
-    "ServeOptions",
-    "ServerClient",
-    "ServerError",
-    "ServerRequestError",
-    "ServerResult",
-    "ServerUnavailable",
-    "find_tritonserver",
-    "run_server",
-    "write_repository",
-]
+_HOMES = {
+    "ModelStats": "client",
+    "ServerClient": "client",
+    "ServerRequestError": "client",
+    "ServerResult": "client",
+    "ServerUnavailable": "client",
+    "RepositoryError": "repository",
+    "RepositoryOptions": "repository",
+    "write_repository": "repository",
+    "ServeOptions": "server",
+    "ServerError": "server",
+    "find_tritonserver": "server",
+    "run_server": "server",
+}
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str):
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(f".{_HOMES[name]}", __name__), name)

@@ -185,6 +185,25 @@ class ServerClient:
             raise ServerUnavailable(f"no v2a server at {self.url} ({e})") from None
 
 
+def network_counters(metrics_url: str) -> dict[str, tuple[int, int]]:
+    """``{model: (backend calls, rows)}`` of the network models, from the Prometheus text at
+    ``metrics_url`` (Triton's metrics endpoint, e.g. http://HOST:8002/metrics)."""
+    import re
+    import urllib.request
+
+    with urllib.request.urlopen(metrics_url, timeout=10) as answer:
+        text = answer.read().decode()
+    counts: dict[str, list[int]] = {}
+    pattern = re.compile(r"^v2a_network_(runs|rows)_total\{([^}]*)\}\s+([0-9.e+]+)$")
+    for line in text.splitlines():
+        match = pattern.match(line)
+        if match:
+            model = re.search(r'model="([^"]*)"', match.group(2)).group(1)
+            slot = counts.setdefault(model, [0, 0])
+            slot[0 if match.group(1) == "runs" else 1] += int(float(match.group(3)))
+    return {model: (runs, rows) for model, (runs, rows) in counts.items()}
+
+
 def _unreachable(message: str) -> bool:
     lowered = message.lower()
     signs = ("failed to connect", "connection refused", "unavailable", "timed out")

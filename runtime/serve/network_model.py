@@ -8,7 +8,10 @@ Batched networks (``max_batch_size`` > 0, :func:`.repository.batch_layout`) get 
 the dynamic batcher gathered in one ``execute`` call. Requests are grouped into shape buckets
 (equal non-batch shapes, equal values of the unbatched inputs such as the denoiser's RoPE
 tables); each bucket is one backend call on the rows of all its requests concatenated, and each
-request gets its own rows back. Triton's statistics count one execution per ``execute`` call.
+request gets its own rows back. Triton's statistics count one execution per ``execute`` call;
+the metrics endpoint also has this model's backend calls and rows
+(``v2a_network_runs_total`` / ``v2a_network_rows_total`` with a ``model`` label), which differ
+from executions when one execution held several buckets.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ class TritonPythonModel:
             raise RuntimeError(message) from None
         self.layout = batch_layout(self.spec) if ctx.max_batch_size > 0 else None
         self.rank = {t.name: len(t.shape) for t in (*self.spec.inputs, *self.spec.outputs)}
+        self.families, (self.runs, self.rows) = _counters(ctx.model, ctx.version)
 
     def execute(self, requests: list) -> list:
         if self.layout is None:
@@ -66,7 +70,9 @@ class TritonPythonModel:
     def _one(self, request):
         try:
             feeds = {t.name: read_array(request, t.name) for t in self.spec.inputs}
-            return response(self.session.run(feeds))
+            outputs = self.session.run(feeds)
+            self.runs.increment(1)
+            return response(outputs)
         except Exception as e:
             return error_response(f"{self.name}: {e}", internal=not isinstance(e, ValueError))
 
@@ -98,6 +104,8 @@ class TritonPythonModel:
             merged[name] = np.concatenate([feeds[name] for _, feeds in members])  # (ΣB, ...)
         try:
             outputs = self.session.run(merged)
+            self.runs.increment(1)
+            self.rows.increment(sum(rows))
         except Exception as e:
             internal = not isinstance(e, ValueError)
             return [error_response(f"{self.name}: {e}", internal=internal) for _ in members]
@@ -109,6 +117,21 @@ class TritonPythonModel:
             part = {n: v.reshape(-1, 1) if self.rank[n] == 1 else v for n, v in part.items()}
             answers.append(response(part))
         return answers
+
+
+def _counters(model: str, version: str) -> tuple[list, list]:
+    """This model's backend-call and row counters on Triton's metrics endpoint, and their
+    families (which must outlive them)."""
+    pb = pb_utils()
+    labels = {"model": model, "version": version}
+    families = [
+        pb.MetricFamily(name=name, description=text, kind=pb.MetricFamily.COUNTER)
+        for name, text in (
+            ("v2a_network_runs_total", "Backend calls of a v2a network model (one per bucket)"),
+            ("v2a_network_rows_total", "Rows those calls ran (batched networks)"),
+        )
+    ]
+    return families, [family.Metric(labels=labels) for family in families]
 
 
 def _bucket(feeds: dict[str, np.ndarray], layout: BatchLayout) -> tuple:

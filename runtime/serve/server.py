@@ -60,6 +60,8 @@ _INSTALL_HINT = (
     "install the server with `pip install --no-deps nvidia-pytriton==0.7.0` (CPU), or run in "
     "NVIDIA's Triton container, or pass --tritonserver PATH"
 )
+
+
 class ServerError(RuntimeError):
     """The server cannot be started (one line that says what to do)."""
 
