@@ -178,15 +178,18 @@ def test_pbtxt_render():
         render({"x": float("nan")})
 
 
+MP4 = b"\x00\x00\x00\x18ftypisom"
+
+
 def _request(**values):
-    base = {"video": [b"\x00video"], "prompt": [b"rain"]}
+    base = {"video": [MP4], "prompt": [b"rain"]}
     return {**base, **values}
 
 
 def test_parse_request_defaults_decimals_and_limits():
     limits = Limits(max_duration=10.0, max_tracks=2)
     asked = parse_request(_request(), limits)
-    assert asked.video == b"\x00video" and asked.container is None
+    assert asked.video == MP4 and asked.container is None
     o = asked.options
     assert (o.prompt, o.negative_prompt, o.seed, o.tracks, o.start, o.duration) == (
         "rain", "", 42, 1, 0.0, None)  # fmt: skip
@@ -201,6 +204,8 @@ def test_parse_request_defaults_decimals_and_limits():
     assert o.negative_prompt == "wind" and asked.container == ".mkv"
     for values, message in (
         (dict(video=[b""]), "video is empty"),
+        (dict(video=[b"#EXTM3U\nfile:///etc/passwd\n"]), "video: not a video file this server"),
+        (dict(video=[b"ffconcat version 1.0\n"]), "video: not a video file this server"),
         (dict(duration=np.array([10.5], np.float32)), "duration 10.5 s exceeds this server's"),
         (dict(duration=np.array([np.nan], np.float32)), "duration must be a number"),
         (dict(start=np.array([-1], np.float32)), "start must be"),
@@ -245,3 +250,48 @@ def test_generate_server_refuses_local_model_flags(tmp_path):
     run = CliRunner().invoke(main, ["generate", str(video), "--server", "http://127.0.0.1:9"])
     assert run.exit_code == 2 and "no v2a server at http://127.0.0.1:9" in run.output
     assert not list(tmp_path.glob("in.v2a*"))
+
+
+def test_tensorrt_repository_takes_each_engines_plans_and_batch_limit(tmp_path):
+    """With --backend tensorrt every network model carries its component's plans and the index,
+    runs on KIND_GPU, and never batches more rows than its engines' profiles take."""
+    import shutil
+
+    from v2a_runtime.backends.tensorrt_cache import (
+        BuildRequest,
+        EngineEntry,
+        EngineIndex,
+        EngineKey,
+        InputProfile,
+        Platform,
+        write_index,
+    )
+    from v2a_runtime.bundle import load_bundle
+
+    bundle = shutil.copytree(DEFAULT_BUNDLE, tmp_path / "bundle")
+    m = load_bundle(bundle).manifest
+    platform = Platform("10.15.1.29", "NVIDIA H100 80GB HBM3", "9.0")
+    rows = {"text": 2, "denoiser": 6, "vae_decoder": 3, "vocoder": 3}
+    entries = []
+    for name, spec in m.components.items():
+        top = rows.get(name, 4)
+        profile = tuple(InputProfile(t.name, (1,), (1,), (top,)) for t in spec.inputs)
+        key = EngineKey(name, spec.sha256, "fp16", (profile,), platform)
+        file = f"engines/{name}.{key.digest()[:16]}.plan"
+        (bundle / file).parent.mkdir(exist_ok=True)
+        (bundle / file).write_bytes(b"plan " + name.encode())
+        entries.append(EngineEntry(name, file, "0" * 64, 10, key.digest(), key,
+                                   BuildRequest((1.0, 8.0, 10.0), (1, 1, 3)), 1 << 20, 1.0,
+                                   "2026-01-01T00:00:00Z"))  # fmt: skip
+    write_index(bundle, EngineIndex(tuple(entries)))
+    repo = write_repository(bundle, tmp_path / "repo",
+                            RepositoryOptions(backend="tensorrt", max_batch=16))  # fmt: skip
+    for name in COMPONENTS:
+        text = _config(repo, name)
+        want = str(rows[name]) if name in rows else "0"
+        assert _field(text, "max_batch_size") == want, name
+        assert "kind: KIND_GPU" in text and 'string_value: "tensorrt"' in text
+        plans = list((repo / name / "1" / "bundle" / "engines").glob("*.plan"))
+        assert [p.read_bytes() for p in plans] == [b"plan " + name.encode()]
+        assert (repo / name / "1" / "bundle" / "engines" / "engines.json").is_file()
+    assert "KIND_CPU" in _config(repo, "v2a")  # the BLS model stays on the CPU

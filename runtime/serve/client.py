@@ -135,7 +135,7 @@ class ServerClient:
             audio=answer.as_numpy("audio"),
             sample_rate=int(answer.as_numpy("sample_rate")[0]),
             payloads=tuple(int(p) for p in answer.as_numpy("watermark_payload")),
-            muxed=answer.as_numpy("muxed").tobytes(),
+            muxed=bytes(answer.as_numpy("muxed").reshape(-1)[0]),
         )
 
     def variant(self) -> str:

@@ -178,11 +178,13 @@ def _write_network(
     spec = bundle.manifest.components[name]
     layout = batch_layout(spec)
     files = [spec.file] + ([spec.external_data.file] if spec.external_data else [])
+    max_batch = options.max_batch if layout is not None else 0
     if options.backend == "tensorrt":
-        files += _engine_files(bundle, name)
+        plans, rows = _engines(bundle, name, layout)
+        files += [ENGINES_INDEX, *plans]
+        max_batch = min(max_batch, rows)  # a merged batch must fit the engines' profiles
     version_dir = _version_dir(repo, name, options, bundle, files)
     (version_dir / "model.py").write_text(_shim(name, "network_model"))
-    max_batch = options.max_batch if layout is not None else 0
     config = {
         "name": name,
         "backend": "python",
@@ -225,8 +227,8 @@ def _write_bls(
             {"name": "audio", "data_type": Token("TYPE_FP32"), "dims": [-1, -1]},
             {"name": "sample_rate", "data_type": Token("TYPE_INT32"), "dims": [1]},
             {"name": "watermark_payload", "data_type": Token("TYPE_INT64"), "dims": [-1]},
-            # The muxed file's bytes, only when requested (UINT8: see v2a_model's docstring).
-            {"name": "muxed", "data_type": Token("TYPE_UINT8"), "dims": [-1]},
+            # The muxed file's bytes when the request names a container, else empty.
+            {"name": "muxed", "data_type": Token("TYPE_STRING"), "dims": [1]},
         ],
         "instance_group": [{"count": options.concurrency, "kind": Token("KIND_CPU")}],
         "parameters": _parameters(
@@ -279,16 +281,23 @@ def _version_dir(
     return target.parent
 
 
-def _engine_files(bundle: Bundle, name: str) -> list[str]:
-    """engines.json and every plan built for component ``name`` (the server picks by GPU)."""
-    index = json.loads((bundle.root / ENGINES_INDEX).read_text())
-    plans = [e["file"] for e in index.get("engines", []) if e.get("component") == name]
-    if not plans:
+def _engines(bundle: Bundle, name: str, layout: BatchLayout | None) -> tuple[list[str], int]:
+    """Every plan built for component ``name`` (the server picks the one for its GPU) and the
+    most rows all of them take on the batch axis (0 when the network is not batched)."""
+    from ..backends.tensorrt_cache import read_index
+
+    entries = [e for e in read_index(bundle.root).engines if e.component == name]
+    if not entries:
         raise RepositoryError(
             f"bundle {bundle.root} has no TensorRT engine for {name}; run "
             f"v2a-export build-engines {bundle.root} --components {name}"
         )
-    return [ENGINES_INDEX, *plans]
+    rows = 0
+    if layout is not None:
+        rows = min(
+            p.max[0] for e in entries for p in e.key_fields.profiles[0] if p.name in layout.batched
+        )
+    return [e.file for e in entries], rows
 
 
 def _tensor(t: TensorInfo, layout: BatchLayout | None, *, is_input: bool) -> dict:

@@ -21,7 +21,7 @@ For the wheel, the server also gets a private backends folder holding the Python
 library and the stub for this Python. Those stubs (Triton 2.51) are built with pybind11 2.10,
 which reads NumPy 2's dtype struct at NumPy 1's offsets: every item size comes out as 0, so
 numeric tensors arrive as zeros and BYTES tensors as their first byte repeated (fixed upstream
-in triton-inference-server/python_backend#384, Triton 24.12). So when this environment has
+in triton-inference-server/python_backend#384, Triton 24.11). So when this environment has
 NumPy 2, the ``.pth`` puts a folder with NumPy 1.x first on the stub's path (``stub_packages``;
 default ``<venv>/triton-stub``, made by ``pip install --target .venv/triton-stub
 "numpy>=1.25,<2"``); the runtime and its dependencies work with either.

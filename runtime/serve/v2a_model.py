@@ -15,9 +15,8 @@ values are read back as the shortest decimal that rounds to them (2.3f -> 2.3), 
 reproduces the local run of the same decimal options bit for bit, watermark id included.
 
 Response: ``audio`` FP32 (tracks, samples), ``sample_rate`` INT32 (1,), ``watermark_payload``
-INT64 (tracks,), ``muxed`` UINT8: the input video with the tracks muxed in, in the ``container``
-asked for (mp4, m4v, mov, mkv, webm, avi), else empty. (UINT8, not BYTES: the Python backend
-stubs of Triton 2.51 cannot send BYTES under NumPy 2, see :mod:`.triton`.)
+INT64 (tracks,), ``muxed`` BYTES (1,): the input video with the tracks muxed in, in the
+``container`` asked for (mp4, m4v, mov, mkv, webm, avi), else empty.
 
 A request that is wrong (corrupt video, bad option, over this server's limits) gets an
 INVALID_ARG error with one line; the instance goes on serving.
@@ -137,7 +136,7 @@ class TritonPythonModel:
             "audio": result.audio.astype(np.float32),  # (K, W)
             "sample_rate": np.array([result.sample_rate], dtype=np.int32),
             "watermark_payload": np.array(payloads, dtype=np.int64),  # (K,)
-            "muxed": np.frombuffer(muxed, dtype=np.uint8),
+            "muxed": np.array([muxed], dtype=np.object_),
         }
 
 
@@ -148,6 +147,8 @@ def parse_request(values: dict[str, object], limits: Limits) -> ServeRequest:
     video = values["video"][0]
     if not video:
         raise ValueError("video is empty; send the video file's bytes")
+    if not _is_container(video):
+        raise ValueError(f"video: not a video file this server reads ({CONTAINERS})")
     text = {name: _text(name, values.get(name)) for name in TEXT_INPUTS if name != "video"}
     opts = {
         "prompt": text["prompt"] or "",
@@ -183,6 +184,21 @@ def parse_request(values: dict[str, object], limits: Limits) -> ServeRequest:
                 f"{', '.join(c.lstrip('.') for c in VIDEO_CONTAINERS)}"
             )
     return ServeRequest(video, GenerateOptions(**opts), container)
+
+
+CONTAINERS = "MP4/MOV, Matroska/WebM, AVI, MPEG-TS/PS, FLV, Ogg or ASF"
+
+
+def _is_container(data: bytes) -> bool:
+    """The file starts like one of CONTAINERS. FFmpeg would also probe text formats (HLS
+    playlists, concat lists) that name other files or URLs: a server never opens those."""
+    return (
+        data[4:8] in (b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip", b"pnot")
+        or data.startswith((b"\x1a\x45\xdf\xa3", b"\x00\x00\x01\xba", b"FLV", b"OggS"))
+        or data.startswith(b"\x30\x26\xb2\x75\x8e\x66\xcf\x11")  # ASF
+        or (data.startswith(b"RIFF") and data[8:12] == b"AVI ")
+        or (data[:1] == b"\x47" and (len(data) <= 188 or data[188:189] == b"\x47"))  # TS
+    )
 
 
 def _read(request) -> dict[str, object]:
