@@ -39,13 +39,11 @@ from pathlib import Path
 
 import av
 import numpy as np
+from machine_info import machine
 from v2a_runtime import __version__
 from v2a_runtime.pipeline import DEFAULT_BUNDLE, GenerateOptions
 from v2a_runtime.serve.client import ServerClient, ServerRequestError, network_counters
 from v2a_runtime.serve.repository import RepositoryOptions, write_repository
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine_info import machine  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PROMPTS = ("a ball bounces on wood", "glass clinks", "rain on metal", "wind and a door")
@@ -107,8 +105,12 @@ def run_level(url, video, clients, requests, durations, steps, budget) -> dict:
                 if time.monotonic() > deadline:
                     break
                 k = c * requests + r
-                options = GenerateOptions(prompt=PROMPTS[k % len(PROMPTS)], seed=1000 + k,
-                                          duration=durations[k % len(durations)], steps=steps)  # fmt: skip
+                options = GenerateOptions(
+                    prompt=PROMPTS[k % len(PROMPTS)],
+                    seed=1000 + k,
+                    duration=durations[k % len(durations)],
+                    steps=steps,
+                )
                 t0 = time.perf_counter()
                 try:
                     result = client.generate(video, options)

@@ -28,14 +28,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 from click.testing import CliRunner
+from media_videos import write_video
 from v2a_runtime.pipeline import DEFAULT_BUNDLE, GenerateOptions, Pipeline
 from v2a_runtime.serve.repository import RepositoryOptions, write_repository
 from v2a_runtime.serve.server import ServerError, find_tritonserver, stub_packages
 
 pytest.importorskip("tritonclient.http")
-TESTS = Path(__file__).resolve().parent
-sys.path.insert(0, str(TESTS))
-from media_videos import write_video  # noqa: E402
 
 START_TIMEOUT = 300  # seconds; loading 8 Python models on a busy 2-core machine takes ~30 s
 # The test repository: 4 requests in flight, and a batcher that waits up to 30 ms for more

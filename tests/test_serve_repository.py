@@ -235,12 +235,8 @@ def test_serve_command_errors(tmp_path, repo):
 
 
 def test_generate_server_refuses_local_model_flags(tmp_path):
-    import sys
-
-    from v2a_runtime.cli import main
-
-    sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
     from media_videos import write_video
+    from v2a_runtime.cli import main
 
     video = write_video(tmp_path / "in.mp4", frames=25)
     run = CliRunner().invoke(main, ["generate", str(video), "--server", "http://127.0.0.1:9",
@@ -257,7 +253,7 @@ def test_tensorrt_repository_takes_each_engines_plans_and_batch_limit(tmp_path):
     runs on KIND_GPU, and never batches more rows than its engines' profiles take."""
     import shutil
 
-    from v2a_runtime.backends.tensorrt_cache import (
+    from v2a_runtime.backends.tensorrt.cache import (
         BuildRequest,
         EngineEntry,
         EngineIndex,

@@ -20,7 +20,13 @@ from pathlib import Path
 import click
 
 from ..pipeline import GenerateOptions, GenerateResult, TrackMark
-from ..serve.server import ServeOptions, ServerError, check_repository, find_tritonserver, run_server
+from ..serve.server import (
+    ServeOptions,
+    ServerError,
+    check_repository,
+    find_tritonserver,
+    run_server,
+)
 from ..watermark.coding import split_payload
 from .common import Failure, one_line_errors
 

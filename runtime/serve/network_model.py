@@ -151,7 +151,7 @@ def _load(ctx: ModelContext, name: str) -> Session:
     path = ctx.bundle.path(name)
     if backend == "cuda":
         from ..backends.cuda import CudaOptions
-        from ..backends.cuda_loop import load_cuda_session
+        from ..backends.cuda.loop import load_cuda_session
 
         return load_cuda_session(path, CudaOptions(device_id=ctx.device_id, threads=threads))
     if backend == "tensorrt":

@@ -284,7 +284,7 @@ def _version_dir(
 def _engines(bundle: Bundle, name: str, layout: BatchLayout | None) -> tuple[list[str], int]:
     """Every plan built for component ``name`` (the server picks the one for its GPU) and the
     most rows all of them take on the batch axis (0 when the network is not batched)."""
-    from ..backends.tensorrt_cache import read_index
+    from ..backends.tensorrt.cache import read_index
 
     entries = [e for e in read_index(bundle.root).engines if e.component == name]
     if not entries:

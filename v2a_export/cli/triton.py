@@ -29,6 +29,7 @@ from .common import InputError
 
 _DEFAULTS = RepositoryOptions()
 
+
 @click.command("triton")
 @click.argument("bundle", type=click.Path(path_type=Path))
 @click.option("--out", "out", type=click.Path(path_type=Path), required=True, help="REPO dir.")
