@@ -148,7 +148,10 @@ def test_health_ready_and_the_models(server):
     assert inputs["video"] == "BYTES" and inputs["seed"] == "INT64" and inputs["cfg"] == "FP32"
     assert {t["name"] for t in meta["outputs"]} == {
         "audio", "sample_rate", "watermark_payload", "muxed"}  # fmt: skip
-    assert "ready at" in server.output()
+    deadline = time.monotonic() + 30  # v2a serve's own poller says it too
+    while "v2a serve: ready at http://127.0.0.1:" not in server.output():
+        assert time.monotonic() < deadline, server.output()[-2000:]
+        time.sleep(0.2)
 
 
 def test_one_request_equals_local_generation(server, videos, local):
