@@ -288,12 +288,17 @@ def test_tampered_repository_refuses_to_load(server, tmp_path):
     graph.write_bytes(bytes(data))
     log = tmp_path / "bad.log"
     # Load only the denoiser: the refusal is the point, not the other seven models.
-    proc, _ = _start(bad, log, "--", "--model-control-mode=explicit", "--load-model=denoiser")
+    proc, ports = _start(bad, log, "--", "--model-control-mode=explicit", "--load-model=denoiser")
+    ready = f"http://127.0.0.1:{ports[0]}/v2/health/ready"
+    deadline = time.monotonic() + START_TIMEOUT
     try:
-        rc = proc.wait(timeout=START_TIMEOUT)
+        while proc.poll() is None and time.monotonic() < deadline:
+            assert not _answers(ready), "the server loaded a tampered model"
+            time.sleep(0.5)
     finally:
         if proc.poll() is None:
             proc.kill()
+    rc = proc.wait()
     text = log.read_text(errors="replace")
     assert rc != 0, text[-2000:]
     lines = [ln for ln in text.splitlines() if "v2a: model denoiser refuses to load:" in ln]
@@ -310,6 +315,16 @@ def test_sigterm_stops_the_server_cleanly(server):
     assert "Signal (15) received" in server.output()
     left = [p for p in Path("/proc").iterdir() if p.name.isdigit() and _runs(p, server.repo)]
     assert not left, "a tritonserver or stub outlived v2a serve"
+
+
+def _answers(url: str) -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=1) as answer:
+            return answer.status == 200
+    except OSError:
+        return False
 
 
 def _runs(proc_dir: Path, repo: Path) -> bool:
