@@ -213,7 +213,11 @@ def main() -> None:
         finally:
             proc.terminate()
             proc.wait(timeout=120)
-    load_after = os.getloadavg()
+    write_results(args, options, variant, rows, load_before, os.getloadavg())
+
+
+def write_results(args, options, variant: str, rows: list[dict], load_before, load_after) -> None:
+    """benchmarks/results/<name>.{json,md} and the table on stdout."""
     name = args.out or f"serve_{variant}"
     command = "python benchmarks/serve.py " + " ".join(sys.argv[1:])
     record = {
