@@ -11,7 +11,8 @@ import socket
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from v2a_runtime.bundle import COMPONENTS, MANIFEST, sha256_file
+from v2a_runtime.bundle import sha256_file
+from v2a_runtime.config import COMPONENTS, MANIFEST
 from v2a_runtime.pipeline import DEFAULT_BUNDLE
 from v2a_runtime.serve.loading import model_context, verify_component
 from v2a_runtime.serve.pbtxt import Token, render

@@ -134,6 +134,7 @@ def served_result(url: str, video: Path, request: dict) -> tuple[GenerateResult,
     result = GenerateResult(
         audio=served.audio,
         sample_rate=served.sample_rate,
+        start=float(options.start),
         duration=samples / served.sample_rate,
         seeds=tuple(options.seed + i for i in range(k)),
         windows=(),

@@ -18,7 +18,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..bundle import MANIFEST, Bundle, FileSpec, load_bundle, sha256_file
+from ..bundle import Bundle, load_bundle, sha256_file
+from ..config import MANIFEST, FileSpec
 from .repository import BUNDLE_DIR, RepositoryError
 
 _REGENERATE = "regenerate the repository with v2a-export triton"

@@ -150,10 +150,11 @@ def _load(ctx: ModelContext, name: str) -> Session:
     threads = int(ctx.parameters.get("v2a.threads", "0")) or None
     path = ctx.bundle.path(name)
     if backend == "cuda":
-        from ..backends.cuda import CudaOptions
-        from ..backends.cuda.loop import load_cuda_session
+        from ..backends.cuda import BoundSession, CudaOptions
 
-        return load_cuda_session(path, CudaOptions(device_id=ctx.device_id, threads=threads))
+        # No CUDA graph: the batcher changes the batch size from one execution to the next.
+        options = CudaOptions(device_id=ctx.device_id, threads=threads, cuda_graph=False)
+        return BoundSession.load(path, options)
     if backend == "tensorrt":
         from ..backends.tensorrt import load_engines
 

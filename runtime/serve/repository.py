@@ -35,8 +35,8 @@ from pathlib import Path
 
 from .. import __version__
 from ..backends import BACKENDS
-from ..backends.base import TensorInfo
-from ..bundle import COMPONENTS, MANIFEST, Bundle, ComponentSpec, load_bundle, sha256_file
+from ..bundle import Bundle, load_bundle, sha256_file
+from ..config import COMPONENTS, MANIFEST, ComponentSpec, TensorInfo
 from ..sequence import sequence_lengths
 from .pbtxt import Token, render
 

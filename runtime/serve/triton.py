@@ -11,8 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..backends.base import TensorInfo
-from ..bundle import ComponentSpec
+from ..config import ComponentSpec, TensorInfo
 from .repository import BatchLayout
 
 

@@ -32,7 +32,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..bundle import COMPONENTS
+from ..backends.base import Backend
+from ..backends.host import HostSampler
+from ..config import COMPONENTS
 from ..media import VIDEO_CONTAINERS, mux, probe
 from ..pipeline import GenerateOptions, Pipeline
 from ..tokenizer import Tokenizer
@@ -86,7 +88,8 @@ class TritonPythonModel:
                 layout = batch_layout(spec) if batches[name] > 0 else None
                 sessions[name] = RemoteSession(name, spec, layout, batches[name])
             key = load_key(None)  # V2A_WATERMARK_KEY(_FILE) of the server's environment
-            self.pipeline = Pipeline(ctx.bundle, sessions, tokenizer, key, backend="triton")
+            backend = Backend("triton", sessions, HostSampler)  # the host loop, remote steps
+            self.pipeline = Pipeline(ctx.bundle, backend, tokenizer, key)
             self.limits = Limits(
                 max_duration=float(ctx.parameters["v2a.max_duration"]),
                 max_tracks=int(ctx.parameters["v2a.max_tracks"]),
@@ -237,7 +240,6 @@ def _check_span(video: Path, opts: GenerateOptions, limits: Limits) -> None:
 
 def _mux(video: Path, out: Path, result, variant: str) -> bytes:
     """The input video with the generated tracks, as ``v2a generate`` muxes them."""
-    lead = np.zeros(round(result.options.start * result.sample_rate), dtype=np.float32)
-    tracks = [np.concatenate([lead, t]) for t in result.audio]
-    mux(video, out, tracks, result.sample_rate, title=f"v2a generated ({variant})")
+    title = f"v2a generated ({variant})"
+    mux(video, out, result.audio, result.sample_rate, start=result.start, title=title)
     return out.read_bytes()
