@@ -4,6 +4,7 @@
     v2a info [BUNDLE] [--json]              :mod:`.info`
     v2a watermark embed|verify|keygen ...   :mod:`.watermark`
     v2a demo [--seed N] [--out DIR]         :mod:`.demo`
+    v2a serve REPO ...                      :mod:`.serve`
 
 Every user mistake is one ``error: ...`` line on stderr and exit status 2 (:mod:`.common`).
 """
@@ -16,6 +17,7 @@ from .. import __version__
 from .demo import demo
 from .generate import generate
 from .info import info
+from .serve import serve
 from .watermark import watermark
 
 
@@ -25,7 +27,7 @@ def main() -> None:
     """Generate synchronized soundtracks for videos (torch-free runtime of v2a-export)."""
 
 
-for command in (generate, info, demo, watermark):
+for command in (generate, info, demo, watermark, serve):
     main.add_command(command)
 
 __all__ = ["main"]

@@ -22,6 +22,7 @@ from ..media.files import atomic_output, check_input
 from ..pipeline import STAGES, GenerateResult, Pipeline
 from ..sequence import min_duration
 from .common import Failure, ProgressBar, notes, one_line_errors
+from .serve import check_server_flags, served_result, served_summary
 
 
 @click.command()
@@ -85,6 +86,13 @@ from .common import Failure, ProgressBar, notes, one_line_errors
 @click.option("--keep-original-audio", is_flag=True, help="Keep the input's audio as well.")
 @click.option("-f", "--force", is_flag=True, help="Overwrite an existing output.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no notes.")
+@click.option(
+    "--server",
+    default=None,
+    metavar="URL",
+    help="Generate on a v2a Triton server (http://HOST:8000 or grpc://HOST:8001) instead of "
+    "locally; see v2a serve.",
+)
 def generate(
     video: Path,
     output: Path | None,
@@ -95,6 +103,7 @@ def generate(
     keep_original_audio: bool,
     force: bool,
     quiet: bool,
+    server: str | None,
     **request,
 ) -> None:
     """Generate a soundtrack for VIDEO and write it (muxed into the video, or as audio)."""
@@ -109,13 +118,18 @@ def generate(
                 f"{video}: {max(span, 0.0):.2f} s of video from {request['start']:g} s is "
                 f"shorter than one sync segment ({min_duration():.2f} s); nothing to generate"
             )
-        pipe = Pipeline.load(bundle, backend, threads=threads, key_file=key_file)
-        if not quiet:
-            notes(pipe)
-        with ProgressBar(enabled=not quiet) as bar:
-            result = pipe.generate(video, callback=bar.update, **request)
+        if server is None:
+            pipe = Pipeline.load(bundle, backend, threads=threads, key_file=key_file)
+            if not quiet:
+                notes(pipe)
+            with ProgressBar(enabled=not quiet) as bar:
+                result = pipe.generate(video, callback=bar.update, **request)
+            variant = pipe.bundle.manifest.model.variant
+        else:
+            check_server_flags(bundle=bundle, backend=backend, threads=threads, key_file=key_file)
+            result, variant = served_result(server, video, request)
         t0 = time.perf_counter()
-        title = f"v2a generated ({pipe.bundle.manifest.model.variant})"
+        title = f"v2a generated ({variant})"
         _write(
             video,
             outputs,
@@ -125,6 +139,9 @@ def generate(
             title=title,
         )
         write_seconds = time.perf_counter() - t0
+    if server is not None:
+        click.echo(served_summary(outputs, result, server, variant))
+        return
     click.echo(_summary(outputs, result, write_seconds, time.perf_counter() - started))
 
 
