@@ -159,7 +159,8 @@ class ModelConfig:
     def rates(self) -> Rates:
         """The rates that turn a duration into every sequence length."""
         s = self.streams
-        return Rates(self.mel.sample_rate, self.mel.hop_length, s.clip_fps, s.sync_fps)
+        return Rates(self.mel.sample_rate, self.mel.hop_length, s.clip_fps, s.sync_fps,
+                     s.sync_alignment)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

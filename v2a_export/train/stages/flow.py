@@ -114,7 +114,7 @@ def event_weights(rec: ClipRecord, latent: int, weight: float, latent_rate: floa
 
 def new_flow(config: ModelConfig, stats: dict, empty_text: torch.Tensor, seed: int) -> MMAudio:
     torch.manual_seed(seed + 3)
-    flow = init_flow(MMAudio.from_config(config.flow))
+    flow = init_flow(MMAudio.from_config(config.flow, config.rates))
     with torch.no_grad():
         flow.latent_mean.copy_(torch.tensor(stats["mean"]).view(1, 1, -1))
         flow.latent_std.copy_(torch.tensor(stats["std"]).view(1, 1, -1))
@@ -172,7 +172,7 @@ def run_flow(out: Path, recipe: FlowRecipe, config: ModelConfig, seed: int, dura
 
 def load_trained_flow(out: Path, config: ModelConfig) -> MMAudio:
     saved = torch.load(checkpoint_path(out), weights_only=False)
-    flow = MMAudio.from_config(config.flow)
+    flow = MMAudio.from_config(config.flow, config.rates)
     flow.load_state_dict(saved["flow"])
     ema = EMA(flow, 0.0)
     ema.load_state_dict(saved["ema"])
