@@ -147,6 +147,7 @@ class VideoSpec:
     clip_size: int = 384  # Hc: square squash resize
     sync_fps: float = 25.0
     sync_size: int = 224  # Hs: short side resize + centre crop
+    sync_alignment: str = "nearest"  # which sync token a latent frame reads (sequence.py)
 
 
 @dataclass(frozen=True)
@@ -198,7 +199,7 @@ class Manifest:
     def rates(self) -> Rates:
         """The rates that turn a window's duration into every sequence length."""
         a, v = self.audio, self.video
-        return Rates(a.sample_rate, a.hop_length, v.clip_fps, v.sync_fps)
+        return Rates(a.sample_rate, a.hop_length, v.clip_fps, v.sync_fps, v.sync_alignment)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -46,7 +46,6 @@ from .bundle import Bundle, load_bundle
 from .config import AudioSpec
 from .frames import VideoArray, frame_source
 from .media import Frames, sync_segments
-from .sequence import sync_index
 from .tokenizer import Tokenizer
 from .watermark import WatermarkKey, embed, load_key, make_payload
 from .windows import Window, crossfade, plan_windows
@@ -260,7 +259,7 @@ class Pipeline:
                 "sync_features": sync,
                 "text_features": text[:1],
                 "negative_text_features": text[1:],
-                "sync_index": sync_index(sync.shape[1], latent),
+                "sync_index": self.bundle.manifest.rates.sync_index(sync.shape[1], latent),
             }
         )
 

@@ -11,6 +11,13 @@ Every length the networks see follows from the duration ``d`` (seconds) and four
 
 These mirror ``mmaudio/model/sequence_config.py`` (spec/mmaudio.md §1.6) including its float
 arithmetic, so that for example 8 s at 44.1 kHz gives L = 345 and W = 353 280.
+
+Which sync token each latent frame reads is the bundle's *sync alignment*
+(:data:`SYNC_ALIGNMENTS`): ``nearest`` is MMAudio's (:func:`sync_index`, a resize of the ``Ls``
+tokens to ``L`` that assumes they tile the window evenly, which they do not: the segments
+overlap by half, so a latent frame can read a token whose frames lie up to 0.3 s away);
+``frames`` reads the token whose own frames show the latent frame's instant
+(:func:`frame_sync_index`; the default ``tiny`` model is trained with it).
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ SEGMENT_FRAMES = 16  # sync frames per Synchformer segment
 SEGMENT_STRIDE = 8  # sync frames between segment starts
 TOKENS_PER_SEGMENT = 8  # one token per 2-frame temporal patch
 TEXT_TOKENS = 77  # CLIP context length
+SYNC_ALIGNMENTS = ("nearest", "frames")  # how latent frames read sync tokens (module docstring)
 
 
 @dataclass(frozen=True)
@@ -49,6 +57,12 @@ class Rates:
     hop_length: int
     clip_fps: float = 8.0
     sync_fps: float = 25.0
+    sync_alignment: str = "nearest"  # one of SYNC_ALIGNMENTS
+
+    def __post_init__(self) -> None:
+        if self.sync_alignment not in SYNC_ALIGNMENTS:
+            raise ValueError(f"sync_alignment {self.sync_alignment!r} is not one of "
+                             f"{', '.join(SYNC_ALIGNMENTS)}")
 
     @property
     def min_duration(self) -> float:
@@ -59,6 +73,12 @@ class Rates:
     def latent_rate(self) -> float:
         """Latent frames per second: the VAE halves the mel frame rate (31.25 at 16 kHz)."""
         return self.sample_rate / self.hop_length / 2
+
+    def sync_index(self, sync_tokens: int, latent: int) -> np.ndarray:
+        """(L,) int64: the sync token each latent frame reads, under :attr:`sync_alignment`."""
+        if self.sync_alignment == "frames":
+            return frame_sync_index(sync_tokens, latent, self.latent_rate, self.sync_fps)
+        return sync_index(sync_tokens, latent)
 
     def lengths(self, duration: float) -> SequenceLengths:
         """Every length for ``duration`` seconds (:func:`sequence_lengths`)."""
@@ -123,3 +143,24 @@ def sync_index(sync_tokens: int, latent: int) -> np.ndarray:
     real = ((np.arange(latent, dtype=np.float64) + 0.5) * scale - 0.5).astype(np.float32)
     idx = np.floor((real.astype(np.float64) + 0.5).astype(np.float32)).astype(np.int64)
     return np.minimum(idx, sync_tokens - 1)
+
+
+def frame_sync_index(sync_tokens: int, latent: int, latent_rate: float, sync_fps: float
+                     ) -> np.ndarray:
+    """(L,) int64 under the ``frames`` alignment: latent frame i (its centre
+    ``(i + 0.5) / latent_rate`` s, frame position ``f`` at ``sync_fps``) reads the token whose two
+    frames show that instant, from the segment in which the instant lies nearest the centre.
+
+    Token j of segment s shows frames ``8s + 2j`` and ``8s + 2j + 1`` (frame k at ``k / sync_fps``)
+    and stands for frame positions ``[8s + 2j - 0.5, 8s + 2j + 1.5)``; segment s spans frames
+    ``8s .. 8s + 15`` (centre ``8s + 7.5``) and every instant lies in two segments, so
+    ``s = round((f - 7.5) / 8)`` and ``j = floor((f + 0.5 - 8s) / 2)``, both clipped to the window.
+    """
+    if sync_tokens < TOKENS_PER_SEGMENT or sync_tokens % TOKENS_PER_SEGMENT or latent < 1:
+        raise ValueError(f"sync_tokens {sync_tokens} must be a positive multiple of "
+                         f"{TOKENS_PER_SEGMENT} and latent {latent} >= 1")
+    segments = sync_tokens // TOKENS_PER_SEGMENT
+    f = (np.arange(latent, dtype=np.float64) + 0.5) / latent_rate * sync_fps  # (L,) frames
+    s = np.clip(np.floor((f - 7.5) / SEGMENT_STRIDE + 0.5), 0, segments - 1)  # (L,)
+    j = np.clip(np.floor((f + 0.5 - SEGMENT_STRIDE * s) / 2), 0, TOKENS_PER_SEGMENT - 1)
+    return (TOKENS_PER_SEGMENT * s + j).astype(np.int64)

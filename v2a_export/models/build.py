@@ -52,7 +52,7 @@ def build_module(config: ModelConfig, name: str) -> nn.Module:
     if name == "synchformer":
         return Synchformer(config.synchformer)
     if name == "flow":
-        return MMAudio.from_config(config.flow)
+        return MMAudio.from_config(config.flow, config.rates)
     if name == "vae":
         return VAE(config.vae)
     if name == "vocoder":

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
-from v2a_runtime.sequence import TOKENS_PER_SEGMENT, sync_index
+from v2a_runtime.sequence import TOKENS_PER_SEGMENT, Rates, sync_index
 
 from v2a_export.models.configs import FlowConfig
 from v2a_export.models.layers import (
@@ -88,6 +88,7 @@ class MMAudio(nn.Module):
         self.latent_dim, self.hidden_dim, self.num_heads = latent_dim, hidden_dim, num_heads
         self.head_dim = hidden_dim // num_heads
         self.text_seq_len, self.v2 = text_seq_len, v2
+        self.rates: Rates | None = None  # set by from_config; not a checkpoint key
         self._rope_freqs = rope_frequencies(self.head_dim)  # CPU constant, see TimestepEmbedder
         act = nn.SiLU if v2 else nn.SELU
         H = hidden_dim
@@ -130,8 +131,10 @@ class MMAudio(nn.Module):
         )
 
     @classmethod
-    def from_config(cls, cfg: FlowConfig) -> MMAudio:
-        return cls(
+    def from_config(cls, cfg: FlowConfig, rates: Rates | None = None) -> MMAudio:
+        """The network of ``cfg``; ``rates`` (the variant's, :attr:`ModelConfig.rates`) decide
+        which sync token each latent frame reads (MMAudio's resize when None)."""
+        net = cls(
             latent_dim=cfg.latent_dim,
             clip_dim=cfg.clip_dim,
             sync_dim=cfg.sync_dim,
@@ -144,6 +147,8 @@ class MMAudio(nn.Module):
             text_seq_len=cfg.text_seq_len,
             v2=cfg.v2,
         )
+        net.rates = rates
+        return net
 
     # --- size-derived tables -----------------------------------------------------------------
 
@@ -158,8 +163,12 @@ class MMAudio(nn.Module):
         return latent_rope, clip_rope
 
     def sync_index(self, sync_len: int, latent_len: int) -> Tensor:
-        """(L,) int64 source sync token for each latent frame (nearest-exact)."""
-        idx = sync_index(sync_len, latent_len)
+        """(L,) int64 source sync token for each latent frame: under :attr:`rates`' sync
+        alignment, MMAudio's nearest-exact resize without rates."""
+        if self.rates is None:
+            idx = sync_index(sync_len, latent_len)
+        else:
+            idx = self.rates.sync_index(sync_len, latent_len)
         return torch.from_numpy(idx).to(self.latent_mean.device)
 
     # --- conditioning (independent of t and x) -----------------------------------------------

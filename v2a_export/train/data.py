@@ -21,6 +21,7 @@ from v2a_runtime.world.spec import AMBIENCE_NAMES, HELD_OUT_SEED_BASE, MATERIAL_
 from v2a_export.models.configs import ModelConfig
 
 _ALT_STREAM = 0xA17
+N_MAT, N_AMB = len(MATERIAL_NAMES), len(AMBIENCE_NAMES)
 
 
 @dataclass(frozen=True)
@@ -153,6 +154,33 @@ def token_targets(rec: ClipRecord, sync_times: np.ndarray, segments: int) -> np.
                     out[s, j, MATERIAL_NAMES.index(m)] = 1.0
                     if out[s, j, -1] == 0:
                         out[s, j, -1] = (t - lo) / (hi - lo)
+    return out
+
+
+# Relative gains of the parts of the clip tower's target (before L2 normalisation): the
+# per-material proximity, the ambience's one-hot, and a constant that keeps the norm away from 0
+CLIP_TARGET_GAINS = (1.0, 0.5, 0.5)
+
+
+def clip_targets(rec: ClipRecord, times: np.ndarray, width: int) -> np.ndarray:
+    """float32 (N, width), unit rows: what the clip tower is trained to emit per frame,
+    ``normalise([g0 · frame_targets (4), g1 · one-hot ambience (4), g2, 0, ...])``. The flow then
+    reads contact proximity, material and ambience from fixed directions of the features."""
+    g_prox, g_amb, g_const = CLIP_TARGET_GAINS
+    out = np.zeros((len(times), width), dtype=np.float32)
+    out[:, :N_MAT] = g_prox * frame_targets(rec, times)
+    out[:, N_MAT + ambience_index(rec.ambience)] = g_amb
+    out[:, N_MAT + N_AMB] = g_const
+    return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+
+def sync_targets(rec: ClipRecord, sync_times: np.ndarray, segments: int, width: int
+                 ) -> np.ndarray:
+    """float32 (S, 8, width): :func:`token_targets` in the first five channels, 0 elsewhere;
+    the sync tower is trained to emit it, so with the ``frames`` sync alignment every latent
+    frame reads whether (and where in its 80 ms) a contact of each material sounds."""
+    out = np.zeros((segments, 8, width), dtype=np.float32)
+    out[..., : N_MAT + 1] = token_targets(rec, sync_times, segments)
     return out
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -53,13 +53,15 @@ def warmup_cosine(step: int, total: int, lr: float, warmup: int, decay_from: flo
     return lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * p)))
 
 
-def optimizer_step(opt: torch.optim.Optimizer, loss: torch.Tensor, params, max_norm: float
-                   ) -> None:
+def optimizer_step(opt: torch.optim.Optimizer, loss: torch.Tensor, params, max_norm: float,
+                   *, groups: Sequence[Sequence[torch.Tensor]] = ()) -> None:
     """One update: clear the gradients, back-propagate ``loss``, clip ``params``' gradient norm
-    to ``max_norm``, step."""
+    to ``max_norm`` — or, with ``groups``, each group's norm on its own (networks trained by one
+    loss sum, so one network's large early gradients do not stall the others) — step."""
     opt.zero_grad(set_to_none=True)
     loss.backward()
-    torch.nn.utils.clip_grad_norm_(params, max_norm)
+    for group in groups or (params,):
+        torch.nn.utils.clip_grad_norm_(group, max_norm)
     opt.step()
 
 

@@ -18,18 +18,25 @@ is the same velocity field, but the small network spends more of itself on the a
 
 Initialisation as upstream ``MMAudio.initialize_weights``: Xavier-uniform linears with zero
 bias, zero adaLN modulation and output layer, zero null features and sync position embedding.
+Windows: each step trains on crops of the stored 8 s clips, ``recipe.crops`` sync segments long
+(drawn per step; every crop starts on a segment boundary, so its latents and features are
+slices, :class:`Crop`): shorter sequences make a step about half as expensive at 4 s, and the
+relative positions (RoPE) and the sync alignment carry over to the full window.
+
 EMA weights are the result.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 from v2a_runtime import world
+from v2a_runtime.sequence import SEGMENT_FRAMES, SEGMENT_STRIDE
 from v2a_runtime.tokenizer import Tokenizer
 from v2a_runtime.world.spec import AMBIENCES
 
@@ -112,9 +119,36 @@ def event_weights(rec: ClipRecord, latent: int, weight: float, latent_rate: floa
     return np.where(near, weight, 1.0).astype(np.float32)
 
 
+@dataclass(frozen=True)
+class Crop:
+    """A training window of ``segments`` sync segments inside the stored clips: it starts on a
+    segment boundary (stride 0.32 s), where the latent, clip and sync grids all start a whole
+    step, so its features and latents are slices of the stored ones."""
+
+    segments: int
+    latent: int  # L of the window
+    clip: int  # Lc
+    sync: int  # Ls
+    latent_step: int  # latent frames per segment stride (10 for tiny)
+    clip_step: int  # clip frames per segment stride (8 at 25 fps)
+
+    @classmethod
+    def of(cls, config: ModelConfig, segments: int) -> Crop:
+        r = config.rates
+        stride = SEGMENT_STRIDE / r.sync_fps  # s between segment starts
+        latent_step, clip_step = stride * r.latent_rate, stride * r.clip_fps
+        if latent_step % 1 or clip_step % 1:
+            raise ValueError(f"{config.name}: a segment stride ({stride} s) is not a whole number"
+                             f" of latent ({latent_step}) and clip ({clip_step}) frames; train "
+                             "without crops")
+        n = r.lengths((SEGMENT_FRAMES + SEGMENT_STRIDE * (segments - 1)) / r.sync_fps)
+        return cls(segments, n.latent, n.clip_frames, n.sync_tokens, int(latent_step),
+                   int(clip_step))
+
+
 def new_flow(config: ModelConfig, stats: dict, empty_text: torch.Tensor, seed: int) -> MMAudio:
     torch.manual_seed(seed + 3)
-    flow = init_flow(MMAudio.from_config(config.flow))
+    flow = init_flow(MMAudio.from_config(config.flow, config.rates))
     with torch.no_grad():
         flow.latent_mean.copy_(torch.tensor(stats["mean"]).view(1, 1, -1))
         flow.latent_std.copy_(torch.tensor(stats["std"]).view(1, 1, -1))
@@ -133,21 +167,33 @@ def run_flow(out: Path, recipe: FlowRecipe, config: ModelConfig, seed: int, dura
     trainable = [p for p in flow.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(trainable, lr=recipe.lr, betas=(0.9, 0.99), weight_decay=0.0)
     seq = lengths(config, duration)
-    sync_idx = flow.sync_index(seq.sync_tokens, seq.latent)
+    full = seq.sync_segments
+    crops = {n: Crop.of(config, n) for n in (recipe.crops or (full,))}
+    if max(crops) > full:
+        raise ValueError(f"flow crops {sorted(crops)} segments exceed the clips' {full}")
+    indices = {n: flow.sync_index(c.sync, c.latent) for n, c in crops.items()}
     mean, std = flow.latent_mean.detach(), flow.latent_std.detach()
-    latent_rate = config.latent_rate
+    weights = [event_weights(r, seq.latent, recipe.event_weight, config.latent_rate)
+               for r in records]  # (L,) each
 
     def step(i: int) -> dict:
         rng, gen = step_generators(seed, "flow", i)
         set_lr(opt, warmup_cosine(i, recipe.steps, recipe.lr, recipe.warmup, recipe.decay_from))
         idx = rng.choice(len(records), size=recipe.batch, replace=False)
         conds = [choose_condition(records[j], recipe, rng) for j in idx]
-        pairs = zip(idx, conds, strict=True)
-        x1 = torch.from_numpy(np.stack([latents[j, v] for j, (_, v) in pairs]))  # (B, L, C)
+        crop = crops[int(rng.choice(sorted(crops)))]
+        first = rng.integers(0, full - crop.segments + 1, size=recipe.batch)  # segment
+        la = [slice(m * crop.latent_step, m * crop.latent_step + crop.latent) for m in first]
+        ca = [slice(m * crop.clip_step, m * crop.clip_step + crop.clip) for m in first]
+        sa = [slice(8 * m, 8 * m + crop.sync) for m in first]
+        x1 = torch.from_numpy(np.stack([latents[j, v, a] for j, (_, v), a in
+                                        zip(idx, conds, la, strict=True)]))  # (B, L, C)
         x1 = (x1 - mean) / std  # (B, L, C)
         text = torch.stack([texts(c) for c, _ in conds])  # (B, 77, Dt)
-        cf = torch.from_numpy(np.stack([clip_f[j] for j in idx]).astype(np.float32))
-        sf = torch.from_numpy(np.stack([sync_f[j] for j in idx]).astype(np.float32))
+        cf = torch.from_numpy(np.stack([clip_f[j, a] for j, a in zip(idx, ca, strict=True)]
+                                       ).astype(np.float32))  # (B, Lc, Dc)
+        sf = torch.from_numpy(np.stack([sync_f[j, a] for j, a in zip(idx, sa, strict=True)]
+                                       ).astype(np.float32))  # (B, Ls, Ds)
         drop_c = torch.from_numpy(rng.random(recipe.batch) < recipe.clip_drop)[:, None, None]
         drop_s = torch.from_numpy(rng.random(recipe.batch) < recipe.sync_drop)[:, None, None]
         cf = torch.where(drop_c, flow.empty_clip_feat[None].expand_as(cf), cf)  # (B, Lc, Dc)
@@ -156,10 +202,9 @@ def run_flow(out: Path, recipe: FlowRecipe, config: ModelConfig, seed: int, dura
         x0 = torch.randn(x1.shape, generator=gen)
         tt = t[:, None, None]
         xt = (1 - tt) * x0 + tt * x1
-        cond = flow.project_conditions(cf, sf, text, sync_idx)
+        cond = flow.project_conditions(cf, sf, text, indices[crop.segments])
         v = flow.predict_flow(xt, t, cond)
-        w = torch.from_numpy(np.stack([event_weights(records[j], seq.latent, recipe.event_weight,
-                                                     latent_rate) for j in idx]))  # (B, L)
+        w = torch.from_numpy(np.stack([weights[j][a] for j, a in zip(idx, la, strict=True)]))
         loss = ((v - (x1 - x0)).square().mean(dim=2) * w).sum() / w.sum()
         optimizer_step(opt, loss, trainable, 1.0)
         ema.update(flow)
@@ -172,7 +217,7 @@ def run_flow(out: Path, recipe: FlowRecipe, config: ModelConfig, seed: int, dura
 
 def load_trained_flow(out: Path, config: ModelConfig) -> MMAudio:
     saved = torch.load(checkpoint_path(out), weights_only=False)
-    flow = MMAudio.from_config(config.flow)
+    flow = MMAudio.from_config(config.flow, config.rates)
     flow.load_state_dict(saved["flow"])
     ema = EMA(flow, 0.0)
     ema.load_state_dict(saved["ema"])

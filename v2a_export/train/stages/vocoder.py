@@ -24,7 +24,6 @@ from ..recipe import VocoderRecipe
 from ..state import optimizer_step, run_loop, set_lr, step_generators, warmup_cosine
 from .data import load_data
 
-RESOLUTIONS = ((256, 64), (512, 128), (1024, 256), (2048, 512))  # (n_fft, hop)
 MEL_WEIGHT = 2.0
 
 
@@ -32,12 +31,14 @@ def checkpoint_path(out: Path) -> Path:
     return Path(out) / "vocoder.pt"
 
 
-def stft_loss(y: torch.Tensor, target: torch.Tensor, linear_weight: float = 0.0
-              ) -> torch.Tensor:
-    """Mean over resolutions of spectral convergence + log-magnitude L1 (+ ``linear_weight``
-    × relative L1 of the linear magnitudes, which weighs loud partials); y, target (B, W)."""
+def stft_loss(y: torch.Tensor, target: torch.Tensor, resolutions: tuple[int, ...],
+              linear_weight: float = 0.0) -> torch.Tensor:
+    """Mean over STFT sizes (hop n_fft / 4) of spectral convergence + log-magnitude L1
+    (+ ``linear_weight`` × relative L1 of the linear magnitudes, which weighs loud partials);
+    y, target (B, W)."""
     total = y.new_zeros(())
-    for n_fft, hop in RESOLUTIONS:
+    for n_fft in resolutions:
+        hop = n_fft // 4
         win = torch.hann_window(n_fft)
         a = torch.stft(y, n_fft, hop, window=win, return_complex=True).abs() + 1e-6
         b = torch.stft(target, n_fft, hop, window=win, return_complex=True).abs() + 1e-6
@@ -45,7 +46,7 @@ def stft_loss(y: torch.Tensor, target: torch.Tensor, linear_weight: float = 0.0
         total = total + sc + (a.log() - b.log()).abs().mean()
         if linear_weight:
             total = total + linear_weight * (a - b).abs().mean() / b.mean()
-    return total / len(RESOLUTIONS)
+    return total / len(resolutions)
 
 
 @torch.no_grad()
@@ -101,7 +102,7 @@ def run_vocoder(out: Path, recipe: VocoderRecipe, config: ModelConfig, seed: int
         set_lr(opt, warmup_cosine(i, recipe.steps, recipe.lr, 50, 0.5))
         y = voc(mel)[:, 0]  # (B, W)
         mel_l1 = (mel_fn(y) - mel_fn(wave)).abs().mean()
-        spec = stft_loss(y, wave, recipe.linear_weight)
+        spec = stft_loss(y, wave, recipe.resolutions, recipe.linear_weight)
         loss = MEL_WEIGHT * mel_l1 + spec
         optimizer_step(opt, loss, voc.parameters(), 10.0)
         return {"mel_l1": float(mel_l1.detach()), "stft": float(spec.detach())}
