@@ -313,11 +313,11 @@ TINY = ModelConfig(
     mel=MEL_16K,
     # MMAudio's sync tokens reach the latent frames through a length interpolation that runs up
     # to 0.32 s away from the frames the tokens saw (segments overlap by half, the resize
-    # assumes they tile); tiny reads them with the "frames" alignment instead, so each latent
-    # frame's conditioning says what its own instant shows (v2a_runtime.sequence). With it and
-    # oracle sync features a 2000-step flow lands 0.83 of the onsets within ±40 ms; through
-    # the clip stream alone (RoPE-aligned, 25 fps) 0.05 (docs/default_model.md).
-    streams=VideoSpec(clip_fps=25.0, clip_size=64, sync_size=64, sync_alignment="frames"),
+    # assumes they tile). The "frames" alignment (v2a_runtime.sequence) reads the token whose
+    # own frames show each instant instead: with oracle sync features a 2000-step flow lands
+    # 0.83 of the onsets within ±40 ms (docs/default_model.md). The shipped weights were
+    # trained with MMAudio's "nearest".
+    streams=VideoSpec(clip_fps=25.0, clip_size=64, sync_size=64),
 )
 
 VARIANTS: dict[str, ModelConfig] = {
