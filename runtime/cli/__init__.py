@@ -5,6 +5,7 @@
     v2a watermark embed|verify|keygen ...   :mod:`.watermark`
     v2a demo [--seed N] [--out DIR]         :mod:`.demo`
     v2a serve REPO ...                      :mod:`.serve`
+    v2a bench [BUNDLE ...] [--scenario S]   :mod:`.bench` (the ``bench`` extra)
 
 Every user mistake is one ``error: ...`` line on stderr and exit status 2 (:mod:`.common`).
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 import click
 
 from .. import __version__
+from .bench import bench
 from .demo import demo
 from .generate import generate
 from .info import info
@@ -27,7 +29,7 @@ def main() -> None:
     """Generate synchronized soundtracks for videos (torch-free runtime of v2a-export)."""
 
 
-for command in (generate, info, demo, watermark, serve):
+for command in (generate, info, demo, watermark, serve, bench):
     main.add_command(command)
 
 __all__ = ["main"]

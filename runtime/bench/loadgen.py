@@ -1,0 +1,220 @@
+"""MLPerf LoadGen (``mlcommons-loadgen``, the optional ``bench`` extra) around the pipeline.
+
+:class:`PipelineSUT` is the system under test: LoadGen hands it query samples
+(``issue_query``), worker threads serve each one with a generate request and report it done
+(``QuerySamplesComplete``). LoadGen owns the clock: it schedules the queries for the scenario,
+timestamps issue and completion, and writes its logs (``mlperf_log_summary.txt``,
+``mlperf_log_detail.txt``, ``mlperf_log_trace.json``) into the test's directory;
+:func:`read_detail` and :func:`read_latencies` read its results and per-sample latencies back.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .config import BenchError
+
+EXTRA = "pip install 'v2a-export[bench]'"
+_LG_SCENARIOS = {"single-stream": "SingleStream", "server": "Server", "offline": "Offline"}
+
+
+def require():
+    """The ``mlperf_loadgen`` module, or a one-line BenchError naming the extra."""
+    try:
+        import mlperf_loadgen
+    except ImportError:
+        raise BenchError(
+            f"v2a bench needs MLPerf LoadGen, which is not installed: {EXTRA} "
+            "(or pip install mlcommons-loadgen)"
+        ) from None
+    return mlperf_loadgen
+
+
+@dataclass(frozen=True)
+class TestSpec:
+    """The LoadGen settings of one test (PerformanceOnly mode)."""
+
+    scenario: str  # one of config.SCENARIOS
+    samples: int  # distinct query samples in the library (one per request)
+    min_queries: int
+    min_seconds: float
+    max_seconds: float | None
+    expected_latency_s: float  # from the warm-up: SingleStream's hint, Offline's rate
+    instances: int
+    target_qps: float | None = None  # server: offered rate; offline: expected throughput
+    latency_bound_s: float | None = None  # server
+    percentile: float | None = None  # the latency percentile the scenario is judged on
+
+    def settings(self, lg):
+        s = lg.TestSettings()
+        s.scenario = getattr(lg.TestScenario, _LG_SCENARIOS[self.scenario])
+        s.mode = lg.TestMode.PerformanceOnly
+        s.min_query_count = self.min_queries
+        s.min_duration_ms = round(self.min_seconds * 1000)
+        if self.max_seconds is not None:
+            s.max_duration_ms = round(self.max_seconds * 1000)
+        s.performance_sample_count_override = self.samples
+        ns = max(1, round(self.expected_latency_s * 1e9))
+        if self.scenario == "single-stream":
+            s.single_stream_expected_latency_ns = ns
+            if self.percentile is not None:
+                s.single_stream_target_latency_percentile = self.percentile
+        elif self.scenario == "server":
+            s.server_target_qps = self.target_qps
+            s.server_target_latency_ns = round(self.latency_bound_s * 1e9)
+            if self.percentile is not None:
+                s.server_target_latency_percentile = self.percentile
+        else:  # offline: enough samples in the one query to fill min_seconds
+            s.offline_expected_qps = self.target_qps or self.instances / self.expected_latency_s
+        return s
+
+
+@dataclass(frozen=True)
+class Served:
+    """One query sample as our SUT served it (perf_counter seconds)."""
+
+    index: int  # the library sample (request) it ran
+    start: float
+    end: float
+    timings: dict[str, float]  # seconds per stage of this request
+    evaluations: int
+
+
+@dataclass
+class PipelineSUT:
+    """LoadGen's system under test: a queue and ``instances`` worker threads, each serving one
+    query sample at a time with ``serve(index) -> (timings, evaluations)``."""
+
+    serve: Callable[[int], tuple[dict[str, float], int]]
+    instances: int = 1
+    on_served: Callable[[int], None] | None = None  # called with the count served so far
+    served: list[Served] = field(default_factory=list)
+    errors: list[BaseException] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+
+    def start(self, lg) -> None:
+        self._lg = lg
+        self._threads = [threading.Thread(target=self._work, daemon=True, name=f"v2a-sut-{i}")
+                         for i in range(self.instances)]
+        for t in self._threads:
+            t.start()
+
+    def stop(self) -> None:
+        for _ in self._threads:
+            self._queue.put(None)
+        for t in self._threads:
+            t.join()
+
+    def issue_query(self, samples) -> None:  # LoadGen's thread: hand over, return at once
+        for s in samples:
+            self._queue.put((s.id, s.index))
+
+    def flush_queries(self) -> None:
+        pass
+
+    def _work(self) -> None:
+        lg = self._lg
+        while (item := self._queue.get()) is not None:
+            sample_id, index = item
+            t0 = time.perf_counter()
+            try:
+                if not self.errors:  # after a failure, complete the rest at once
+                    timings, evaluations = self.serve(index)
+                    record = Served(index, t0, time.perf_counter(), timings, evaluations)
+                    with self._lock:
+                        self.served.append(record)
+                        count = len(self.served)
+                    if self.on_served is not None:
+                        self.on_served(count)
+            except BaseException as e:  # noqa: BLE001 -- LoadGen must see every sample completed
+                with self._lock:
+                    self.errors.append(e)
+            finally:
+                lg.QuerySamplesComplete([lg.QuerySampleResponse(sample_id, 0, 0)])
+
+
+@dataclass(frozen=True)
+class TestRun:
+    """What one LoadGen test gave: its detail log's results, the per-sample latencies from its
+    trace (ns, issue to completion, in completion order) and our own record of each query."""
+
+    detail: dict
+    latencies_ns: tuple[int, ...]
+    served: tuple[Served, ...]
+    log_dir: Path
+
+
+def run_test(spec: TestSpec, sut: PipelineSUT, log_dir: Path) -> TestRun:
+    """One LoadGen test of ``sut``; logs go to ``log_dir`` (created)."""
+    lg = require()
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log = lg.LogSettings()
+    log.log_output.outdir = str(log_dir)
+    log.log_output.copy_summary_to_stdout = False
+    log.enable_trace = True  # per-sample issue and completion times
+    handle_sut = lg.ConstructSUT(sut.issue_query, sut.flush_queries)
+    handle_qsl = lg.ConstructQSL(spec.samples, spec.samples, _noop, _noop)
+    sut.start(lg)
+    try:
+        # an audit file that cannot exist: LoadGen would otherwise read ./audit.config
+        lg.StartTestWithLogSettings(handle_sut, handle_qsl, spec.settings(lg), log,
+                                    str(log_dir / "no-audit.config"))
+    finally:
+        sut.stop()
+        lg.DestroyQSL(handle_qsl)
+        lg.DestroySUT(handle_sut)
+    if sut.errors:
+        raise sut.errors[0]
+    detail = read_detail(log_dir / "mlperf_log_detail.txt")
+    if detail.get("num_errors", 0):
+        raise BenchError(f"LoadGen reported {detail['num_errors']} error(s); see "
+                         f"{log_dir / 'mlperf_log_detail.txt'}")
+    return TestRun(detail, read_latencies(log_dir / "mlperf_log_trace.json"), tuple(sut.served),
+                   log_dir)
+
+
+def _noop(_indices) -> None:
+    """Loading samples to RAM: every request is prepared before the test."""
+
+
+def read_detail(path: Path) -> dict:
+    """LoadGen's detail log (``:::MLLOG {json}`` lines) as {key: value}; the last value wins."""
+    out = {}
+    for line in path.read_text(errors="replace").splitlines():
+        if line.startswith(":::MLLOG "):
+            try:
+                entry = json.loads(line[len(":::MLLOG "):])
+            except json.JSONDecodeError:
+                continue
+            out[entry["key"]] = entry["value"]
+    return out
+
+
+_SAMPLE = re.compile(r'"name":"Sample".*"ph":"b".*"issue_start_ns":(\d+),"complete_ns":(\d+)')
+
+
+def read_latencies(path: Path) -> tuple[int, ...]:
+    """Per-sample latencies (ns) from LoadGen's trace: the begin events of "Sample" carry the
+    issue and completion times LoadGen's own statistics are computed from. (Read line by line:
+    LoadGen does not escape every string in that file, so it is not always valid JSON.)"""
+    out = []
+    with path.open(errors="replace") as f:
+        for line in f:
+            if (m := _SAMPLE.search(line)) is not None:
+                out.append(int(m[2]) - int(m[1]))
+    return tuple(out)
+
+
+__all__ = ["EXTRA", "PipelineSUT", "Served", "TestRun", "TestSpec", "read_detail",
+           "read_latencies", "require", "run_test"]

@@ -1,0 +1,224 @@
+"""A benchmark's report: the JSON record, the markdown tables, the plots, the report folder.
+
+The headline table has one row per bundle (the median over rounds of each LoadGen figure) and
+each figure's ratio to the first bundle's; the stage table breaks a query down (mean seconds per
+stage, the sampler's time per denoiser evaluation) next to the process's peak memory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import statistics
+from dataclasses import asdict
+from pathlib import Path
+
+from .. import __version__
+from .runner import BenchReport, TestResult, latency_summary
+from .stats import machine
+
+_PCTS = ("50.00", "90.00", "99.00")
+
+
+def to_dict(report: BenchReport, command: list[str] | None = None) -> dict:
+    """Everything, JSON-ready: machine, versions, command, settings, bundles, every test
+    (LoadGen's results, its per-sample latencies, our per-query service times and stages)."""
+    return {
+        "tool": "v2a bench",
+        "command": command,
+        "machine": machine(load_average=os.getloadavg()) if hasattr(os, "getloadavg")
+        else machine(),
+        "versions": _versions(report),
+        "config": asdict(report.config),
+        "requests": [{"name": r.name, "video": str(r.path), "prompt": r.prompt}
+                     for r in report.requests],
+        "bundles": [asdict(b) for b in report.bundles],
+        "tests": [{**asdict(t), "latency_ms": latency_summary(t)} for t in report.tests],
+        "summary": rows(report),
+        "seconds": report.seconds,
+    }
+
+
+def _versions(report: BenchReport) -> dict:
+    import numpy
+    import onnxruntime
+
+    return {"v2a_runtime": __version__, "mlperf_loadgen": report.loadgen_version,
+            "onnxruntime": onnxruntime.__version__, "numpy": numpy.__version__,
+            "python": platform.python_version()}
+
+
+def metric(test: TestResult) -> tuple[str, float, str]:
+    """The scenario's headline figure: (name, value, unit)."""
+    lg = test.loadgen
+    if test.scenario == "offline":
+        return "samples/s", float(lg.get("samples_per_second", 0.0)), "/s"
+    if test.scenario == "server":
+        return "completed/s", float(lg.get("completed_samples_per_sec", 0.0)), "/s"
+    p = lg.get("effective_target_latency_percentile", 0.9)
+    key = f"{p * 100:.2f}_percentile_latency_ns"
+    value = lg.get(key, lg.get("90.00_percentile_latency_ns", 0))
+    return f"p{p * 100:g} ms", float(value) / 1e6, "ms"
+
+
+def rows(report: BenchReport) -> list[dict]:
+    """One row per (bundle, offered rate): medians over rounds, ratios to the first bundle."""
+    groups: dict[tuple, list[TestResult]] = {}
+    for t in report.tests:
+        groups.setdefault((t.bundle, t.target_qps), []).append(t)
+    out = []
+    for (bundle, qps), tests in groups.items():
+        lg = [t.loadgen for t in tests]
+        row = {
+            "bundle": bundle, "scenario": tests[0].scenario, "target_qps": qps,
+            "rounds": len(tests),
+            "valid": [x.get("validity") == "VALID" for x in lg],
+            "samples": [len(t.latencies_ns) for t in tests],
+            "metric": metric(tests[0])[0],
+            "value": statistics.median(metric(t)[1] for t in tests),
+            **{f"p{p[:2]}_ms": statistics.median(x[f"{p}_percentile_latency_ns"] / 1e6
+                                                 for x in lg) for p in _PCTS},
+            "mean_ms": statistics.median(x["mean_latency_ns"] / 1e6 for x in lg),
+            "qps": statistics.median(_qps(t) for t in tests),
+            "stages_s": {s: statistics.median(t.stages[s] for t in tests)
+                         for s in tests[0].stages},
+            "evaluations": tests[0].evaluations,
+            "peak_rss_mb": max(t.peak_rss_mb for t in tests),
+        }
+        if tests[0].scenario == "server":
+            row["bound_held"] = [bool(x.get("perf_constraints_met")) for x in lg]
+        out.append(row)
+    firsts = {}
+    for row in out:
+        first = firsts.setdefault(row["target_qps"], row)
+        row["ratio"] = {k: (row[k] / first[k] if first[k] else None)
+                        for k in ("value", "p50_ms", "p90_ms", "qps")}
+    return out
+
+
+def _qps(t: TestResult) -> float:
+    lg = t.loadgen
+    for key in ("samples_per_second", "completed_samples_per_sec",
+                "qps_with_loadgen_overhead"):
+        if key in lg:
+            return float(lg[key])
+    return 0.0
+
+
+def markdown(report: BenchReport, command: list[str] | None = None) -> str:
+    c = report.config
+    lines = [f"# v2a bench: {c.scenario}", ""]
+    if command:
+        lines += ["```", " ".join(command), "```", ""]
+    m = machine()
+    lines += [f"{m['cpu']}, {m['cores']} cores, Python {m['python']}, LoadGen "
+              f"{report.loadgen_version}; {len(report.requests)} request(s), "
+              f"{c.input} input, {c.instances} instance(s), {c.rounds} round(s).", ""]
+    lines += table(report) + [""] + stage_table(report) + [""]
+    lines += [f"LoadGen's logs: `loadgen/<test>/` ({len(report.tests)} tests).", ""]
+    return "\n".join(lines)
+
+
+def table(report: BenchReport) -> list[str]:
+    head = ["bundle", "valid", "samples", "p50 ms", "p90 ms", "p99 ms", "QPS", "vs first"]
+    server = report.config.scenario == "server"
+    if server:
+        head[1:1] = ["offered QPS", "bound held"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows(report):
+        ratio = r["ratio"]["p50_ms" if report.config.scenario == "single-stream" else "qps"]
+        cells = [r["bundle"], _yn(r["valid"]), "/".join(map(str, r["samples"])),
+                 f"{r['p50_ms']:.0f}", f"{r['p90_ms']:.0f}", f"{r['p99_ms']:.0f}",
+                 f"{r['qps']:.3g}", "—" if ratio is None else f"{ratio:.2f}×"]
+        if server:
+            cells[1:1] = [f"{r['target_qps']:g}", _yn(r["bound_held"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def stage_table(report: BenchReport) -> list[str]:
+    """Mean seconds per query of each stage, the sampler per evaluation, peak memory."""
+    rs = rows(report)
+    stages = list(dict.fromkeys(s for r in rs for s in r["stages_s"]))
+    head = ["bundle", *stages, "per eval", "peak MiB"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rs:
+        st = r["stages_s"]
+        per_eval = st.get("sample", 0.0) / r["evaluations"] if r["evaluations"] else 0.0
+        lines.append("| " + " | ".join([r["bundle"], *(f"{st.get(s, 0.0):.3f}" for s in stages),
+                                        f"{per_eval:.4f}", f"{r['peak_rss_mb']:.0f}"]) + " |")
+    return lines
+
+
+def _yn(flags: list[bool]) -> str:
+    return "/".join("yes" if f else "no" for f in flags)
+
+
+def plots(report: BenchReport, out: Path) -> list[str]:
+    """PNG plots into ``out``: latency distribution per bundle; for Server, latency vs offered
+    rate. Returns the file names (none when matplotlib is missing)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return []
+    names = []
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for bundle in dict.fromkeys(t.bundle for t in report.tests):
+        lat = sorted(x / 1e6 for t in report.tests if t.bundle == bundle for x in t.latencies_ns)
+        if lat:
+            ax.plot(lat, [(i + 1) / len(lat) for i in range(len(lat))], label=bundle)
+    ax.set_xlabel("latency (ms, LoadGen)")
+    ax.set_ylabel("fraction of samples")
+    ax.set_title(f"{report.config.scenario}: latency distribution")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "latency.png", dpi=100)
+    plt.close(fig)
+    names.append("latency.png")
+    if report.config.scenario == "server":
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for bundle in dict.fromkeys(r["bundle"] for r in rows(report)):
+            rs = [r for r in rows(report) if r["bundle"] == bundle]
+            for key, style in (("p50_ms", "o--"), ("p99_ms", "o-")):
+                ax.plot([r["target_qps"] for r in rs], [r[key] for r in rs], style,
+                        label=f"{bundle} {key[:3]}")
+        ax.axhline(report.config.latency_bound_ms, color="k", lw=0.8, label="bound")
+        ax.set_xlabel("offered rate (queries/s)")
+        ax.set_ylabel("latency (ms)")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(out / "server_rate.png", dpi=100)
+        plt.close(fig)
+        names.append("server_rate.png")
+    return names
+
+
+def finish(report: BenchReport, staging: Path, command: list[str] | None) -> dict:
+    """Write bench.json, bench.md and the plots into ``staging`` (which holds ``loadgen/``)."""
+    record = to_dict(report, command)
+    record["plots"] = plots(report, staging)
+    (staging / "bench.md").write_text(markdown(report, command))
+    (staging / "bench.json").write_text(json.dumps(record, indent=2) + "\n")
+    return record
+
+
+def replace_dir(staging: Path, target: Path) -> None:
+    """Move the finished ``staging`` folder to ``target`` (an old one removed only now)."""
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        os.replace(target, old)
+        os.replace(staging, target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(staging, target)
+
+
+__all__ = ["finish", "markdown", "metric", "plots", "replace_dir", "rows", "stage_table",
+           "table", "to_dict"]
