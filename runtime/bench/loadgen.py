@@ -147,7 +147,7 @@ class PipelineSUT:
 @dataclass(frozen=True)
 class TestRun:
     """What one LoadGen test gave: its detail log's results, the per-sample latencies from its
-    trace (ns, issue to completion, in completion order) and our own record of each query."""
+    trace (ns, from each query's scheduled time to completion) and our own record of each query."""
 
     detail: dict
     latencies_ns: tuple[int, ...]
@@ -205,14 +205,16 @@ _SAMPLE = re.compile(r'"name":"Sample".*"ph":"b".*"issue_start_ns":(\d+),"comple
 
 
 def read_latencies(path: Path) -> tuple[int, ...]:
-    """Per-sample latencies (ns) from LoadGen's trace: the begin events of "Sample" carry the
-    issue and completion times LoadGen's own statistics are computed from. (Read line by line:
+    """Per-sample latencies (ns) from LoadGen's trace: the begin event of each "Sample" carries
+    its completion time counted from the query's scheduled time (``complete_ns``; the delay
+    before LoadGen issued it is ``issue_start_ns``), which is the latency LoadGen's own
+    statistics are computed from. (Read line by line:
     LoadGen does not escape every string in that file, so it is not always valid JSON.)"""
     out = []
     with path.open(errors="replace") as f:
         for line in f:
             if (m := _SAMPLE.search(line)) is not None:
-                out.append(int(m[2]) - int(m[1]))
+                out.append(int(m[2]))
     return tuple(out)
 
 

@@ -57,7 +57,7 @@ class TestResult:
     round: int
     target_qps: float | None
     loadgen: dict  # LoadGen's results (detail log keys without the "result_" prefix)
-    latencies_ns: tuple[int, ...]  # LoadGen's per-sample latencies (from its trace)
+    latencies_ns: tuple[int, ...]  # LoadGen's per-sample latencies (scheduled -> complete)
     service_s: tuple[float, ...]  # our own: each query's generate (+ mux) call, in seconds
     stages: dict[str, float]  # mean seconds per stage per query
     evaluations: float  # mean denoiser evaluations per query
