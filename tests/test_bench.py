@@ -100,7 +100,7 @@ def test_offline_two_bundles_interleaved(clip, tmp_path):
     shutil.copytree(TEST_BUNDLE, other)
     out = tmp_path / "report"
     r = v2a(TEST_BUNDLE, other, "--video", clip, *QUICK, "--scenario", "offline",
-            "--rounds", 2, "--report", out)
+            "--target-qps", 10, "--rounds", 2, "--report", out)  # 10/s x 0.3 s < 6 queries
     assert r.exit_code == 0, r.output
     record = json.loads((out / "bench.json").read_text())
     order = [t["bundle"] for t in record["tests"]]
@@ -109,6 +109,7 @@ def test_offline_two_bundles_interleaved(clip, tmp_path):
     for test in record["tests"]:
         check_test(test, out / "loadgen", 6)
         assert test["loadgen"]["query_count"] == 1  # offline: one query of all samples
+        assert len(test["latencies_ns"]) == 6  # max(min queries, expected rate x min seconds)
     first, second = record["summary"]
     assert first["rounds"] == second["rounds"] == 2
     assert second["ratio"]["qps"] == pytest.approx(second["qps"] / first["qps"])
