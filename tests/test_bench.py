@@ -3,9 +3,9 @@
 LoadGen (``mlcommons-loadgen``) times the queries and writes its logs; the checks compare what
 it reports with what the runtime did: as many samples as generate calls served, its percentiles
 equal to the ones recomputed from its own per-sample trace (and ordered), each LoadGen latency
-(from its scheduled time to completion) no shorter than the generate call it encloses, the evaluations per query
-known from the solver, the Server bound verdict consistent with the logged tail. Never asserts on
-time. Nonsense settings: one ``error:`` line, exit 2, nothing written.
+(scheduled time to completion) no shorter than the generate call it encloses, the evaluations
+per query known from the solver, the Server bound verdict consistent with the logged tail.
+Never asserts on time. Nonsense settings: one ``error:`` line, exit 2, nothing written.
 """
 
 from __future__ import annotations

@@ -98,6 +98,24 @@ def rows(report: BenchReport) -> list[dict]:
     return out
 
 
+def verdicts(report: BenchReport) -> list[str]:
+    """One line per test: LoadGen's verdict and, when INVALID, which of its rules failed."""
+    out = []
+    for t in report.tests:
+        lg = t.loadgen
+        rate = "" if t.target_qps is None else f" at {t.target_qps:g} QPS"
+        line = f"{t.bundle}{rate}, round {t.round + 1}: LoadGen {lg.get('validity', '?')}"
+        failed = [name for key, name in (
+            ("min_duration_met", "min duration"), ("min_queries_met", "min queries"),
+            ("early_stopping_met", "early stopping"), ("perf_constraints_met", "latency bound"),
+        ) if lg.get(key) is False]  # fmt: skip
+        if failed:
+            line += f" (not met: {', '.join(failed)})"
+        name, value, _unit = metric(t)
+        out.append(f"{line}; {name} {value:.4g}")
+    return out
+
+
 def _qps(t: TestResult) -> float:
     lg = t.loadgen
     for key in ("samples_per_second", "completed_samples_per_sec",
@@ -116,7 +134,7 @@ def markdown(report: BenchReport, command: list[str] | None = None) -> str:
     lines += [f"{m['cpu']}, {m['cores']} cores, Python {m['python']}, LoadGen "
               f"{report.loadgen_version}; {len(report.requests)} request(s), "
               f"{c.input} input, {c.instances} instance(s), {c.rounds} round(s).", ""]
-    lines += table(report) + [""] + stage_table(report) + [""]
+    lines += table(report) + [""] + stage_table(report) + [""] + verdicts(report) + [""]
     lines += [f"LoadGen's logs: `loadgen/<test>/` ({len(report.tests)} tests).", ""]
     return "\n".join(lines)
 
@@ -221,4 +239,4 @@ def replace_dir(staging: Path, target: Path) -> None:
 
 
 __all__ = ["finish", "markdown", "metric", "plots", "replace_dir", "rows", "stage_table",
-           "table", "to_dict"]
+           "table", "to_dict", "verdicts"]

@@ -134,9 +134,7 @@ def bench(bundles: tuple[Path, ...], videos: tuple[Path, ...], synthetic: bool, 
                     shutil.rmtree(staging, ignore_errors=True)
     lines = report.table(result) + [""] + ["seconds per query by stage:"]
     lines += report.stage_table(result)
-    for r in record["summary"]:
-        lg_valid = "VALID" if all(r["valid"]) else "INVALID"
-        lines.append(f"{r['bundle']}: LoadGen {lg_valid}, {r['metric']} {r['value']:.4g}")
+    lines += report.verdicts(result)
     if report_dir is not None:
         lines.append(f"wrote {report_dir}/ (bench.json, bench.md, {', '.join(record['plots'])}"
                      f"{', ' if record['plots'] else ''}loadgen/)")
