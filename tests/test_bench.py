@@ -115,10 +115,11 @@ def test_offline_two_bundles_interleaved(clip, tmp_path):
     assert second["ratio"]["qps"] == pytest.approx(second["qps"] / first["qps"])
 
 
-def test_server_bound_verdict(clip, tmp_path):
+def test_server_bound_verdict_file_to_file(clip, tmp_path):
     out = tmp_path / "report"
     r = v2a(TEST_BUNDLE, "--video", clip, *QUICK, "--scenario", "server", "--target-qps", 5,
-            "--latency-bound", 60000, "--percentile", 0.9, "--report", out)
+            "--latency-bound", 60000, "--percentile", 0.9, "--report", out,
+            "--input", "file", "--mux")  # the last --input wins: decode and mux in each query
     assert r.exit_code == 0, r.output
     record = json.loads((out / "bench.json").read_text())
     (test,) = record["tests"]
@@ -129,6 +130,8 @@ def test_server_bound_verdict(clip, tmp_path):
     assert lg["perf_constraints_met"] is (tail <= 60 * 10**9) is True
     assert record["summary"][0]["bound_held"] == [True]
     assert "server_rate.png" in record["plots"] and (out / "server_rate.png").is_file()
+    assert test["stages"]["decode"] > 0 and test["stages"]["mux"] > 0
+    assert record["bundles"][0]["options"]["input"] == "file"
 
 
 def test_graphs_times_each_component(clip):
