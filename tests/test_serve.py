@@ -278,6 +278,34 @@ def test_concurrent_requests_share_denoiser_executions_and_keep_their_audio(serv
                for i in range(4) for j in range(i)) > 1e-3  # a swap would show  # fmt: skip
 
 
+def test_bench_against_the_server(server, videos, local, tmp_path):
+    """``v2a bench --server``: every sample LoadGen counted is a request the server counted."""
+    import json
+
+    from v2a_runtime.cli import main
+
+    client = server.client()
+    before = client.stats("v2a")
+    out = tmp_path / "report"
+    r = CliRunner().invoke(main, [
+        "bench", "--server", server.url, "--video", str(videos["2s"]), "--duration", "1",
+        "--steps", "2", "--solver", "euler", "--min-queries", "4", "--min-seconds", "0.3", "-q",
+        "--report", str(out)])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    after = client.stats("v2a")
+    record = json.loads((out / "bench.json").read_text())
+    (test,) = record["tests"]
+    samples = len(test["latencies_ns"])
+    assert samples == test["loadgen"]["query_count"] == len(test["service_s"]) >= 4
+    assert after.requests - before.requests == samples + 1  # and the one warm-up request
+    assert after.failures == before.failures
+    assert record["bundles"][0]["variant"] == local.bundle.manifest.model.variant
+    # each LoadGen latency encloses one round trip to the server
+    assert all(x / 1e9 >= s - 1e-6 for x, s in zip(sorted(test["latencies_ns"]),
+                                                    sorted(test["service_s"]), strict=True))
+    assert set(test["stages"]) == {"total"}
+
+
 def test_tampered_repository_refuses_to_load(server, tmp_path):
     import shutil
 

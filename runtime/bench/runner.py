@@ -19,7 +19,7 @@ from ..pipeline import DEFAULT_BUNDLE, GenerateOptions, Pipeline
 from . import loadgen
 from .config import BenchConfig, BenchError
 from .stats import peak_rss_mb, summary
-from .workload import Prepared, Request, prepare, serve
+from .workload import Request, prepare, serve
 
 
 @dataclass(frozen=True)
@@ -77,27 +77,48 @@ class BenchReport:
 
 @dataclass
 class _Loaded:
+    """A target ready to serve query samples: ``serve(index, mux_dir) -> (timings, evals)``."""
+
     run: BundleRun
-    pipe: Pipeline
-    prepared: list[Prepared]
+    serve: Callable[[int, Path | None], tuple[dict[str, float], int]]
+    samples: int
     single_s: float = field(default=0.0)
 
 
 def run_bench(config: BenchConfig, bundles: list[Path | None], requests: list[Request],
-              log_root: Path, *, key_file: Path | None = None,
+              log_root: Path, *, key_file: Path | None = None, server: str | None = None,
               progress: Callable[[BenchProgress], None] | None = None) -> BenchReport:
-    """Benchmark ``bundles`` (None = the shipped one) on ``requests`` under ``config``;
-    LoadGen's logs go under ``log_root``."""
+    """Benchmark ``bundles`` (None = the shipped one) and the v2a Triton server at ``server``
+    (after the bundles) on ``requests`` under ``config``; LoadGen's logs go under
+    ``log_root``."""
     config.check()
     lg = loadgen.require()  # before loading anything
-    if not bundles:
-        raise BenchError("no bundle to benchmark")
+    if not bundles and server is None:
+        raise BenchError("no bundle or server to benchmark")
+    if server is not None and (config.input != "file" or config.mux or not config.watermark):
+        raise BenchError("--server sends video files and gets watermarked audio back: "
+                         "--input frames, --mux and --no-watermark do not apply")
     if not requests:
         raise BenchError("no request to send")
     emit = progress or (lambda _e: None)
     started = time.perf_counter()
-    loaded = [_load(config, b, requests, key_file, emit, i, bundles)
-              for i, b in enumerate(bundles)]
+    remotes = []
+    try:
+        loaded = [_load(config, b, requests, key_file, emit, i, bundles)
+                  for i, b in enumerate(bundles)]
+        if server is not None:
+            loaded.append(_connect(config, server, requests, emit, remotes))
+        tests = _run(config, loaded, log_root, emit)
+    finally:
+        for remote in remotes:
+            remote.close()
+    version = lg.__version__ if hasattr(lg, "__version__") else tests[0].loadgen.get(
+        "loadgen_version", "")
+    return BenchReport(config, tuple(requests), tuple(b.run for b in loaded), tuple(tests),
+                       str(version), time.perf_counter() - started)
+
+
+def _run(config: BenchConfig, loaded: list[_Loaded], log_root: Path, emit) -> list[TestResult]:
     if config.latency_bound_ms is not None:
         for b in loaded:
             if config.latency_bound_ms / 1000 < b.single_s:
@@ -115,10 +136,7 @@ def run_bench(config: BenchConfig, bundles: list[Path | None], requests: list[Re
             for b in loaded:
                 for qps in rates:
                     tests.append(_test(config, b, r, qps, log_root, len(tests), mux_dir, emit))
-    version = lg.__version__ if hasattr(lg, "__version__") else tests[0].loadgen.get(
-        "loadgen_version", "")
-    return BenchReport(config, tuple(requests), tuple(b.run for b in loaded), tuple(tests),
-                       str(version), time.perf_counter() - started)
+    return tests
 
 
 def _load(config: BenchConfig, bundle: Path | None, requests: list[Request], key_file, emit,
@@ -129,16 +147,12 @@ def _load(config: BenchConfig, bundle: Path | None, requests: list[Request], key
     t0 = time.perf_counter()
     pipe = Pipeline.load(bundle, config.backend, threads=config.threads, key_file=key_file)
     load_s = time.perf_counter() - t0
-    options = GenerateOptions(duration=config.duration, seed=config.seed, tracks=config.tracks,
-                              steps=config.steps, solver=config.solver, grid=config.grid,
-                              cfg=config.cfg, watermark=config.watermark)
-    prepared = [prepare(pipe, r, options, config.input) for r in requests]
-    emit(BenchProgress("warmup", label))
-    warm = []
-    for q in range(config.warmup):
-        t0 = time.perf_counter()
-        serve(pipe, prepared[q % len(prepared)])
-        warm.append(time.perf_counter() - t0)
+    prepared = [prepare(pipe, r, _options(config), config.input) for r in requests]
+
+    def serve_one(index: int, mux_dir: Path | None = None) -> tuple[dict[str, float], int]:
+        return serve(pipe, prepared[index], mux_dir)
+
+    warm = _warmup(config, label, serve_one, len(prepared), emit)
     m, opts = pipe.bundle.manifest, prepared[0].options
     run = BundleRun(
         label=label, path=str(path), variant=m.model.variant, weights=m.model.weights,
@@ -148,7 +162,46 @@ def _load(config: BenchConfig, bundle: Path | None, requests: list[Request], key
                  "mux": config.mux, "watermark": opts.watermark},
         load_s=load_s, warmup_s=tuple(warm),
     )  # fmt: skip
-    return _Loaded(run, pipe, prepared, min(warm))
+    return _Loaded(run, serve_one, len(prepared), min(warm))
+
+
+def _options(config: BenchConfig) -> GenerateOptions:
+    return GenerateOptions(duration=config.duration, seed=config.seed, tracks=config.tracks,
+                           steps=config.steps, solver=config.solver, grid=config.grid,
+                           cfg=config.cfg, watermark=config.watermark)
+
+
+def _warmup(config: BenchConfig, label: str, serve_one, samples: int, emit) -> list[float]:
+    emit(BenchProgress("warmup", label))
+    warm = []
+    for q in range(config.warmup):
+        t0 = time.perf_counter()
+        serve_one(q % samples)
+        warm.append(time.perf_counter() - t0)
+    return warm
+
+
+def _connect(config: BenchConfig, url: str, requests: list[Request], emit, remotes: list
+             ) -> _Loaded:  # fmt: skip
+    """The v2a Triton server at ``url`` as a target (:mod:`.remote`)."""
+    from .remote import Remote
+
+    label = f"server {url.split('://')[-1]}"
+    emit(BenchProgress("load", label))
+    t0 = time.perf_counter()
+    remote = Remote.connect(url, requests, _options(config))
+    remotes.append(remote)
+    load_s = time.perf_counter() - t0
+    warm = _warmup(config, label, remote.serve, len(requests), emit)
+    o = remote.options[0]
+    run = BundleRun(
+        label=label, path=url, variant=remote.variant(), weights="(served)", precisions={},
+        options={"solver": o.solver, "steps": o.steps, "grid": o.grid, "cfg": o.cfg,
+                 "tracks": o.tracks, "duration": config.duration, "input": "file (sent)",
+                 "mux": False, "watermark": True},
+        load_s=load_s, warmup_s=tuple(warm),
+    )  # fmt: skip
+    return _Loaded(run, remote.serve, len(requests), min(warm))
 
 
 def _label(path: Path, i: int, bundles: list) -> str:
@@ -165,10 +218,9 @@ def _test(config: BenchConfig, b: _Loaded, r: int, qps: float | None, log_root: 
     def on_served(count: int) -> None:
         emit(BenchProgress("query", label, r, qps, count, time.perf_counter() - t0))
 
-    sut = loadgen.PipelineSUT(lambda index: serve(b.pipe, b.prepared[index], mux_dir),
-                              config.instances, on_served)
+    sut = loadgen.PipelineSUT(lambda index: b.serve(index, mux_dir), config.instances, on_served)
     spec = loadgen.TestSpec(
-        scenario=config.scenario, samples=len(b.prepared), min_queries=config.min_queries,
+        scenario=config.scenario, samples=b.samples, min_queries=config.min_queries,
         min_seconds=config.min_seconds, max_seconds=config.max_seconds,
         expected_latency_s=b.single_s, instances=config.instances, target_qps=qps,
         latency_bound_s=None if config.latency_bound_ms is None

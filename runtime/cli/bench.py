@@ -75,6 +75,9 @@ from .common import one_line_errors
               help="Untimed queries per bundle before its first test.")
 @click.option("--rounds", type=int, default=1, show_default=True,
               help="Run the bundles in interleaved order this many times.")
+@click.option("--server", default=None,
+              help="Also benchmark the v2a Triton server at this URL (http://HOST:8000 or "
+              "grpc://HOST:8001), after the bundles; alone when no BUNDLE is given.")
 @click.option("--graphs", is_flag=True, help="Time each component alone instead (no LoadGen).")
 @click.option("--runs", type=int, default=20, show_default=True, help="--graphs: timed runs.")
 @click.option("--key-file", type=click.Path(path_type=Path), default=None,
@@ -87,8 +90,9 @@ from .common import one_line_errors
 @click.option("-q", "--quiet", is_flag=True, help="No progress.")
 def bench(bundles: tuple[Path, ...], videos: tuple[Path, ...], synthetic: bool, scenes: int,
           prompt: str, input_: str, no_watermark: bool, target_qps: tuple[float, ...],
-          latency_bound: float | None, graphs: bool, runs: int, key_file: Path | None,
-          json_out: Path | None, report_dir: Path | None, force: bool, quiet: bool,
+          latency_bound: float | None, server: str | None, graphs: bool, runs: int,
+          key_file: Path | None, json_out: Path | None, report_dir: Path | None, force: bool,
+          quiet: bool,
           **settings) -> None:
     """Benchmark BUNDLEs (default: the shipped one) under a LoadGen scenario: one query is one
     generate request; prints LoadGen's results, the per-stage breakdown and ratios."""
@@ -103,6 +107,8 @@ def bench(bundles: tuple[Path, ...], videos: tuple[Path, ...], synthetic: bool, 
             raise BenchError(f"scenes must be >= 1, got {scenes}")
         if not graphs:
             loadgen.require()
+        elif server is not None:
+            raise BenchError("--graphs times a bundle's graphs locally; it takes no --server")
         _check_target(json_out, force, "--json")
         _check_target(report_dir, force, "--report")
         with tempfile.TemporaryDirectory(prefix="v2a-bench-") as tmp:
@@ -120,8 +126,9 @@ def bench(bundles: tuple[Path, ...], videos: tuple[Path, ...], synthetic: bool, 
                        if report_dir is not None else work / "report")
             try:
                 (staging / "loadgen").mkdir(parents=True)
-                result = run_bench(config, list(bundles) or [None], requests,
-                                   staging / "loadgen", key_file=key_file,
+                targets = list(bundles) or ([] if server else [None])
+                result = run_bench(config, targets, requests,
+                                   staging / "loadgen", key_file=key_file, server=server,
                                    progress=None if quiet else Progress(config.scenario))
                 record = report.finish(result, staging, ["v2a", "bench", *sys.argv[2:]])
                 if json_out is not None:
