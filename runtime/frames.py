@@ -22,7 +22,6 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-import av
 import numpy as np
 
 from .config import VideoSpec
@@ -98,6 +97,7 @@ def frame_source(
 def frames_from_array(video: VideoArray, spec: VideoSpec) -> Frames:
     """Both streams from raw pixels: target k of a stream at ``fps`` gets the first frame whose
     time ``i / video.fps`` is >= k / fps (sample-and-hold), resized by FFmpeg's scaler."""
+    import av
     pixels, fps = video.pixels, video.fps
     if pixels.dtype != np.uint8 or pixels.ndim != 4 or pixels.shape[-1] != 3:
         raise ValueError(

@@ -23,10 +23,10 @@ from __future__ import annotations
 
 import gzip
 import html
+import re
 import unicodedata
 from pathlib import Path
 
-import ftfy
 import numpy as np
 
 from .sequence import TEXT_TOKENS
@@ -57,8 +57,29 @@ def byte_to_unicode() -> dict[int, str]:
 
 def clean_text(text: str) -> str:
     """open_clip's ``lower`` cleaning: ftfy, HTML-unescape twice, whitespace runs -> ' ', lower."""
-    text = html.unescape(html.unescape(ftfy.fix_text(text))).strip()
+    text = html.unescape(html.unescape(fix_text(text))).strip()
     return " ".join(text.split()).lower()
+
+
+# Text ftfy leaves as it is: printable ASCII without '&'. Everything ftfy repairs needs a
+# character outside this set (mojibake and curly quotes are non-ASCII, terminal escapes and
+# line breaks are control characters, HTML entities start with '&').
+_FTFY_IDENTITY = re.compile(r"[\x20-\x25\x27-\x7e]*")
+
+
+def fix_text(text: str) -> str:
+    """``ftfy.fix_text(text)``. Without ftfy installed (the GPU kit's machine, docs/gpu.md) text
+    that ftfy leaves unchanged is returned as it is, anything else is an ImportError."""
+    try:
+        import ftfy
+    except ImportError as e:
+        if _FTFY_IDENTITY.fullmatch(text):
+            return text
+        raise ImportError(
+            f"cleaning the prompt {text[:40]!r} needs ftfy (pip install ftfy); without it only "
+            "printable ASCII without '&' can be tokenized"
+        ) from e
+    return ftfy.fix_text(text)
 
 
 def _char_class(ch: str) -> str:

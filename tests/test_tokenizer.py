@@ -76,3 +76,24 @@ def test_bad_inputs(tokenizer, tmp_path):
     with pytest.raises(ValueError, match="cannot read"):
         Tokenizer.load(tmp_path / "missing.txt.gz")
     assert Tokenizer.load(DEFAULT_VOCAB).encoder == tokenizer.encoder
+
+
+def test_without_ftfy_plain_ascii_tokenizes_as_with_it(tokenizer, monkeypatch):
+    """The GPU machine has no ftfy: printable ASCII without '&' is what ftfy leaves unchanged
+    (checked here against ftfy itself on random and edge strings), so it tokenizes to the same
+    ids; any other text is an ImportError that names ftfy, never silently different ids."""
+    import sys
+
+    ftfy = pytest.importorskip("ftfy")
+    rng = np.random.default_rng(0)
+    alphabet = [chr(c) for c in range(0x20, 0x7F) if chr(c) != "&"]
+    texts = ["glass bottles clink, then footsteps on gravel", "  A  dog's  BARK!! <b>x</b> ",
+             "a;b:c'd\"e`f~g|h\\i{j}k[l]m(n)o#p%q$r@s^t*u+v=w?x/y<z>", "--- ..."]  # fmt: skip
+    texts += ["".join(rng.choice(alphabet, size=rng.integers(1, 60))) for _ in range(300)]
+    assert all(ftfy.fix_text(t) == t for t in texts)
+    expected = tokenizer(texts)
+    monkeypatch.setitem(sys.modules, "ftfy", None)  # `import ftfy` now raises ImportError
+    assert np.array_equal(tokenizer(texts), expected)
+    for text in ("caf\u00e9", "fish &amp; chips", "tab\there", "\u201cquoted\u201d"):
+        with pytest.raises(ImportError, match="needs ftfy"):
+            tokenizer([text])

@@ -24,6 +24,10 @@ message naming the file and the problem; programming errors such as a bad array 
 
 Output extensions: .mp4 .m4v .mov (AAC), .mkv .webm (Opus), .avi (16-bit PCM) for ``mux``;
 .flac .wav for ``write_audio``.
+
+PyAV and soundfile are imported inside the functions that call them, so ``Frames``,
+``sync_segments`` and the rest of the runtime import on a machine without them (the GPU kit
+runs the pipeline on decoded frames there, docs/gpu.md).
 """
 
 from .audio import write_audio

@@ -5,9 +5,7 @@ from __future__ import annotations
 import os
 from fractions import Fraction
 
-import av
 import numpy as np
-import soundfile as sf
 
 from .files import AUDIO_FORMATS, MediaError, atomic_output, check_output
 
@@ -43,6 +41,7 @@ def write_audio(
     Samples are clipped to [-1, 1]; ``title`` goes into the file's tags. An existing file is
     replaced only with ``overwrite=True``.
     """
+    import soundfile as sf
     path = check_output(path, overwrite=overwrite, allowed=tuple(AUDIO_FORMATS))
     data = np.clip(as_channels(audio), -1.0, 1.0).T  # (W, C), soundfile's layout
     check_rate(sample_rate)
@@ -62,6 +61,7 @@ def encode_track(stream, audio: np.ndarray, sample_rate: int, first_sample: int)
     ``first_sample`` is the start time in samples (the video's first frame). The encoder's own
     resampler converts sample format, and rate where the codec needs another one (Opus).
     """
+    import av
     packets = []
     layout = "mono" if audio.shape[0] == 1 else "stereo"
     for offset in range(0, audio.shape[1], ENCODE_CHUNK):

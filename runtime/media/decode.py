@@ -31,8 +31,8 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import av
 import numpy as np
 
 from ..sequence import SEGMENT_FRAMES, SEGMENT_STRIDE, min_duration
@@ -45,6 +45,9 @@ from .probe import (
     stream_duration,
     video_stream,
 )
+
+if TYPE_CHECKING:  # PyAV is imported where it is used (see media/__init__.py)
+    import av
 
 log = logging.getLogger(__name__)
 
@@ -192,6 +195,7 @@ def _frames_from(container, stream, t0, start, path) -> Iterator[tuple[av.VideoF
     Seeks to the keyframe at or before ``start``; if the demuxer lands after it (an inexact
     index), decodes from the beginning instead so no target is skipped.
     """
+    import av
     if start > 0:
         try:
             container.seek(int(math.floor((t0 + start) / stream.time_base)), stream=stream)
@@ -217,6 +221,7 @@ def _frames_from(container, stream, t0, start, path) -> Iterator[tuple[av.VideoF
 
 def _packets(container, stream, path) -> Iterator[av.Packet]:
     """Demuxed packets; a demuxer error ends the stream (what was decoded so far is kept)."""
+    import av
     try:
         yield from container.demux(stream)
     except av.error.FFmpegError as e:
@@ -225,6 +230,7 @@ def _packets(container, stream, path) -> Iterator[av.Packet]:
 
 def _decoded(packets: Iterator[av.Packet]) -> Iterator[av.VideoFrame]:
     """Decode packets, skipping those the decoder rejects; the final empty packets flush it."""
+    import av
     skipped = 0
     try:
         for packet in packets:

@@ -21,7 +21,6 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import av
 import numpy as np
 
 from .audio import BITRATE_PER_CHANNEL, as_channels, check_rate, encode_track, fit_length
@@ -60,6 +59,7 @@ def mux(
     begin at 0). Atomic: nothing is left at ``out_path`` on failure; an existing file is
     replaced only with ``overwrite=True``.
     """
+    import av
     video_path = check_input(video_path)
     out_path = check_output(
         out_path, input_path=video_path, overwrite=overwrite, allowed=tuple(VIDEO_CONTAINERS)
@@ -100,6 +100,7 @@ class _Job:
 
 
 def _write(source, video, tmp: Path, job: _Job) -> None:
+    import av
     originals = list(source.streams.audio) if job.keep_original_audio else []
     length = stream_duration(source, video)
     if length is None:
@@ -151,6 +152,7 @@ def _interleave(out, source, copies, pending) -> None:
 
 def _add_tracks(out, job: _Job) -> list:
     """One output stream per generated track; the first is the default track."""
+    import av
     streams = []
     for k, audio in enumerate(job.tracks):
         name = job.title if len(job.tracks) == 1 else f"{job.title} {k + 1}/{len(job.tracks)}"
@@ -169,6 +171,7 @@ def _add_tracks(out, job: _Job) -> list:
 
 def _add_copy(out, stream):
     """An output stream that takes the input stream's packets unchanged."""
+    import av
     copy = out.add_stream_from_template(stream)
     for key in ("language", "title", "handler_name"):
         if key in stream.metadata:

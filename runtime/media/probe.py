@@ -12,10 +12,12 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-
-import av
+from typing import TYPE_CHECKING
 
 from .files import MediaError, check_input
+
+if TYPE_CHECKING:  # PyAV is imported where it is used (see media/__init__.py)
+    import av
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +41,7 @@ class VideoInfo:
 @contextlib.contextmanager
 def open_input(path: str | os.PathLike) -> Iterator[av.container.InputContainer]:
     """``av.open`` for reading, with FFmpeg's open errors turned into MediaError."""
+    import av
     path = check_input(path)
     try:
         container = av.open(str(path), mode="r")
@@ -50,6 +53,7 @@ def open_input(path: str | os.PathLike) -> Iterator[av.container.InputContainer]
 
 def video_stream(container, path) -> av.video.stream.VideoStream:
     """The first video stream (attached cover pictures are not video)."""
+    import av
     for stream in container.streams.video:
         if not stream.disposition & av.stream.Disposition.attached_pic:
             return stream
@@ -69,6 +73,7 @@ def quarter_turns(rotation: float) -> int:
 
 def stream_duration(container, stream) -> float | None:
     """Length of the video stream in seconds from the headers, or None if they do not say."""
+    import av
     if stream.duration is not None and stream.time_base is not None:
         return float(stream.duration * stream.time_base)
     tag = stream.metadata.get("DURATION") or stream.metadata.get("duration")
@@ -118,6 +123,7 @@ def probe(path: str | os.PathLike) -> VideoInfo:
 
 
 def _first_frame(container, stream, path):
+    import av
     try:
         for packet in container.demux(stream):
             try:

@@ -7,9 +7,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import av
 import numpy as np
-import soundfile as sf
 
 from ..media.files import atomic_output
 
@@ -19,6 +17,8 @@ def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
 
     Raises ValueError with a one-line reason when the file cannot be read or has no audio.
     """
+    import av
+    import soundfile as sf
     p = Path(path)
     if not p.is_file():
         raise ValueError(f"{p}: no such file")
@@ -34,6 +34,7 @@ def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
 
 
 def _read_with_av(p: Path) -> tuple[np.ndarray, int]:
+    import av
     with av.open(str(p)) as container:
         if not container.streams.audio:
             raise ValueError(f"{p}: no audio track")
@@ -54,6 +55,7 @@ def write_audio_atomic(path: str | os.PathLike, audio: np.ndarray, sample_rate: 
                        subtype: str | None = None) -> None:
     """Write (channels, W) or (W,) audio with soundfile (format from the extension) through a
     temporary file in the same directory and a rename: never a partial file at ``path``."""
+    import soundfile as sf
     p = Path(path)
     fmt = p.suffix.lstrip(".").upper()
     if fmt not in sf.available_formats() or fmt in ("RAW", "MP3"):
@@ -67,6 +69,7 @@ def write_audio_atomic(path: str | os.PathLike, audio: np.ndarray, sample_rate: 
 
 def audio_subtype(path: str | os.PathLike) -> str | None:
     """The soundfile subtype of ``path`` (e.g. 'PCM_16'), or None if soundfile cannot read it."""
+    import soundfile as sf
     try:
         return sf.info(str(path)).subtype
     except (sf.LibsndfileError, RuntimeError, TypeError):
