@@ -7,8 +7,9 @@ the PyTorch reference (eager fp32, eager bf16, torch.compile) on the same inputs
     python benchmarks/gpu.py --dry-run                    # CPU, tiny, seconds: exercises the code
 
 Inputs: one rendered procedural-world clip of ``--duration`` seconds; the fp32 bundle's
-pipeline records what each component is fed (frames, tokens, features, conditions, the first
-denoiser state, latent, mel), and every row runs exactly those arrays.
+pipeline (on the first ``--backend``) records what each component is fed (frames, tokens,
+features, conditions, the first denoiser state, latent, mel), and every row runs exactly those
+arrays.
 
 Rows (p50 / p95 over ``--repeats`` runs after ``--warmup``; device memory per row):
 
@@ -18,10 +19,11 @@ Rows (p50 / p95 over ``--repeats`` runs after ``--warmup``; device memory per ro
   replay + the CFG/Euler step graph, x and conditions on the device), with and without CUDA
   graphs; and the captured replay alone;
 - **component**, PyTorch: the same wrapper modules the exporter exported, eager fp32, eager bf16
-  (weights and inputs in bfloat16, as MMAudio runs), ``torch.compile`` of the bf16 module;
+  (weights and inputs in bfloat16, as MMAudio runs), ``torch.compile`` of the bf16 module
+  (``--torch-components`` narrows these rows and the networks built);
 - **end to end**: ``Pipeline.generate`` (frames → waveform, Euler, CFG 4.5, no watermark) per
   backend, precision and step count; PyTorch: ``ReferencePipeline.generate`` (upstream's
-  sampling, two passes per step) eager fp32 / bf16.
+  sampling, two passes per step) eager fp32 / bf16, when every network is built.
 
 Device memory: PyTorch rows report ``torch.cuda.max_memory_allocated``; onnxruntime rows the
 process's device memory from NVML after the row (onnxruntime's arena keeps its peak), loaded
@@ -142,19 +144,20 @@ class Nvml:
 # --- inputs ----------------------------------------------------------------------------------
 
 
-def record_inputs(bundle: Path, duration: float, seed: int, threads):
-    """(frames, {component: feeds}) from one fp32 pipeline run on a rendered clip."""
+def record_inputs(bundle: Path, duration: float, seed: int, threads, backend: str = "cpu"):
+    """(frames, {component: feeds}, the pipeline) from one fp32 pipeline run on a rendered
+    clip; the rows reuse the pipeline (loading a full-size bundle on a GPU takes a while)."""
     from v2a_runtime.backends.recording import RecordingSession
     from v2a_runtime.pipeline import Pipeline
 
     from v2a_export.export.precision.calibrate import rendered_frames
 
-    pipe = Pipeline.load(bundle, threads=threads)
+    pipe = Pipeline.load(bundle, backend, threads=threads)
     frames = rendered_frames(seed, duration, pipe.bundle.manifest.video)
     rec = {n: RecordingSession(s) for n, s in pipe.sessions.items()}
     pipe.with_sessions(**rec).generate(frames, prompt=PROMPT, seed=seed, steps=2,
                                          solver="euler", cfg=CFG, watermark=False)  # fmt: skip
-    return frames, {n: r.feeds[0] for n, r in rec.items()}
+    return frames, {n: r.feeds[0] for n, r in rec.items()}, pipe
 
 
 PROMPT, NEGATIVE = "glass bottles clink, then footsteps on gravel", ""
@@ -164,14 +167,16 @@ CFG = DEFAULT_SAMPLER.cfg
 # --- onnxruntime rows ------------------------------------------------------------------------
 
 
-def onnxruntime_rows(args, bundles, frames, feeds, nvml) -> list[Row]:
+def onnxruntime_rows(args, bundles, frames, feeds, nvml, loaded=None) -> list[Row]:
     from v2a_runtime.pipeline import Pipeline
 
     rows = []
     for backend in args.backend:
         for precision, root in bundles.items():
             try:
-                pipe = Pipeline.load(root, backend, threads=args.threads)
+                pipe = (loaded or {}).pop((backend, precision), None) or Pipeline.load(
+                    root, backend, threads=args.threads
+                )
             except Exception as e:  # a backend that cannot load: one row that says why
                 rows.append(Row("end to end", "pipeline", "onnxruntime", backend, precision,
                                 "generate", note=f"not run: {str(e).splitlines()[0]}"))  # fmt: skip
@@ -239,8 +244,10 @@ def torch_rows(args, bundle: Path, frames, feeds) -> list[Row]:
     import torch
     from v2a_runtime.bundle import load_bundle
 
+    from v2a_export.export.descriptors import NETWORK_OF
     from v2a_export.export.weights import WeightSource, load_weights
     from v2a_export.export.wrappers import wrap
+    from v2a_export.models.build import NETWORKS
     from v2a_export.models.configs import ModelConfig
 
     manifest = load_bundle(bundle).manifest
@@ -256,13 +263,16 @@ def torch_rows(args, bundle: Path, frames, feeds) -> list[Row]:
                           else "cpu")  # fmt: skip
     torch.set_num_threads(args.threads or torch.get_num_threads())
     config = ModelConfig.from_manifest(manifest)
-    nets = load_weights(config, source).networks
+    components = args.torch_components or args.components
+    needed = {NETWORK_OF[c] for c in args.torch_components} if args.torch_components else NETWORKS
+    e2e = set(needed) == set(NETWORKS)  # the reference pipeline needs every network
+    nets = load_weights(config, source, tuple(n for n in NETWORKS if n in needed)).networks
     sync = torch.cuda.synchronize if device.type == "cuda" else None
     rows = []
-    for mode in args.torch:
+    for mode in args.torch:  # fp32 first (parse): later modes convert the weights down
         dtype = torch.float32 if mode == "eager-fp32" else torch.bfloat16
         precision = "fp32" if dtype == torch.float32 else "bf16"
-        for name in args.components:
+        for name in components:
             module = wrap(nets, name).to(device=device, dtype=dtype)
             names = _input_names(module)
             fn = torch.compile(module) if mode == "compile" else module
@@ -274,9 +284,8 @@ def torch_rows(args, bundle: Path, frames, feeds) -> list[Row]:
                                        autocast=True)  # fmt: skip
             rows.append(replace(row, name=name, backend=device.type, precision=precision,
                                 mode=mode))  # fmt: skip
-        if mode != "compile":
+        if mode != "compile" and e2e:
             rows += _torch_e2e(args, nets, frames, device, dtype, precision, mode, sync)
-        nets = load_weights(config, source).networks  # fresh fp32 weights
     return rows
 
 
@@ -505,6 +514,9 @@ def parse(argv=None):
     ap.add_argument("--precision", default="fp32,fp16")
     ap.add_argument("--torch", default=",".join(TORCH_MODES), help="PyTorch modes ('' = none)")
     ap.add_argument("--components", default=",".join(COMPONENTS))
+    ap.add_argument("--torch-components", help="components of the PyTorch rows, and only their "
+                    "networks are built (default: --components, every network built, and the "
+                    "reference end to end)")  # fmt: skip
     ap.add_argument("--duration", type=float, default=8.0)
     ap.add_argument("--steps", default="8,25")
     ap.add_argument("--calibration", default="2,8", help="calibration seconds for the fp16 bundle")
@@ -530,12 +542,14 @@ def parse(argv=None):
         args.calibration, args.threads = "1", args.threads or 2
     args.backend = [b for b in args.backend.split(",") if b]
     args.precision = [p for p in args.precision.split(",") if p]
-    args.torch = [m for m in args.torch.split(",") if m]
+    torch_modes = [m for m in args.torch.split(",") if m]
+    args.torch = [m for m in TORCH_MODES if m in torch_modes]  # fp32 first
     args.components = [c for c in args.components.split(",") if c]
+    args.torch_components = [c for c in (args.torch_components or "").split(",") if c]
     args.steps = [int(s) for s in args.steps.split(",") if s]
     args.calibration = tuple(float(s) for s in args.calibration.split(",") if s)
-    bad = [m for m in args.torch if m not in TORCH_MODES]
-    bad += [c for c in args.components if c not in COMPONENTS]
+    bad = [m for m in torch_modes if m not in TORCH_MODES]
+    bad += [c for c in (*args.components, *args.torch_components) if c not in COMPONENTS]
     bad += [b for b in args.backend if b not in ("cpu", "cuda", "tensorrt")]
     bad += [p for p in args.precision if p not in ("fp32", "fp16")]
     if bad:
@@ -549,8 +563,12 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="v2a-gpu-bench-") as tmp:
         bundles = prepare_bundles(args, Path(tmp))
         reference = bundles.get("fp32") or Path(args.bundle)
-        frames, feeds = record_inputs(reference, args.duration, args.seed, args.threads)
-        rows = onnxruntime_rows(args, bundles, frames, feeds, nvml)
+        backend = args.backend[0] if args.backend[0] != "tensorrt" else "cpu"
+        frames, feeds, pipe = record_inputs(reference, args.duration, args.seed, args.threads,
+                                            backend)  # fmt: skip
+        loaded = {(backend, "fp32"): pipe} if "fp32" in bundles else {}
+        del pipe  # onnxruntime_rows frees each pipeline when it is done with it
+        rows = onnxruntime_rows(args, bundles, frames, feeds, nvml, loaded)
         if args.torch:
             try:
                 rows += torch_rows(args, reference, frames, feeds)
