@@ -243,11 +243,10 @@ def _device_step_rows(args, root, feed, precision, nvml) -> list[Row]:
 def torch_rows(args, bundle: Path, frames, feeds) -> list[Row]:
     import torch
     from v2a_runtime.bundle import load_bundle
+    from v2a_runtime.config import NETWORK_OF, NETWORKS
 
-    from v2a_export.export.descriptors import NETWORK_OF
     from v2a_export.export.weights import WeightSource, load_weights
     from v2a_export.export.wrappers import wrap
-    from v2a_export.models.build import NETWORKS
     from v2a_export.models.configs import ModelConfig
 
     manifest = load_bundle(bundle).manifest
@@ -269,7 +268,7 @@ def torch_rows(args, bundle: Path, frames, feeds) -> list[Row]:
     nets = load_weights(config, source, tuple(n for n in NETWORKS if n in needed)).networks
     sync = torch.cuda.synchronize if device.type == "cuda" else None
     rows = []
-    for mode in args.torch:  # fp32 first (parse): later modes convert the weights down
+    for mode in args.torch:  # fp32 first (parse orders them): bf16 converts the weights in place
         dtype = torch.float32 if mode == "eager-fp32" else torch.bfloat16
         precision = "fp32" if dtype == torch.float32 else "bf16"
         for name in components:

@@ -506,7 +506,8 @@ def main(argv: list[str] | None = None) -> int:
                        "denoiser,vae_decoder,vocoder")  # fmt: skip
         p.add_argument("--dry-run", action="store_true", help="CPU, tiny, seconds")
     a = sub.choices["stage-a"]
-    a.add_argument("--variants", default="tiny,small_16k,large_44k_v2")
+    a.add_argument("--variants", default="small_16k,large_44k_v2,tiny", help="in this order: "
+                   "the goals' variant first, the budget may end before the last")  # fmt: skip
     a.add_argument("--export", default=EXPORT_VARIANT, help="variant exported in the background "
                    "for stage B ('none': no export)")  # fmt: skip
     sub.choices["stage-b"].add_argument("--steps", default="8,25")

@@ -54,9 +54,9 @@ python3 scripts/gpu_pack.py pack "$wheel" --out "$out" --part-bytes "$part" --ke
 n=$(ls -d "$out"/call* | wc -l)
 echo
 echo "Device calls (docs/gpu.md), back to back (a machine idle for 30 s is given back):"
-echo "  call 1: carry [\"$out/call1\"], command: scripts/gpu_evidence.sh A"
+echo "  call 1: carry [\"$out/call1\"], command: bash scripts/gpu_evidence.sh A"
 for k in $(seq 2 $((n - 1))); do
-    echo "  call $k: carry [\"$out/call$k\"], command: scripts/gpu_evidence.sh stash"
+    echo "  call $k: carry [\"$out/call$k\"], command: bash scripts/gpu_evidence.sh stash"
 done
 last=$(( n > 1 ? n : 1 ))
-echo "  call $(( n > 1 ? n : 2 )): carry [\"$out/call$last\"], command: scripts/gpu_evidence.sh B"
+echo "  call $(( n > 1 ? n : 2 )): carry [\"$out/call$last\"], command: bash scripts/gpu_evidence.sh B"

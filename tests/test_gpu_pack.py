@@ -217,8 +217,8 @@ def test_gpu_pack_sh_sizes_the_parts_from_the_working_tree(tmp_path):
     m = json.loads((out / "manifest.json").read_text())
     assert m["part_bytes"] == 2**20
     assert [p["call"] for p in m["parts"]] == [1, 2]
-    assert "call 1: carry" in run.stdout and "scripts/gpu_evidence.sh A" in run.stdout
-    assert f'call 2: carry ["{out}/call2"], command: scripts/gpu_evidence.sh B' in run.stdout
+    assert f'call 1: carry ["{out}/call1"], command: bash scripts/gpu_evidence.sh A' in run.stdout
+    assert f'call 2: carry ["{out}/call2"], command: bash scripts/gpu_evidence.sh B' in run.stdout
     small = subprocess.run(["bash", "scripts/gpu_pack.sh", "--wheel", str(wheel), "--out",
                             str(out), "--limit-bytes", str(tree)], cwd=REPO, capture_output=True,
                            text=True)  # fmt: skip
