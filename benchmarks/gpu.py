@@ -28,7 +28,8 @@ Rows (p50 / p95 over ``--repeats`` runs after ``--warmup``; device memory per ro
 Device memory: PyTorch rows report ``torch.cuda.max_memory_allocated``; onnxruntime rows the
 process's device memory from NVML after the row (onnxruntime's arena keeps its peak), loaded
 fresh per backend × precision. Writes ``<out>.json`` (machine, GPU, versions, command, rows,
-summary) and ``<out>.md``. Speed claims are ratios within one run; absolute times only from a
+summary) and ``<out>.md``, after each backend × precision too (a stopped run keeps those rows).
+Speed claims are ratios within one run; absolute times only from a
 GPU run with the GPU named (DESIGN.md §9). The dry run's CPU numbers are not results.
 """
 
@@ -44,6 +45,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -167,19 +169,20 @@ CFG = DEFAULT_SAMPLER.cfg
 # --- onnxruntime rows ------------------------------------------------------------------------
 
 
-def onnxruntime_rows(args, bundles, frames, feeds, nvml, loaded=None) -> list[Row]:
+def onnxruntime_rows(args, bundles, frames, feeds, nvml, loaded=None) -> Iterator[list[Row]]:
+    """The rows of each backend and precision in turn (so the caller can save as they come)."""
     from v2a_runtime.pipeline import Pipeline
 
-    rows = []
     for backend in args.backend:
         for precision, root in bundles.items():
+            rows: list[Row] = []
             try:
                 pipe = (loaded or {}).pop((backend, precision), None) or Pipeline.load(
                     root, backend, threads=args.threads
                 )
             except Exception as e:  # a backend that cannot load: one row that says why
-                rows.append(Row("end to end", "pipeline", "onnxruntime", backend, precision,
-                                "generate", note=f"not run: {str(e).splitlines()[0]}"))  # fmt: skip
+                yield [Row("end to end", "pipeline", "onnxruntime", backend, precision,
+                           "generate", note=f"not run: {str(e).splitlines()[0]}")]  # fmt: skip
                 continue
             for name in args.components:
                 p50, p95, n = measure(lambda s=pipe.sessions[name], f=feeds[name]: s.run(f),
@@ -199,7 +202,7 @@ def onnxruntime_rows(args, bundles, frames, feeds, nvml, loaded=None) -> list[Ro
                                 "generate", p50, p95, n, nvml.process_mb(), steps))  # fmt: skip
             del pipe
             gc.collect()
-    return rows
+            yield rows
 
 
 def _device_step_rows(args, root, feed, precision, nvml) -> list[Row]:
@@ -557,43 +560,50 @@ def parse(argv=None):
 
 
 def main(argv=None) -> int:
+    from v2a_runtime.bundle import load_bundle
+
     args = parse(argv)
     nvml = Nvml()
+    rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="v2a-gpu-bench-") as tmp:
         bundles = prepare_bundles(args, Path(tmp))
         reference = bundles.get("fp32") or Path(args.bundle)
+        variant = load_bundle(reference, verify=False).manifest.model.variant
+        report = {
+            "machine": machine(nvml),
+            "command": " ".join([Path(sys.argv[0]).name if argv is None else "gpu.py",
+                                 *(sys.argv[1:] if argv is None else argv)]),  # fmt: skip
+            "config": {"variant": variant, "duration": args.duration, "steps": args.steps,
+                       "cfg": CFG, "solver": "euler", "repeats": args.repeats,
+                       "dry_run": args.dry_run,
+                       "bundles": {k: str(v) for k, v in bundles.items()}},
+        }  # fmt: skip
+        device = "dryrun_cpu" if args.dry_run else _slug(report["machine"]["gpu"] or "cpu")
+        stem = Path(args.out) if args.out else RESULTS / f"gpu_{variant}_{device}"
+        stem.parent.mkdir(parents=True, exist_ok=True)
+
+        def save() -> str:  # after every block of rows: a run stopped later keeps them
+            report.update(rows=[asdict(r) for r in rows], summary=summarize(rows))
+            stem.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+            text = markdown(report)
+            stem.with_suffix(".md").write_text(text)
+            return text
+
         backend = args.backend[0] if args.backend[0] != "tensorrt" else "cpu"
         frames, feeds, pipe = record_inputs(reference, args.duration, args.seed, args.threads,
                                             backend)  # fmt: skip
         loaded = {(backend, "fp32"): pipe} if "fp32" in bundles else {}
         del pipe  # onnxruntime_rows frees each pipeline when it is done with it
-        rows = onnxruntime_rows(args, bundles, frames, feeds, nvml, loaded)
+        for block in onnxruntime_rows(args, bundles, frames, feeds, nvml, loaded):
+            rows += block
+            save()
         if args.torch:
             try:
                 rows += torch_rows(args, reference, frames, feeds)
             except ImportError:
                 rows.append(Row("component", "-", "pytorch", "-", "-", "-",
                                 note="skipped: torch is not installed"))  # fmt: skip
-    from v2a_runtime.bundle import load_bundle
-
-    variant = load_bundle(reference, verify=False).manifest.model.variant
-    report = {
-        "machine": machine(nvml),
-        "command": " ".join([Path(sys.argv[0]).name if argv is None else "gpu.py",
-                             *(sys.argv[1:] if argv is None else argv)]),  # fmt: skip
-        "config": {"variant": variant, "duration": args.duration, "steps": args.steps,
-                   "cfg": CFG, "solver": "euler", "repeats": args.repeats,
-                   "dry_run": args.dry_run, "bundles": {k: str(v) for k, v in bundles.items()}},
-        "rows": [asdict(r) for r in rows],
-        "summary": summarize(rows),
-    }  # fmt: skip
-    device = "dryrun_cpu" if args.dry_run else _slug(report["machine"]["gpu"] or "cpu")
-    stem = Path(args.out) if args.out else RESULTS / f"gpu_{variant}_{device}"
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    stem.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
-    text = markdown(report)
-    stem.with_suffix(".md").write_text(text)
-    print(text)
+    print(save())
     return 0
 
 

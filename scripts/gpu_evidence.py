@@ -159,8 +159,7 @@ def nvidia_smi() -> dict:
 
 
 def gpu_slug(dry_run: bool) -> str:
-    name = None if dry_run else nvidia_smi().get("name")
-    text = name or "dryrun_cpu"
+    text = "dryrun_cpu" if dry_run else nvidia_smi().get("name", "no_gpu")
     return "".join(ch if ch.isalnum() else "_" for ch in text.lower()).strip("_")
 
 
@@ -181,6 +180,7 @@ def environment(stage: Stage):
     info = {"python": platform.python_version(), "platform": platform.platform(),
             "cores": os.cpu_count(), "nvidia_smi": nvidia_smi(), "versions": versions(),
             "trtexec": shutil.which("trtexec"),
+            "ld_library_path": os.environ.get("LD_LIBRARY_PATH"),
             "tensorrt_module": importlib.util.find_spec("tensorrt") is not None}  # fmt: skip
     stage.results["gpu"] = info["nvidia_smi"].get("name", "none (CPU)")
     stage.results["driver"] = info["nvidia_smi"].get("driver_version", "-")
@@ -364,7 +364,11 @@ def stage_a(args) -> int:
 
     stage.run("pytorch rows (benchmarks/gpu_torch.py)", torch_rows, needs=30)
     if args.export != "none" and not args.dry_run:
-        stage.run("export job so far", lambda: (wait_export(args.scratch, args.export, 0), ""))
+        def job():
+            state = wait_export(args.scratch, args.export, 0)
+            return state, f"{state['status']}, {state.get('seconds', {})}"
+
+        stage.run("export job so far", job)
     print("\n" + stage.markdown(), flush=True)
     return 0
 
@@ -444,12 +448,15 @@ def ort_rows(stage: Stage, label: str, args: list[str], timeout: float):
 def stage_b(args) -> int:
     stage = Stage("b", args.out, gpu_slug(args.dry_run), args.budget, args.dry_run)
     stage.run("environment", lambda: environment(stage))
-    stage.run("onnxruntime CUDA provider smoke", lambda: onnxruntime_smoke(args.dry_run))
     paths = export_paths(args.scratch, EXPORT_VARIANT)
     exported = [p for p in (paths["fp32"], paths["fp16"]) if (p / "manifest.json").is_file()]
     stage.run("tensorrt parse (shipped + exported graphs)",
               lambda: trt_check([DEFAULT_BUNDLE, *exported], args.out / "trt_parse_b.json", 90),
               needs=10)  # fmt: skip
+    stage.run("onnxruntime CUDA provider smoke", lambda: onnxruntime_smoke(args.dry_run))
+    if stage.steps[-1].status != "ok":  # every later step would measure the CPU
+        print("\n" + stage.markdown(), flush=True)
+        return 1
     with_trt = importlib.util.find_spec("tensorrt") is not None
     stage.run("pytest -m requires_cuda",
               lambda: cuda_tests(args.out, min(240, stage.left() - 60), with_trt), needs=60)
@@ -480,9 +487,11 @@ def stage_b(args) -> int:
         run_tiny()
     else:
         run_tiny()
-        state = stage.run(f"wait for the {EXPORT_VARIANT} export (stage A started it)",
-                          lambda: (wait_export(args.scratch, EXPORT_VARIANT,
-                                               max(stage.left() - 130, 0)), ""))  # fmt: skip
+        def wait():
+            state = wait_export(args.scratch, EXPORT_VARIANT, max(stage.left() - 130, 0))
+            return state, state["status"]
+
+        state = stage.run(f"wait for the {EXPORT_VARIANT} export (stage A started it)", wait)
         if state and state.get("status") == "done":
             run_small()
     print("\n" + stage.markdown(), flush=True)

@@ -48,7 +48,7 @@ case "$stage" in
             site=$("$py" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
             libs=$(find "$site/nvidia" "$site/torch/lib" -name 'lib*.so*' -printf '%h\n' \
                 2>/dev/null | sort -u | paste -sd:)
-            export LD_LIBRARY_PATH="$libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+            [ -n "$libs" ] && export LD_LIBRARY_PATH="$libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
             export PYTHONPATH="$scratch/site:$PYTHONPATH"
         fi
         "$py" scripts/gpu_evidence.py stage-b --out "$out" --scratch "$scratch" "$@" 2>&1 \

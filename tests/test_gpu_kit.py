@@ -82,6 +82,10 @@ def test_stage_b_dry_run(gpu_machine_python, tmp_path):
     stage = json.loads((tmp_path / "gpu_dryrun_cpu_stage_b.json").read_text())
     steps = {s["name"]: s for s in stage["steps"]}
     assert all(s["status"] == "ok" for s in stage["steps"]), stage["steps"]
+    assert [s["name"] for s in stage["steps"]] == [
+        "environment", "tensorrt parse (shipped + exported graphs)",
+        "onnxruntime CUDA provider smoke", "pytest -m requires_cuda",
+        "onnxruntime rows: tiny"]  # fmt: skip
     assert "CPUExecutionProvider" in steps["onnxruntime CUDA provider smoke"]["detail"]["providers"]
     pytest_step = steps["pytest -m requires_cuda"]
     assert pytest_step["detail"]["files"] == ["tests/test_cuda_backend.py"]  # no TensorRT
@@ -118,3 +122,17 @@ def test_a_stage_keeps_to_its_budget(tmp_path):
     assert [s["status"] for s in written["steps"]] == ["ok", "skipped", "failed"]
     md = stage.markdown()
     assert "| quick | ok |" in md and "| long | skipped | 0 | needs ~60 s" in md
+
+
+def test_stage_b_stops_when_the_cuda_provider_does_not_run(tmp_path):
+    """Without a working CUDA provider every later step would time the CPU: stage B records
+    the smoke's failure and stops (exit status 1) instead."""
+    kit = _module(REPO / "scripts" / "gpu_evidence.py", "gpu_evidence")
+    if "CUDAExecutionProvider" in __import__("onnxruntime").get_available_providers():
+        pytest.skip("this machine has the CUDA provider")
+    rc = kit.main(["stage-b", "--out", str(tmp_path), "--scratch", str(tmp_path / "scratch"),
+                   "--budget", "60"])  # fmt: skip
+    report = json.loads(next(tmp_path.glob("gpu_*_stage_b.json")).read_text())
+    assert rc == 1 and [(s["name"], s["status"]) for s in report["steps"]] == [
+        ("environment", "ok"), ("tensorrt parse (shipped + exported graphs)", "ok"),
+        ("onnxruntime CUDA provider smoke", "failed")]  # fmt: skip
