@@ -529,7 +529,8 @@ def parse(argv=None):
     ap.add_argument("--threads", type=int)
     ap.add_argument("--out", help="output stem (default benchmarks/results/gpu_<variant>_<gpu>)")
     ap.add_argument("--dry-run", action="store_true",
-                    help="CPU only, the shipped tiny bundle, 1 s, 2 steps, 2 repeats")  # fmt: skip
+                    help="CPU only, the shipped tiny bundle, 1 s, 2 steps, 2 repeats, "
+                    "no warm-up")  # fmt: skip
     args = ap.parse_args(argv)
     if args.dry_run:
         from v2a_runtime.pipeline import DEFAULT_BUNDLE
@@ -539,7 +540,7 @@ def parse(argv=None):
             args.weights = args.weights or str(Path(__file__).resolve().parents[1] / "weights"
                                                / "tiny")
         args.backend, args.duration, args.steps = "cpu", 1.0, "2"
-        args.repeats, args.repeats_e2e, args.warmup = 2, 1, 1
+        args.repeats, args.repeats_e2e, args.warmup = 2, 1, 0
         args.torch = "eager-fp32,eager-bf16" if args.torch == ",".join(TORCH_MODES) else args.torch
         args.calibration, args.threads = "1", args.threads or 2
     args.backend = [b for b in args.backend.split(",") if b]

@@ -454,8 +454,8 @@ def _e2e(ctx: Context, variant: str, nets, mode: str, autocast: bool) -> list[Ro
             with torch.inference_mode(), amp:
                 max_s = min(a.row_seconds, max(ctx.budget.left() - 5, 1))
                 row.p50_ms, row.p95_ms, row.runs = measure(
-                    lambda s=steps, run=run: run(s), ctx.sync, warmup=1, repeats=a.repeats_e2e,
-                    max_s=max_s,
+                    lambda s=steps, run=run: run(s), ctx.sync, warmup=0 if a.dry_run else 1,
+                    repeats=a.repeats_e2e, max_s=max_s,
                 )
             row.note = "autocast over fp32 weights (pure bf16 fails)" if autocast else ""
         except Exception as e:
@@ -567,7 +567,7 @@ def parse(argv=None) -> argparse.Namespace:
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     ap.add_argument("--out", help="output stem (default benchmarks/results/gpu_<gpu>_pytorch)")
     ap.add_argument("--dry-run", action="store_true", help="CPU, tiny, 1 s, 2 steps, 2 repeats, "
-                    "end to end in fp32 only: exercises the code")  # fmt: skip
+                    "end to end once in fp32 only: exercises the code")  # fmt: skip
     args = ap.parse_args(argv)
     if args.budget is None:
         args.budget = 1e9 if args.dry_run else 300.0

@@ -1,9 +1,10 @@
 """The GPU evidence kit's driver: turns a few minutes on a lent GPU machine into this project's
 GPU numbers (docs/gpu.md; ``scripts/gpu_evidence.sh`` sets up the paths and runs it).
 
-    python scripts/gpu_evidence.py stage-a --out OUT [--budget 330] [--dry-run]
-    python scripts/gpu_evidence.py stage-b --out OUT [--budget 390] [--dry-run]
+    python scripts/gpu_evidence.py stage-a --out OUT [--budget 300] [--dry-run]
+    python scripts/gpu_evidence.py stage-b --out OUT [--budget 330] [--dry-run]
     python scripts/gpu_evidence.py export --variant small_16k --scratch DIR   # stage A starts it
+    python scripts/gpu_evidence.py collect FILES_AT       # afterwards: into benchmarks/results/
 
 **Stage A** needs only what the machine has (PyTorch with CUDA, numpy, onnx, onnxruntime CPU):
 the environment, TensorRT's parse of the shipped graphs when TensorRT is there, then
@@ -22,7 +23,8 @@ bf16 denoiser in the same process for the step goal.
 
 Each stage keeps to ``--budget`` seconds (a step that would start after it is skipped with a
 note), writes ``gpu_<gpu>_stage_<a|b>.json`` and ``.md`` into ``--out`` after every step, and
-prints the summary table last. ``--dry-run`` runs both stages on the CPU on tiny in seconds
+prints the summary table last; its exit status is 1 when a step failed (the reports are written
+either way). ``--dry-run`` runs both stages on the CPU on tiny in seconds
 (tests/test_gpu_kit.py): it checks the kit, not the GPU.
 """
 
@@ -109,6 +111,10 @@ class Stage:
         self.stem.with_suffix(".json").write_text(json.dumps(report, indent=1, default=str) + "\n")
         self.stem.with_suffix(".md").write_text(self.markdown())
 
+    def exit_status(self) -> int:
+        """1 when a step failed (skipped steps are the budget's doing, not failures)."""
+        return int(any(s.status == "failed" for s in self.steps))
+
     def markdown(self) -> str:
         lines = [f"### GPU kit, stage {self.label.upper()}, on {self.gpu}", ""]
         if self.dry_run:
@@ -181,10 +187,17 @@ def environment(stage: Stage):
             "cores": os.cpu_count(), "nvidia_smi": nvidia_smi(), "versions": versions(),
             "trtexec": shutil.which("trtexec"),
             "ld_library_path": os.environ.get("LD_LIBRARY_PATH"),
+            "project": {m: _origin(m) for m in ("v2a_runtime", "v2a_export")},
             "tensorrt_module": importlib.util.find_spec("tensorrt") is not None}  # fmt: skip
     stage.results["gpu"] = info["nvidia_smi"].get("name", "none (CPU)")
     stage.results["driver"] = info["nvidia_smi"].get("driver_version", "-")
     return info, ""
+
+
+def _origin(module: str) -> str | None:
+    """Where ``module`` is imported from (the working tree, not an installed copy)."""
+    spec = importlib.util.find_spec(module)
+    return str(Path(spec.origin).resolve()) if spec and spec.origin else None
 
 
 def split_cores() -> tuple[set[int] | None, set[int] | None]:
@@ -370,7 +383,7 @@ def stage_a(args) -> int:
 
         stage.run("export job so far", job)
     print("\n" + stage.markdown(), flush=True)
-    return 0
+    return stage.exit_status()
 
 
 def torch_headlines(report: dict) -> dict:
@@ -451,7 +464,10 @@ def stage_b(args) -> int:
     paths = export_paths(args.scratch, EXPORT_VARIANT)
     exported = [p for p in (paths["fp32"], paths["fp16"]) if (p / "manifest.json").is_file()]
     stage.run("tensorrt parse (shipped + exported graphs)",
-              lambda: trt_check([DEFAULT_BUNDLE, *exported], args.out / "trt_parse_b.json", 90),
+              # into the scratch: $OUT already holds the 8 files that come back (its tail is
+              # in this step's detail)
+              lambda: trt_check([DEFAULT_BUNDLE, *exported], args.scratch / "trt_parse_b.json",
+                                90),
               needs=10)  # fmt: skip
     stage.run("onnxruntime CUDA provider smoke", lambda: onnxruntime_smoke(args.dry_run))
     if stage.steps[-1].status != "ok":  # every later step would measure the CPU
@@ -495,7 +511,60 @@ def stage_b(args) -> int:
         if state and state.get("status") == "done":
             run_small()
     print("\n" + stage.markdown(), flush=True)
-    return 0
+    return stage.exit_status()
+
+
+# --- after the run: the reports into benchmarks/results/ --------------------------------------
+
+RESULTS = REPO / "benchmarks" / "results"
+REPORT_NAME = re.compile(
+    r"gpu_(?P<gpu>[a-z0-9_]+?)_(stage_[ab]|pytorch|onnxruntime_[a-z0-9_]+)\.json")
+
+
+class CollectError(Exception):
+    """Why the reports cannot be collected (one line for the CLI)."""
+
+
+def collect(folder: Path, results: Path = RESULTS) -> list[Path]:
+    """Copy the GPU run's reports (``gpu_<gpu>_*.json`` and their ``.md``, and
+    ``pytest_cuda.txt`` as ``gpu_<gpu>_pytest_cuda.txt``) from ``folder`` (the device tool's
+    ``files_at``) into ``results``, each written atomically; the inputs stay as they are.
+    Refuses dry runs and reports of no GPU: those are not results. Returns the written paths."""
+    if not folder.is_dir():
+        raise CollectError(f"{folder} is not a folder")
+    plan: list[tuple[Path, str]] = []
+    gpus = set()
+    for src in sorted(folder.glob("gpu_*.json")):
+        m = REPORT_NAME.fullmatch(src.name)
+        if m is None:
+            raise CollectError(f"{src.name} is not a report of the GPU kit")
+        try:
+            report = json.loads(src.read_text())
+        except (OSError, ValueError) as e:
+            raise CollectError(f"{src.name} is not readable JSON: {e}") from e
+        dry = report.get("dry_run", report.get("config", {}).get("dry_run"))
+        if dry or m["gpu"] in ("dryrun_cpu", "no_gpu", "cpu"):
+            raise CollectError(f"{src.name} comes from a dry run or a machine without a GPU: "
+                               "not a result")  # fmt: skip
+        gpus.add(m["gpu"])
+        plan.append((src, src.name))
+        if src.with_suffix(".md").is_file():
+            plan.append((src.with_suffix(".md"), src.with_suffix(".md").name))
+    if not plan:
+        raise CollectError(f"no gpu_*.json report in {folder}")
+    if len(gpus) > 1:
+        raise CollectError(f"reports of several GPUs in one folder: {sorted(gpus)}")
+    if (folder / "pytest_cuda.txt").is_file():
+        plan.append((folder / "pytest_cuda.txt", f"gpu_{gpus.pop()}_pytest_cuda.txt"))
+    results.mkdir(parents=True, exist_ok=True)
+    written = []
+    for src, name in plan:
+        dst = results / name
+        tmp = dst.with_name(f".{name}.tmp")
+        tmp.write_bytes(src.read_bytes())
+        os.replace(tmp, dst)
+        written.append(dst)
+    return written
 
 
 # --- command line --------------------------------------------------------------------------
@@ -524,7 +593,20 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--variant", default=EXPORT_VARIANT)
     e.add_argument("--scratch", type=Path, required=True)
     e.add_argument("--threads", type=int, default=8)
+    c = sub.add_parser("collect", help="after the run: copy the reports in FOLDER (the device "
+                       "tool's files_at) into benchmarks/results/")  # fmt: skip
+    c.add_argument("folder", type=Path)
+    c.add_argument("--results", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
+    if args.command == "collect":
+        try:
+            written = collect(args.folder, args.results)
+        except (CollectError, OSError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        for path in written:
+            print(path)
+        return 0
     if args.command != "export" and args.dry_run and "--budget" not in (argv or sys.argv):
         args.budget = 1e9  # a dry run checks the kit on any machine, however slow
     if args.command == "export":

@@ -136,3 +136,50 @@ def test_stage_b_stops_when_the_cuda_provider_does_not_run(tmp_path):
     assert rc == 1 and [(s["name"], s["status"]) for s in report["steps"]] == [
         ("environment", "ok"), ("tensorrt parse (shipped + exported graphs)", "ok"),
         ("onnxruntime CUDA provider smoke", "failed")]  # fmt: skip
+
+
+# --- after the run: the reports into benchmarks/results/ ---------------------------------------
+
+
+def _gpu_reports(kit, folder: Path, gpu: str, dry_run: bool) -> None:
+    """A stage report as the kit writes it (Stage.write), and the log beside it."""
+    stage = kit.Stage("b", folder, gpu, budget=60.0, dry_run=dry_run)
+    stage.results["gpu"] = "NVIDIA H200"
+    stage.run("environment", lambda: ({"x": 1}, ""))
+    (folder / "pytest_cuda.txt").write_text("3 passed in 1.00s\n")
+    (folder / "stage_b.log").write_text("log\n")
+
+
+def test_collect_copies_a_gpu_runs_reports_into_results(tmp_path):
+    kit = _module(REPO / "scripts" / "gpu_evidence.py", "gpu_evidence")
+    files_at, results = tmp_path / "files_at", tmp_path / "results"
+    _gpu_reports(kit, files_at, "nvidia_h200", dry_run=False)
+    before = {p.name: p.read_bytes() for p in files_at.iterdir()}
+    assert kit.main(["collect", str(files_at), "--results", str(results)]) == 0
+    assert sorted(p.name for p in results.iterdir()) == [
+        "gpu_nvidia_h200_pytest_cuda.txt", "gpu_nvidia_h200_stage_b.json",
+        "gpu_nvidia_h200_stage_b.md"]  # fmt: skip (the log stays out)
+    assert (results / "gpu_nvidia_h200_stage_b.json").read_bytes() == before[
+        "gpu_nvidia_h200_stage_b.json"]  # fmt: skip
+    assert "| environment | ok |" in (results / "gpu_nvidia_h200_stage_b.md").read_text()
+    assert {p.name: p.read_bytes() for p in files_at.iterdir()} == before  # inputs untouched
+
+
+def test_collect_refuses_a_dry_run(tmp_path, capsys):
+    kit = _module(REPO / "scripts" / "gpu_evidence.py", "gpu_evidence")
+    _gpu_reports(kit, tmp_path / "files_at", "dryrun_cpu", dry_run=True)
+    rc = kit.main(["collect", str(tmp_path / "files_at"), "--results", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert rc == 1 and err.startswith("error: ") and "dry run" in err and err.count("\n") == 1
+    assert not (tmp_path / "r").exists()
+    # a report of a GPU run that says dry_run (renamed by hand) is refused too
+    _gpu_reports(kit, tmp_path / "renamed", "nvidia_h200", dry_run=True)
+    assert kit.main(["collect", str(tmp_path / "renamed"), "--results", str(tmp_path / "r")]) == 1
+    assert kit.main(["collect", str(tmp_path / "missing"), "--results", str(tmp_path / "r")]) == 1
+
+
+def test_collect_from_the_command_line_is_one_error_line(tmp_path):
+    run = subprocess.run([sys.executable, "scripts/gpu_evidence.py", "collect", str(tmp_path)],
+                         cwd=REPO, capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert run.returncode == 1 and run.stdout == ""
+    assert run.stderr == f"error: no gpu_*.json report in {tmp_path}\n"
