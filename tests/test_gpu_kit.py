@@ -55,6 +55,9 @@ def test_stage_a_dry_run(gpu_machine_python, tmp_path):
     stage = json.loads((tmp_path / "gpu_dryrun_cpu_stage_a.json").read_text())
     assert stage["dry_run"] and [s["status"] for s in stage["steps"]] == ["ok", "ok", "ok"]
     assert "no tensorrt module" in stage["steps"][1]["note"]
+    assert stage["steps"][0]["detail"]["project"] == {  # the working tree, not an installed copy
+        "v2a_runtime": str(REPO / "runtime" / "__init__.py"),
+        "v2a_export": str(REPO / "v2a_export" / "__init__.py")}  # fmt: skip
     report = json.loads((tmp_path / "gpu_dryrun_cpu_pytorch.json").read_text())
     c = report["ceilings"]
     assert c["bf16_tflops"] > 0 and c["fp32_tflops"] > 0 and c["copy_gbps"] > 0
