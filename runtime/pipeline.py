@@ -14,7 +14,10 @@ duration):
    (1 − w)·v_uncond (:mod:`v2a_runtime.guidance`), over one time grid built per call;
 5. decode audio: un-normalise (:func:`unnormalise`), ``vae_decoder``, ``vocoder``;
 6. watermark: windows cross-faded (equal power, :mod:`v2a_runtime.windows`), trimmed to the
-   span, and every track gets the keyed watermark (payload: model id + generation id).
+   span; with ``loudness`` set, each track is brought to the integrated-loudness target under
+   the true-peak ceiling (:mod:`v2a_runtime.loudness`, EBU R128); then every track gets the
+   keyed watermark (payload: model id + generation id), after the gain so that it survives,
+   and a last static trim keeps the true peak under the ceiling.
 
 Step 7 (write) belongs to the caller: :func:`v2a_runtime.media.mux` with the result's
 ``start`` places the audio where the span starts in the video.
@@ -45,6 +48,7 @@ from .backends import Backend, Sampler, SampleRequest, Session, load_backend
 from .bundle import Bundle, load_bundle
 from .config import AudioSpec
 from .frames import VideoArray, frame_source
+from .loudness import Loudness, LoudnessReport, integrated_loudness, normalize, trim_peak, true_peak
 from .media import Frames, sync_segments
 from .tokenizer import Tokenizer
 from .watermark import WatermarkKey, embed, load_key, make_payload
@@ -53,7 +57,9 @@ from .windows import Window, crossfade, plan_windows
 _LOGGER = logging.getLogger(__name__)
 
 DEFAULT_BUNDLE = Path(__file__).resolve().parent / "default_bundle"
-STAGES = ("decode", "text", "encode", "condition", "sample", "vae", "vocoder", "watermark")
+STAGES = (
+    "decode", "text", "encode", "condition", "sample", "vae", "vocoder", "loudness", "watermark",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -72,6 +78,7 @@ class GenerateOptions:
     cfg: float | None = None  # classifier-free guidance weight w
     overlap: float = 1.0  # seconds of cross-fade between windows of a long video
     watermark: bool = True  # embed the keyed watermark in every track
+    loudness: Loudness | None = None  # EBU R128 target and true-peak ceiling; None = as sampled
     generation_id: int | None = None  # 24-bit id in the payload; None = hash of the request
 
 
@@ -110,6 +117,7 @@ class GenerateResult:
     evaluations: int  # denoiser calls
     watermarks: tuple[TrackMark, ...]  # empty when options.watermark is False
     options: GenerateOptions  # with the bundle's defaults filled in
+    loudness: tuple[LoudnessReport, ...] = ()  # per track, measured on the final audio
 
 
 @dataclass(frozen=True)
@@ -196,14 +204,19 @@ class Pipeline:
         offsets = [round(w.start * m.audio.sample_rate) for w in run.windows]
         total = round(source.duration * m.audio.sample_rate)
         audio = np.clip(crossfade(parts, offsets, total), -1.0, 1.0)  # (K, W)
-        with run.stage("watermark", len(run.windows) - 1):
+        last = len(run.windows) - 1
+        with run.stage("loudness", last):
+            audio, levels = self._loudness(audio, opts.loudness)
+        with run.stage("watermark", last):
             audio, marks = self._watermark(audio, opts, seeds, digest)
+        with run.stage("loudness"):
+            audio, levels = self._final_levels(audio, opts.loudness, levels)
         run.seconds["total"] = time.perf_counter() - started
         return GenerateResult(
             audio=audio, sample_rate=m.audio.sample_rate, start=float(opts.start),
             duration=source.duration, seeds=seeds, windows=run.windows,
             timings=dict(run.seconds), evaluations=run.evaluations, watermarks=marks,
-            options=opts,
+            options=opts, loudness=levels,
         )  # fmt: skip
 
     def _window(
@@ -283,6 +296,32 @@ class Pipeline:
         sampler = sampler or self.backend.sampler()
         return sampler(SampleRequest(noise, feeds, ts, cfg, solver, callback))
 
+    def _loudness(
+        self, audio: np.ndarray, target: Loudness | None
+    ) -> tuple[np.ndarray, tuple[LoudnessReport, ...]]:
+        """Every track (K, W) brought to ``target`` (none: unchanged, no reports)."""
+        if target is None:
+            return audio, ()
+        sr = self.bundle.manifest.audio.sample_rate
+        done = [normalize(track, sr, target) for track in audio]
+        return np.stack([a for a, _ in done]), tuple(r for _, r in done)
+
+    def _final_levels(
+        self, audio: np.ndarray, target: Loudness | None, reports: tuple[LoudnessReport, ...]
+    ) -> tuple[np.ndarray, tuple[LoudnessReport, ...]]:
+        """After the watermark: the true peak trimmed back under the ceiling, and each
+        track's loudness and true peak measured on the audio as returned."""
+        if target is None:
+            return audio, reports
+        sr = self.bundle.manifest.audio.sample_rate
+        out = np.stack([trim_peak(track, sr, target.true_peak) for track in audio])
+        final = []
+        for track, r in zip(out, reports, strict=True):
+            after = integrated_loudness(track, sr)
+            gain = after - r.before if math.isfinite(r.before) else 0.0
+            final.append(replace(r, after=after, true_peak=true_peak(track, sr), gain_db=gain))
+        return out, tuple(final)
+
     def _watermark(
         self, audio: np.ndarray, opts: GenerateOptions, seeds: tuple[int, ...], digest: bytes
     ) -> tuple[np.ndarray, tuple[TrackMark, ...]]:
@@ -361,5 +400,7 @@ def _check_options(o: GenerateOptions) -> None:
         raise ValueError(f"cfg must be a finite number >= 0, got {o.cfg!r}")
     if not (isinstance(o.overlap, (int, float)) and o.overlap >= 0):
         raise ValueError(f"overlap must be >= 0 seconds, got {o.overlap!r}")
+    if o.loudness is not None and not isinstance(o.loudness, Loudness):
+        raise ValueError(f"loudness must be a Loudness or None, got {o.loudness!r}")
     if o.generation_id is not None and not 0 <= o.generation_id < 2**24:
         raise ValueError(f"generation_id must be in [0, 2**24), got {o.generation_id!r}")

@@ -8,6 +8,7 @@ one line ``error: ...`` on stderr and exits with status 2, before any output exi
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -56,10 +57,14 @@ def notes(pipe: Pipeline) -> None:
 
 
 class ProgressBar:
-    """One click progress bar over all sampling steps of all windows (stderr)."""
+    """Progress on stderr. In a terminal: one click bar over all sampling steps of all windows
+    (with its ETA). Elsewhere (a log file, a pipe): one plain line per stage and window, no
+    bar. ``prefix`` names the item in a batch (``[2/5] clip.mp4: ``)."""
 
-    def __init__(self, *, enabled: bool) -> None:
+    def __init__(self, *, enabled: bool, prefix: str = "", tty: bool | None = None) -> None:
         self.enabled = enabled
+        self.prefix = prefix
+        self.tty = sys.stderr.isatty() if tty is None else tty
         self.bar = None
         self.done = 0
 
@@ -71,16 +76,53 @@ class ProgressBar:
             self.bar.render_finish()
 
     def update(self, event: Progress) -> None:
-        if not self.enabled or event.stage != "sample" or event.step == 0:
+        if not self.enabled:
+            return
+        if not self.tty:
+            if event.step == 0:
+                click.echo(f"{self.prefix}{event.stage} (window {event.window + 1}/"
+                           f"{event.windows})", err=True)  # fmt: skip
+            return
+        if event.stage != "sample" or event.step == 0:
             return
         if self.bar is None:
             self.bar = click.progressbar(
-                length=event.windows * event.steps, label="sampling", file=sys.stderr, show_pos=True
-            )
+                length=event.windows * event.steps, label=f"{self.prefix}sampling",
+                file=sys.stderr, show_pos=True,
+            )  # fmt: skip
             self.bar.render_progress()
         done = event.window * event.steps + event.step
         self.bar.update(done - self.done)
         self.done = done
 
 
-__all__ = ["EXIT_ERROR", "EXIT_INTERRUPTED", "Failure", "ProgressBar", "notes", "one_line_errors"]
+class _Prefixed(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return f"{record.levelname.lower()}: {' '.join(record.getMessage().split())}"
+
+
+def setup_logging(*, quiet: bool = False, level: str | None = None) -> None:
+    """The library's log records on stderr as ``warning: ...`` lines; ``-q`` keeps errors
+    only, ``--log-level info|debug`` shows more."""
+    root = logging.getLogger("v2a_runtime")
+    for handler in list(root.handlers):
+        if getattr(handler, "v2a_cli", False):
+            root.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.v2a_cli = True
+    handler.setFormatter(_Prefixed())
+    root.addHandler(handler)
+    root.propagate = False
+    name = "ERROR" if quiet else (level or "WARNING").upper()
+    root.setLevel(getattr(logging, name))
+
+
+__all__ = [
+    "EXIT_ERROR",
+    "EXIT_INTERRUPTED",
+    "Failure",
+    "ProgressBar",
+    "notes",
+    "one_line_errors",
+    "setup_logging",
+]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from fractions import Fraction
+from pathlib import Path
 
 import numpy as np
 
@@ -43,16 +44,32 @@ def write_audio(
     """
     import soundfile as sf
     path = check_output(path, overwrite=overwrite, allowed=tuple(AUDIO_FORMATS))
+    with atomic_output(path) as tmp:
+        write_audio_file(tmp, audio, sample_rate, title=title, name=path)
+
+
+def write_audio_file(
+    path: Path, audio: np.ndarray, sample_rate: int, *, title: str, name: Path | None = None
+) -> None:
+    """Write ``path`` directly (a temporary path of ``atomic_output``); the format goes by its
+    extension; ``name``: the final path, for messages."""
     data = np.clip(as_channels(audio), -1.0, 1.0).T  # (W, C), soundfile's layout
     check_rate(sample_rate)
-    with atomic_output(path) as tmp:
-        fmt = AUDIO_FORMATS[path.suffix.lower()]
-        try:
-            with sf.SoundFile(tmp, "w", sample_rate, data.shape[1], SUBTYPE, format=fmt) as f:
-                f.title = title
-                f.write(data)
-        except (sf.LibsndfileError, RuntimeError) as e:
-            raise MediaError(f"{path}: cannot write {fmt} ({e})") from e
+    fmt = AUDIO_FORMATS[Path(path).suffix.lower()]
+    try:
+        with sf.SoundFile(path, "w", sample_rate, data.shape[1], SUBTYPE, format=fmt) as f:
+            f.title = title
+            f.write(data)
+    except (sf.LibsndfileError, RuntimeError) as e:
+        raise MediaError(f"{name or path}: cannot write {fmt} ({_reason(path, e)})") from e
+
+
+def _reason(path: Path, error: Exception) -> str:
+    """libsndfile says "System error." for OS failures; name the directory's state instead."""
+    folder = Path(path).parent
+    if not os.access(folder, os.W_OK):
+        return f"directory {str(folder)!r} is not writable"
+    return " ".join(str(error).replace(str(path), "").split()) or type(error).__name__
 
 
 def encode_track(stream, audio: np.ndarray, sample_rate: int, first_sample: int) -> list:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,11 +73,25 @@ def check_output(
         raise MediaError(f"{path}: output path is the input file; choose another output path")
     if not path.parent.is_dir():
         raise MediaError(f"{path}: directory {str(path.parent)!r} does not exist")
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        raise MediaError(f"{path}: directory {str(path.parent)!r} is not writable")
     if path.is_dir():
         raise MediaError(f"{path}: is a directory")
     if path.exists() and not overwrite:
         raise MediaError(f"{path}: already exists (use --force to overwrite)")
     return path
+
+
+def check_space(path: str | os.PathLike, needed: int) -> None:
+    """MediaError when the file system of ``path``'s directory has less than ``needed`` bytes
+    free (the estimate of what will be written there)."""
+    path = Path(path)
+    free = shutil.disk_usage(path.parent).free
+    if free < needed:
+        raise MediaError(
+            f"{path}: not enough free space in {str(path.parent)!r} "
+            f"({free / 1e6:.1f} MB free, about {needed / 1e6:.1f} MB needed)"
+        )
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -95,6 +110,18 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp
         os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+@contextlib.contextmanager
+def scratch_output(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` (same suffix) for a dry run; always deleted."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.{secrets.token_hex(4)}.check{path.suffix}")
+    try:
+        yield tmp
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()

@@ -10,7 +10,13 @@ generated tracks first (the first one is the default track), then, with
 ``keep_original_audio``, the input's audio streams, copied unchanged. Generated tracks carry
 ``title`` (and ``handler_name``, which MP4/MOV players show) in their metadata; the container's
 ``comment`` says which tracks were generated. Subtitle, data and attachment streams are not
-copied.
+copied. H.264/HEVC from MP4-style files (length-prefixed NAL units) goes through FFmpeg's
+``*_mp4toannexb`` bitstream filter into AVI, which needs start codes (still no re-encoding).
+
+``preflight`` runs the same muxer for the first second with silent tracks into a scratch file
+beside the output (deleted after): every problem the output can have -- a codec the container
+cannot hold, a bitstream it refuses, a directory that cannot be written -- shows before any
+generation work, as one MediaError naming the output and the cause.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from .files import (
     atomic_output,
     check_input,
     check_output,
+    scratch_output,
 )
 from .probe import ffmpeg_reason, open_input, start_time, stream_duration, video_stream
 
@@ -38,6 +45,10 @@ log = logging.getLogger(__name__)
 
 # Keys the muxer writes itself; copying them from the input would be stale or wrong.
 MUXER_OWNED = {"major_brand", "minor_version", "compatible_brands", "encoder", "duration"}
+# Containers that need Annex B start codes, and the filter per codec of MP4-style input.
+ANNEX_B = {"avi"}
+TO_ANNEX_B = {"h264": "h264_mp4toannexb", "hevc": "hevc_mp4toannexb"}
+PREFLIGHT_SECONDS = 1.0
 
 
 def mux(
@@ -81,12 +92,45 @@ def mux(
         keep_original_audio=keep_original_audio,
         out_path=out_path,
     )
-    with open_input(video_path) as source, atomic_output(out_path) as tmp:
+    with atomic_output(out_path) as tmp:
+        _run(video_path, tmp, job)
+
+
+def preflight(
+    video_path: str | os.PathLike,
+    out_path: str | os.PathLike,
+    *,
+    tracks: int = 1,
+    sample_rate: int = 16000,
+    keep_original_audio: bool = False,
+    overwrite: bool = False,
+) -> Path:
+    """Check that ``mux`` can write ``out_path`` from ``video_path`` (path rules, then a one
+    second dry run into a scratch file beside it); returns the checked path. MediaError, naming
+    the output and the cause, when it cannot."""
+    video_path = check_input(video_path)
+    out_path = check_output(
+        out_path, input_path=video_path, overwrite=overwrite, allowed=tuple(VIDEO_CONTAINERS)
+    )
+    check_rate(sample_rate)
+    silence = np.zeros((1, round(PREFLIGHT_SECONDS * sample_rate)), np.float32)
+    spec = VIDEO_CONTAINERS[out_path.suffix.lower()]
+    job = _Job(spec, (silence,) * tracks, int(sample_rate), "preflight", keep_original_audio,
+               out_path, PREFLIGHT_SECONDS)  # fmt: skip
+    with scratch_output(out_path) as tmp:
+        _run(video_path, tmp, job)
+    return out_path
+
+
+def _run(video_path: Path, tmp: Path, job: _Job) -> None:
+    with open_input(video_path) as source:
         try:
             _write(source, video_stream(source, video_path), tmp, job)
         except av.error.FFmpegError as e:
             reason = ffmpeg_reason(e)
-            raise MediaError(f"{out_path}: cannot write {job.spec.format} ({reason})") from e
+            if isinstance(e, (PermissionError, av.error.PermissionError)):
+                reason = f"directory {str(job.out_path.parent)!r} is not writable: {reason}"
+            raise MediaError(f"{job.out_path}: cannot write {job.spec.format} ({reason})") from e
 
 
 @dataclass(frozen=True)
@@ -97,6 +141,7 @@ class _Job:
     title: str
     keep_original_audio: bool
     out_path: Path  # for messages; the data goes to a temporary file
+    limit: float | None = None  # preflight: seconds of the video to write
 
 
 def _write(source, video, tmp: Path, job: _Job) -> None:
@@ -106,12 +151,15 @@ def _write(source, video, tmp: Path, job: _Job) -> None:
     if length is None:
         length = _packet_span(source, video)
         source.seek(0)
+    if job.limit is not None:
+        length = min(length, job.limit)
     options = {"movflags": "+faststart"} if job.spec.format in ("mp4", "mov") else {}
     with av.open(str(tmp), mode="w", format=job.spec.format, options=options) as out:
         _check_codecs(out, [video, *originals], job)
         copies = {video.index: _add_copy(out, video)}  # stream order: video, generated,
         generated = _add_tracks(out, job)  # then the original audio
         copies.update({s.index: _add_copy(out, s) for s in originals})
+        filters = _annex_b_filters(video, copies[video.index], job)
         out.metadata.update(
             {k: v for k, v in source.metadata.items() if k.lower() not in MUXER_OWNED}
         )
@@ -130,24 +178,51 @@ def _write(source, video, tmp: Path, job: _Job) -> None:
                 )
             pending.extend(encode_track(stream, fit_length(audio, samples), job.sample_rate, first))
         pending.sort(key=_packet_time)
-        _interleave(out, source, copies, pending)
+        end = None if job.limit is None else start_time(video) + job.limit
+        _interleave(out, source, copies, pending, filters, end)
 
 
-def _interleave(out, source, copies, pending) -> None:
+def _interleave(out, source, copies, pending, filters, end: float | None) -> None:
     """Copy the input's packets in file order, slipping each generated packet in before the
     first copied packet that is later than it (MP4, Matroska and AVI readers stream better
-    from interleaved files)."""
+    from interleaved files). ``filters``: a bitstream filter per input stream index; ``end``:
+    stop copying after this time (preflight)."""
     i = 0
     for packet in source.demux(*(source.streams[index] for index in copies)):
         if packet.size == 0:  # demuxer's flush packets
             continue
         t = _packet_time(packet)
+        if end is not None and t > end:
+            break
         while i < len(pending) and _packet_time(pending[i]) <= t:
             out.mux(pending[i])
             i += 1
-        packet.stream = copies[packet.stream_index]
-        out.mux(packet)
+        stream, bsf = copies[packet.stream_index], filters.get(packet.stream_index)
+        for p in bsf.filter(packet) if bsf is not None else (packet,):
+            p.stream = stream
+            out.mux(p)
+    for index, bsf in filters.items():
+        for p in bsf.filter(None):
+            p.stream = copies[index]
+            out.mux(p)
     out.mux(pending[i:])
+
+
+def _annex_b_filters(video, copy, job: _Job) -> dict:
+    """{input index: filter} for MP4-style H.264/HEVC (extradata starts with version 1)
+    going into a container that needs start codes; {} otherwise."""
+    name = TO_ANNEX_B.get(video.codec_context.name)
+    extradata = video.codec_context.extradata or b""
+    if job.spec.format not in ANNEX_B or name is None or extradata[:1] != b"\x01":
+        return {}
+    try:
+        from av.bitstream import BitStreamFilterContext  # PyAV >= 14
+    except ImportError as e:
+        raise MediaError(
+            f"{job.out_path}: copying MP4-style {video.codec_context.name} into "
+            f"{job.spec.format} needs PyAV >= 14 (bitstream filters); use .mkv or .mp4"
+        ) from e
+    return {video.index: BitStreamFilterContext(name, video, copy)}
 
 
 def _add_tracks(out, job: _Job) -> list:
