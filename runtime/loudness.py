@@ -3,7 +3,7 @@ brought to a target, under a true-peak ceiling.
 
     normalize(audio, rate, Loudness(target=-23.0, true_peak=-1.0)) -> (audio, LoudnessReport)
     integrated_loudness(audio, rate) -> LUFS      (-inf for silence)
-    true_peak(audio, rate) -> dBTP                (BS.1770-4 Annex 2: 4x oversampled peak)
+    true_peak(audio, rate) -> dBTP                (BS.1770-4 Annex 2: 8x oversampled peak)
 
 ``normalize`` applies the gain that brings the integrated loudness to the target; where that
 lifts the true peak above the ceiling, a look-ahead peak limiter (gain envelope: the gain each
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-OVERSAMPLE = 4  # BS.1770-4 Annex 2: 4x for 48 kHz; more does not hurt lower rates
+OVERSAMPLE = 8  # BS.1770-4 Annex 2 asks >= 4x at 48 kHz; 8x under-reads less (<0.2 dB)
 LOOKAHEAD = 0.005  # seconds the limiter's gain reaches ahead of (and holds after) a peak
 PASSES = 4  # gain + limiter rounds
 TOLERANCE_LU = 0.1  # stop once the loudness is this close to the target
@@ -80,18 +80,18 @@ def integrated_loudness(audio: np.ndarray, rate: int) -> float:
 
 
 def _peaks(audio: np.ndarray) -> np.ndarray:
-    """Per-sample true peak (linear): the largest |x| of the 4x oversampled signal in each
-    sample's 4 sub-samples, over all channels; (W,)."""
+    """Per-sample true peak (linear): the largest |x| of the 8x oversampled signal in each
+    sample's 8 sub-samples, over all channels; (W,)."""
     from scipy.signal import resample_poly
 
     a = np.atleast_2d(np.asarray(audio, dtype=np.float64))  # (C, W)
-    up = np.abs(resample_poly(a, OVERSAMPLE, 1, axis=1))  # (C, 4W)
+    up = np.abs(resample_poly(a, OVERSAMPLE, 1, axis=1))  # (C, 8W)
     per = up[:, : a.shape[1] * OVERSAMPLE].reshape(a.shape[0], a.shape[1], OVERSAMPLE)
     return np.maximum(per.max(axis=(0, 2)), np.abs(a).max(axis=0))
 
 
 def true_peak(audio: np.ndarray, rate: int) -> float:  # noqa: ARG001 - same signature as loudness
-    """True peak in dBTP (BS.1770-4 Annex 2, 4x oversampling); -inf for silence."""
+    """True peak in dBTP (BS.1770-4 Annex 2, 8x oversampling); -inf for silence."""
     peak = float(_peaks(audio).max())
     return 20 * math.log10(peak) if peak > 0 else -math.inf
 

@@ -210,7 +210,9 @@ FAILURES = {
         ["-o", "{tmp}/m.flac", "--tracks", "2"],
         r"m-2.flac: already exists \(use --force to overwrite\)",
     ),
-    "input is a directory": (lambda _v, d: d, [], r"work: not a regular file"),
+    "input is a directory without videos": (
+        lambda _v, d: d, [], r"work: no video files \(by extension\) in this directory"
+    ),
     "unreadable bundle": (
         lambda v, _d: v["h264_mp4_25fps_audio"],
         ["--bundle", "{tmp}"],

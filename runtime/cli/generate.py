@@ -252,6 +252,7 @@ class Settings:
 class Plan:
     """What one input will produce, checked before any decoding."""
 
+    output: Path  # OUT as given (K tracks into audio files: OUT-1 ... OUT-K)
     outputs: list[Path]
     duration: float  # seconds the video has from --start
     is_video: bool
@@ -297,7 +298,7 @@ def _plan(item: Item, s: Settings) -> None:
     outputs = check_outputs(video, output, tracks=request["tracks"], sample_rate=48_000,
                             duration=covered, keep_original_audio=s.keep_original_audio,
                             overwrite=s.force)  # fmt: skip
-    item.plan = Plan(outputs, covered, is_video, loudness, tuple(said))
+    item.plan = Plan(output, outputs, covered, is_video, loudness, tuple(said))
 
 
 def _run(pipe: Pipeline, item: Item, s: Settings, batch: Batch) -> None:
@@ -310,7 +311,7 @@ def _run(pipe: Pipeline, item: Item, s: Settings, batch: Batch) -> None:
                                **s.request)  # fmt: skip
     t0 = time.perf_counter()
     title = f"v2a generated ({pipe.bundle.manifest.model.variant})"
-    save(result, plan.outputs[0], item.video, keep_original_audio=s.keep_original_audio,
+    save(result, plan.output, item.video, keep_original_audio=s.keep_original_audio,
          overwrite=s.force, title=title)  # fmt: skip
     write_s, total_s = time.perf_counter() - t0, time.perf_counter() - started
     item.record = _record(pipe, item, result, write_s, total_s, [*plan.notes, *extra])
