@@ -5,11 +5,15 @@
                                  [--json]
     v2a watermark keygen PATH
 
-``verify`` reads audio files (anything soundfile reads) and the first audio track of videos
-and other media (PyAV). Exit status: 0 every file is marked, 1 some file is not marked, 2 an
-error (bad input or key), which is one ``error:`` line on stderr, never a traceback.
-``--json`` prints one JSON object per file (JSON lines) with the ``Detection`` fields.
-``embed`` writes WAV/FLAC/OGG atomically (temporary file + rename); inputs are only read.
+``verify`` reads audio files (anything soundfile reads) and every audio track of videos and
+other media (PyAV), and reports each track (``FILE [track k/n]`` when there are several). A
+file counts as marked when any of its tracks is (a muxed video may keep an unmarked original
+track). Exit status: 0 every file is marked, 1 some file is not marked, 2 an error (bad input
+or key), which is one ``error:`` line on stderr, never a traceback. ``--json`` prints one JSON
+object per track (JSON lines) with the ``Detection`` fields, ``track`` and ``tracks``.
+``embed`` writes WAV/FLAC/OGG atomically (temporary file + rename) after checking that the
+mark can be read back from the written file (silence, a pure tone or a lossy codec can make
+it unrecoverable: then nothing is written and the exit status is 2); inputs are only read.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from ..watermark import (
     split_payload,
     write_audio_atomic,
 )
-from ..watermark.audio_io import audio_subtype
+from ..watermark.audio_io import audio_subtype, read_audio_tracks
 
 EXIT_MARKED, EXIT_NOT_MARKED, EXIT_ERROR = 0, 1, 2
 KEY_HELP = "key file (64 hex digits); default: $V2A_WATERMARK_KEY, then $V2A_WATERMARK_KEY_FILE"
@@ -95,16 +99,26 @@ def embed_cmd(src, dst, key_file, payload_hex, model_id, generation_id, force) -
         _fail(f"{dst}: directory {dst_p.parent} does not exist")
     payload = _payload(payload_hex, model_id, generation_id)
     key = _key(key_file)
+    def recoverable(written: Path) -> None:
+        d = detect(*read_audio(written), key)
+        if not (d.present and d.crc_ok and d.payload == payload):
+            found = "not detected" if not d.present else "detected but its payload unreadable"
+            raise ValueError(
+                f"{dst}: the mark would not be recoverable from the output ({found}, z "
+                f"{d.z:.1f}): the audio is too quiet, too simple (a pure tone) or the format "
+                "too lossy to carry it; nothing was written"
+            )
+
     try:
         audio, sr = read_audio(src_p)
         marked = embed(audio, sr, key, payload)
         subtype = audio_subtype(src_p) if src_p.suffix.lower() == dst_p.suffix.lower() else None
-        write_audio_atomic(dst_p, marked, sr, subtype=subtype)
+        write_audio_atomic(dst_p, marked, sr, subtype=subtype, check=recoverable)
     except (ValueError, OSError) as e:
         _fail(str(e))
     model, gen = split_payload(payload)
     click.echo(f"{dst}: embedded payload {payload:08x} (model {model}, generation {gen}) "
-               f"with key {key.key_id}")
+               f"with key {key.key_id}; verified in the written file")
 
 
 def _line(path: str, d: Detection) -> str:
@@ -139,8 +153,8 @@ def verify_cmd(files, key_file, search, null_keys, as_json) -> None:
     status = EXIT_MARKED
     for path in files:
         try:
-            audio, sr = read_audio(path)
-            d = detect(audio, sr, key, search=search, null_keys=null_keys)
+            tracks = read_audio_tracks(path)
+            found = [detect(a, sr, key, search=search, null_keys=null_keys) for a, sr in tracks]
         except (ValueError, OSError) as e:
             message = " ".join(str(e).split())
             if as_json:
@@ -148,11 +162,14 @@ def verify_cmd(files, key_file, search, null_keys, as_json) -> None:
             click.echo(f"error: {message}", err=True)
             status = EXIT_ERROR
             continue
-        if as_json:
-            click.echo(json.dumps({"file": path, **d.to_dict()}))
-        else:
-            click.echo(_line(path, d))
-        if not d.present and status == EXIT_MARKED:
+        for k, d in enumerate(found):
+            name = path if len(found) == 1 else f"{path} [track {k + 1}/{len(found)}]"
+            if as_json:
+                click.echo(json.dumps({"file": path, "track": k + 1, "tracks": len(found),
+                                       **d.to_dict()}))  # fmt: skip
+            else:
+                click.echo(_line(name, d))
+        if not any(d.present for d in found) and status == EXIT_MARKED:
             status = EXIT_NOT_MARKED
     sys.exit(status)
 
