@@ -57,6 +57,7 @@ from .windows import Window, crossfade, plan_windows
 _LOGGER = logging.getLogger(__name__)
 
 DEFAULT_BUNDLE = Path(__file__).resolve().parent / "default_bundle"
+TRUNCATED = 1e-3  # seconds a window may decode short before the file counts as truncated
 STAGES = (
     "decode", "text", "encode", "condition", "sample", "vae", "vocoder", "loudness", "watermark",
 )  # fmt: skip
@@ -194,15 +195,19 @@ class Pipeline:
         seeds = tuple(opts.seed + k for k in range(opts.tracks))
         rngs = [np.random.default_rng(s) for s in seeds]  # track k: seed + k, window after window
         sampler, parts, digest = self.backend.sampler(), [], b""
+        span = source.duration  # what the header says; a truncated file decodes less
         for i, window in enumerate(run.windows):
             # 1. decode the window's frames
             with run.stage("decode", i):
                 frames = source.window(window.start, window.duration)
             digest = digest or hashlib.blake2b(frames.clip.tobytes(), digest_size=16).digest()
             parts.append(self._window(frames, text, ts, sampler, rngs, run, i))  # steps 2-5
+            if frames.duration < window.duration - TRUNCATED:
+                span = window.start + frames.duration  # the video ends here (decode warned)
+                break
         # 6. join the windows, trim to the span, watermark every track
-        offsets = [round(w.start * m.audio.sample_rate) for w in run.windows]
-        total = round(source.duration * m.audio.sample_rate)
+        offsets = [round(w.start * m.audio.sample_rate) for w in run.windows[: len(parts)]]
+        total = round(span * m.audio.sample_rate)
         audio = np.clip(crossfade(parts, offsets, total), -1.0, 1.0)  # (K, W)
         last = len(run.windows) - 1
         with run.stage("loudness", last):
@@ -214,7 +219,7 @@ class Pipeline:
         run.seconds["total"] = time.perf_counter() - started
         return GenerateResult(
             audio=audio, sample_rate=m.audio.sample_rate, start=float(opts.start),
-            duration=source.duration, seeds=seeds, windows=run.windows,
+            duration=span, seeds=seeds, windows=run.windows[: len(parts)],
             timings=dict(run.seconds), evaluations=run.evaluations, watermarks=marks,
             options=opts, loudness=levels,
         )  # fmt: skip

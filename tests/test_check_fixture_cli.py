@@ -57,7 +57,7 @@ def test_tampered_constructor_is_a_one_line_error(fixtures_dir, tmp_path):
     res = CliRunner().invoke(main, ["check-fixture", str(path)])
     assert res.exit_code == EXIT_BAD_INPUT, res.output
     lines = res.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: ") and "Traceback" not in res.output
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in res.output
     assert "wrongly shaped key(s) (latent_mean: file [1, 1, 20] vs expected [1, 1, 24]" in lines[0]
 
 
@@ -104,4 +104,4 @@ def test_inspect_weights_names_network_and_variant(fixtures_dir, tmp_path):
     assert "strict load: FAILS" in res.output and "fused_blocks.1.linear1.bias" in res.output
 
     res = CliRunner().invoke(main, ["inspect-weights", str(tmp_path / "nothing.pth")])
-    assert res.exit_code == EXIT_BAD_INPUT and res.output.startswith("Error: ")
+    assert res.exit_code == EXIT_BAD_INPUT and res.output.startswith("error: ")

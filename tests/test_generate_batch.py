@@ -237,3 +237,54 @@ def test_plain_progress_lines_outside_a_terminal(clips, tmp_path):
     stages = [line.split(" (")[0] for line in result.stderr.splitlines() if "(window" in line]
     assert stages == ["decode", "encode", "condition", "sample", "vae", "vocoder", "loudness",
                       "watermark"]  # fmt: skip
+
+
+def test_usage_errors_are_one_error_line_in_both_clis():
+    from v2a_export.cli import main as export_main
+
+    cases = [(main, ["generate", "--bogus"], "No such option '--bogus'"),
+             (main, ["generate", "--tracks", "0", "x.mp4"], "Invalid value for '--tracks'"),
+             (main, ["nosuch"], "No such command 'nosuch'"),
+             (export_main, ["export", "--bogus"], "No such option '--bogus'")]  # fmt: skip
+    for cli, args, words in cases:
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 2, args
+        (line,) = result.stderr.strip().splitlines()
+        assert line.startswith("error: ") and words in line and "--help" in line, line
+
+
+def _truncated_mp4(path: Path) -> Path:
+    """A 10 s H.264 MP4 with its index at the front (faststart), cut at 40 % of its bytes: the
+    header still says 10 s, about 2.4 s decode."""
+    from media_videos import index_image
+
+    full = path.with_name("full.mp4")
+    with av.open(str(full), "w", options={"movflags": "+faststart"}) as out:
+        v = out.add_stream("libx264", rate=25)
+        v.width, v.height, v.pix_fmt = 160, 120, "yuv420p"
+        v.options = {"crf": "16", "preset": "veryfast"}
+        for i in range(250):
+            out.mux(v.encode(av.VideoFrame.from_ndarray(index_image(i, 160, 120), format="rgb24")))
+        out.mux(v.encode(None))
+    data = full.read_bytes()
+    path.write_bytes(data[: int(len(data) * 0.4)])
+    return path
+
+
+def test_truncated_file_generates_what_decodes_and_says_so(tmp_path):
+    source = _truncated_mp4(tmp_path / "cut.mp4")
+    out = tmp_path / "cut.flac"
+    result = run(source, "-o", out, "--json")
+    assert result.exit_code == 0, result.stderr
+    (record,) = json_lines(result.stdout)
+    real = record["duration"]
+    assert 1.0 < real < 5.0  # not the header's 10 s
+    assert any("truncated video" in n and "10.00 s its header gives" in n
+               for n in record["notes"])  # fmt: skip
+    audio, rate = sf.read(out, dtype="float32")
+    assert audio.shape[0] == round(real * rate)  # no silent tail standing in for the rest
+    assert np.sqrt(np.mean(audio[-rate // 4 :] ** 2)) > 1e-3
+    warnings = [line for line in result.stderr.splitlines() if "only" in line]
+    assert warnings and all(line.startswith("warning: ") for line in warnings)
+    text = run(source, "-o", tmp_path / "q.flac", "-q")
+    assert text.stderr == "" and "(truncated video: header 10.00 s)" in text.stdout

@@ -25,6 +25,35 @@ class Failure(Exception):
     """A user-facing failure: one line, exit status 2."""
 
 
+class OneLineGroup(click.Group):
+    """A click group whose usage errors (unknown option, missing argument, bad choice) and
+    ``ClickException``s are one ``error: ...`` line on stderr (exit status 2, or the
+    exception's), and whose Ctrl-C is ``error: interrupted`` with exit status 130, instead of
+    click's multi-line usage block, ``Error:`` and ``Aborted!``. Shared by ``v2a`` and
+    ``v2a-export``."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, **extra)
+        try:
+            value = super().main(args, prog_name, complete_var, False, **extra)
+        except click.UsageError as e:
+            hint = f" (see '{e.ctx.command_path} --help')" if e.ctx is not None else ""
+            click.echo(f"error: {_one_line(e.format_message())}{hint}", err=True)
+            sys.exit(e.exit_code)
+        except click.ClickException as e:
+            click.echo(f"error: {_one_line(e.format_message())}", err=True)
+            sys.exit(e.exit_code)
+        except (click.Abort, KeyboardInterrupt):
+            click.echo("error: interrupted", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+        sys.exit(value if isinstance(value, int) else 0)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
 @contextmanager
 def one_line_errors() -> Iterator[None]:
     """Turn library errors (ValueError subclasses: MediaError, BundleError, BackendError, bad
@@ -121,6 +150,7 @@ __all__ = [
     "EXIT_ERROR",
     "EXIT_INTERRUPTED",
     "Failure",
+    "OneLineGroup",
     "ProgressBar",
     "notes",
     "one_line_errors",

@@ -314,8 +314,16 @@ def _run(pipe: Pipeline, item: Item, s: Settings, batch: Batch) -> None:
     save(result, plan.output, item.video, keep_original_audio=s.keep_original_audio,
          overwrite=s.force, title=title)  # fmt: skip
     write_s, total_s = time.perf_counter() - t0, time.perf_counter() - started
-    item.record = _record(pipe, item, result, write_s, total_s, [*plan.notes, *extra])
-    batch.done(item, _summary(plan.outputs, result, write_s, total_s))
+    said = [*plan.notes, *extra]
+    if result.duration < plan.duration - 0.01:  # a truncated file: what decodes counts
+        said.append(f"truncated video: {result.duration:.2f} s decode of the {plan.duration:.2f}"
+                    " s its header gives; generated only those")  # fmt: skip
+    item.record = _record(pipe, item, result, write_s, total_s, said)
+    summary = _summary(plan.outputs, result, write_s, total_s)
+    if result.duration < plan.duration - 0.01:
+        summary = summary.replace(" | seconds:", f" (truncated video: header {plan.duration:.2f}"
+                                  " s) | seconds:", 1)  # fmt: skip
+    batch.done(item, summary)
 
 
 def _prompt_notes(pipe: Pipeline, request: dict) -> list[str]:

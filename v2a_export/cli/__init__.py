@@ -9,13 +9,15 @@ CLI of the runtime). One module per command group:
 - :mod:`.triton`: ``triton`` (a Triton model repository; the writer is the runtime's);
 - :mod:`.train`: ``python -m v2a_export.train`` (a program of its own).
 
-Bad input gets a one-line ``Error: ...`` and exit status 2; a check that runs and fails exits 1
-(:mod:`.common`).
+Bad input (usage errors included) gets a one-line ``error: ...`` and exit status 2, like ``v2a``
+(``v2a_runtime.cli.common.OneLineGroup``); a check that runs and fails exits 1
+(:mod:`.common`); Ctrl-C exits 130.
 """
 
 from __future__ import annotations
 
 import click
+from v2a_runtime.cli.common import OneLineGroup
 
 from .check import check_fixture_cmd, inspect_weights_cmd
 from .common import EXIT_BAD_INPUT, EXIT_FAILED, InputError
@@ -26,7 +28,7 @@ from .trt import check_trt_cmd
 from .triton import triton_cmd
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=OneLineGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="v2a-export")
 def main() -> None:
     """Export MMAudio-family video-to-audio models; check them against the reference."""
