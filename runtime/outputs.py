@@ -4,24 +4,29 @@
         -> Path: VIDEO's name + ``.v2a`` + the input's own container when a dry run shows it
         can carry the new audio, else ``.mkv`` (Matroska holds nearly every video codec).
     check_outputs(video, output, *, tracks, sample_rate, duration, keep_original_audio,
-                  overwrite) -> list[Path]
+                  overwrite, audio_codec=None, bitrate=None) -> list[Path]
         the path rules, a one-second dry run of the muxer (video outputs) and free space for
         the estimated size; one output, or OUT-1.flac ... OUT-K.flac for K tracks into audio
         files. MediaError (one line naming the output and the cause) before any decoding.
     save(result, output, video=None, *, keep_original_audio=False, overwrite=False,
-         title=None) -> list[Path]
+         title=..., audio_codec=None, bitrate=None, sample_rate=None) -> list[Path]
         what ``v2a generate`` writes: muxed into a copy of ``video`` (the picture's packets
-        copied), or one 16-bit FLAC/WAV per track; all files or none (atomic).
+        copied; ``audio_codec`` aac|opus|flac|pcm, ``bitrate`` in bits/s), or one 16-bit
+        FLAC/WAV per track; ``sample_rate`` resamples first (polyphase, scipy); all files or
+        none (atomic).
 """
 
 from __future__ import annotations
 
+import math
 import os
 from contextlib import ExitStack
 from pathlib import Path
 
+import numpy as np
+
 from .media import AUDIO_FORMATS, VIDEO_CONTAINERS, MediaError, check_output, mux, preflight
-from .media.audio import BITRATE_PER_CHANNEL, write_audio_file
+from .media.audio import BITRATE_PER_CHANNEL, check_rate, write_audio_file
 from .media.files import atomic_output, check_space
 from .pipeline import GenerateResult
 
@@ -71,6 +76,8 @@ def check_outputs(
     duration: float,
     keep_original_audio: bool = False,
     overwrite: bool = False,
+    audio_codec: str | None = None,
+    bitrate: int | None = None,
 ) -> list[Path]:
     """Every check that can be made before decoding (see the module docstring)."""
     video, output = Path(video), Path(output)
@@ -80,8 +87,11 @@ def check_outputs(
              for p in track_paths(output, tracks)]  # fmt: skip
     if is_video:
         preflight(video, output, tracks=tracks, sample_rate=sample_rate,
-                  keep_original_audio=keep_original_audio, overwrite=overwrite)  # fmt: skip
-        audio = tracks * BITRATE_PER_CHANNEL / 8 * duration
+                  keep_original_audio=keep_original_audio, overwrite=overwrite,
+                  audio_codec=audio_codec, bitrate=bitrate)  # fmt: skip
+        per_track = 2 * 8 * sample_rate if audio_codec in ("flac", "pcm") else (
+            bitrate or BITRATE_PER_CHANNEL)  # fmt: skip
+        audio = tracks * per_track / 8 * duration
         check_space(output, int(MARGIN * (os.path.getsize(video) + audio)))
     else:
         check_space(output, int(MARGIN * tracks * 2 * sample_rate * duration))  # 16-bit PCM
@@ -96,23 +106,39 @@ def save(
     keep_original_audio: bool = False,
     overwrite: bool = False,
     title: str = "v2a generated",
+    audio_codec: str | None = None,
+    bitrate: int | None = None,
+    sample_rate: int | None = None,
 ) -> list[Path]:
     """Write ``result`` as ``v2a generate`` does; returns the paths written."""
     output = Path(output)
     paths = track_paths(output, len(result.audio))
+    audio, rate = resample(result.audio, result.sample_rate, sample_rate)
     if output.suffix.lower() in VIDEO_CONTAINERS:
         if video is None:
             raise ValueError(f"{output}: a video output needs the input video (video=...)")
-        mux(video, output, result.audio, result.sample_rate, start=result.start,
-            keep_original_audio=keep_original_audio, title=title, overwrite=overwrite)  # fmt: skip
+        mux(video, output, audio, rate, start=result.start, keep_original_audio=keep_original_audio,
+            title=title, overwrite=overwrite, audio_codec=audio_codec, bitrate=bitrate)  # fmt: skip
         return paths
     checked = [check_output(p, input_path=video, overwrite=overwrite, allowed=tuple(AUDIO_FORMATS))
                for p in paths]  # fmt: skip
     with ExitStack() as stack:  # every file renamed into place only when all are written
         temps = [stack.enter_context(atomic_output(p)) for p in checked]
-        for path, temp, audio in zip(checked, temps, result.audio, strict=True):
-            write_audio_file(temp, audio, result.sample_rate, title=title, name=path)
+        for path, temp, track in zip(checked, temps, audio, strict=True):
+            write_audio_file(temp, track, rate, title=title, name=path)
     return checked
 
 
-__all__ = ["check_outputs", "default_output", "save", "track_paths"]
+def resample(audio: np.ndarray, rate: int, to: int | None) -> tuple[np.ndarray, int]:
+    """(K, W) float audio at ``rate`` -> at ``to`` (polyphase, scipy; None or equal: as is)."""
+    if to is None or to == rate:
+        return audio, rate
+    check_rate(to)
+    from scipy.signal import resample_poly
+
+    g = math.gcd(int(to), int(rate))
+    out = resample_poly(np.asarray(audio, np.float64), to // g, rate // g, axis=-1)
+    return np.clip(out, -1.0, 1.0).astype(np.float32), int(to)
+
+
+__all__ = ["check_outputs", "default_output", "resample", "save", "track_paths"]

@@ -288,3 +288,46 @@ def test_truncated_file_generates_what_decodes_and_says_so(tmp_path):
     assert warnings and all(line.startswith("warning: ") for line in warnings)
     text = run(source, "-o", tmp_path / "q.flac", "-q")
     assert text.stderr == "" and "(truncated video: header 10.00 s)" in text.stdout
+
+
+# --- output encoding ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name, codec, args, want", [
+    ("o.mp4", "opus", ["--audio-bitrate", "64k", "--sample-rate", "48000"], ("opus", 48000)),
+    ("o.mkv", "flac", ["--sample-rate", "44100"], ("flac", 44100)),
+    ("o.mp4", "aac", [], ("aac", 16000)),
+])  # fmt: skip
+def test_audio_codec_bitrate_and_rate(clips, tmp_path, name, codec, args, want):
+    out = tmp_path / name
+    result = run(clips["mp4"], "-o", out, "--audio-codec", codec, "--json", "-q", *args)
+    assert result.exit_code == 0, result.stderr
+    (record,) = json_lines(result.stdout)
+    (track,) = audio_streams(out)
+    assert (track["codec"], track["rate"]) == want and record["sample_rate"] == want[1]
+    assert abs(track["samples"].shape[1] / want[1] - 2.0) < 0.07  # the clip, within a frame
+    if "--audio-bitrate" in args:
+        with av.open(str(out)) as c:
+            assert 56_000 < c.streams.audio[0].bit_rate < 72_000
+    audio, rate = read_audio(out)
+    assert detect(audio, rate, load_key()).present  # the mark survives the resampling
+
+
+def test_resampled_audio_file_and_refused_encodings(clips, tmp_path):
+    out = tmp_path / "r.wav"
+    assert run(clips["mp4"], "-o", out, "-q", "--sample-rate", "44100").exit_code == 0
+    info = sf.info(out)
+    assert (info.samplerate, info.frames) == (44100, 88200)
+    for args, words in [
+        (["-o", tmp_path / "x.wav", "--audio-codec", "aac"], "apply to video outputs"),
+        (["-o", tmp_path / "x.avi", "--audio-codec", "opus"], "avi container cannot hold opus"),
+        (["-o", tmp_path / "x.mov", "--audio-codec", "opus"], "mov muxer refused h264 video "
+                                                               "with opus audio"),
+        (["-o", tmp_path / "x.mkv", "--audio-codec", "flac", "--audio-bitrate", "64k"],
+         "applies to aac or opus"),
+    ]:  # fmt: skip
+        result = run(clips["mp4"], *args)
+        assert result.exit_code == 2, args
+        (line,) = result.stderr.strip().splitlines()
+        assert line.startswith("error: ") and words in line, line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.wav"]

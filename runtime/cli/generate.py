@@ -29,7 +29,7 @@ from .. import sampling
 from ..backends import BACKENDS
 from ..loudness import Loudness
 from ..media import AUDIO_FORMATS, VIDEO_CONTAINERS, probe
-from ..media.files import check_input
+from ..media.files import AUDIO_CODECS, check_input
 from ..outputs import check_outputs, default_output, save
 from ..pipeline import STAGES, GenerateResult, Pipeline
 from ..sequence import min_duration
@@ -108,6 +108,13 @@ DEFAULT_LOUDNESS = Loudness().target  # EBU R128, for video outputs
               "[default: -23 for video outputs, off for audio files]")  # fmt: skip
 @click.option("--true-peak", type=float, default=Loudness().true_peak, show_default=True,
               help="True-peak ceiling in dBTP when a loudness target is set.")  # fmt: skip
+@click.option("--audio-codec", type=click.Choice(list(AUDIO_CODECS)), default=None,
+              help="Codec of the generated tracks in a video output. [default: aac for "
+              ".mp4/.m4v/.mov, opus for .mkv/.webm, pcm for .avi]")  # fmt: skip
+@click.option("--audio-bitrate", type=str, default=None, metavar="BITS",
+              help="Bitrate per track for aac/opus, e.g. 128k. [default: 96k per channel]")
+@click.option("--sample-rate", type=click.IntRange(8000, 192000), default=None,
+              help="Output sample rate in Hz (resampled). [default: the model's]")
 @click.option("--backend", type=click.Choice(BACKENDS), default="cpu", show_default=True)
 @click.option(
     "--threads",
@@ -145,6 +152,9 @@ def generate(
     log_level: str | None,
     loudness_arg: str | None,
     true_peak: float,
+    audio_codec: str | None,
+    audio_bitrate: str | None,
+    sample_rate: int | None,
     **request,
 ) -> None:
     """Generate a soundtrack for each VIDEO (files, or directories of videos) and write it
@@ -154,8 +164,9 @@ def generate(
         inputs = _inputs(videos, from_list)
         _check_destination(inputs, output, out_dir, out_ext)
         batch = Batch(inputs, as_json=as_json, quiet=quiet)
+        encoding = Encoding(audio_codec, _bitrate(audio_bitrate), sample_rate)
         settings = Settings(output, out_dir, out_ext, keep_original_audio, force,
-                            _loudness(loudness_arg, true_peak), request)  # fmt: skip
+                            _loudness(loudness_arg, true_peak), encoding, request)  # fmt: skip
         pipe = None
         for item in batch.items:  # every check that needs no model, before loading it
             batch.attempt(item, lambda item=item: _plan(item, settings))
@@ -234,7 +245,31 @@ def _loudness(arg: str | None, true_peak: float) -> Loudness | None | str:
     return Loudness(target, true_peak)
 
 
+def _bitrate(text: str | None) -> int | None:
+    """'128k', '128000' or '1.5M' -> bits/s."""
+    if text is None:
+        return None
+    scale = {"k": 1_000, "m": 1_000_000}.get(text.strip()[-1:].lower(), 1)
+    digits = text.strip()[:-1] if scale > 1 else text.strip()
+    try:
+        value = round(float(digits) * scale)
+    except ValueError:
+        raise Failure(f"--audio-bitrate must be bits/s like 128k or 96000, got {text!r}") from None
+    if not 6_000 <= value <= 1_536_000:
+        raise Failure(f"--audio-bitrate must be between 6k and 1536k, got {text!r}")
+    return value
+
+
 # --- one input --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Encoding:
+    """How the generated audio is written (None: the defaults)."""
+
+    codec: str | None  # a key of AUDIO_CODECS; video outputs only
+    bitrate: int | None  # bits/s per track, aac/opus only
+    sample_rate: int | None  # resampled to this
 
 
 @dataclass(frozen=True)
@@ -245,6 +280,7 @@ class Settings:
     keep_original_audio: bool
     force: bool
     loudness: Loudness | None | str  # "auto" = -23 LUFS for video outputs
+    encoding: Encoding
     request: dict
 
 
@@ -287,6 +323,11 @@ def _plan(item: Item, s: Settings) -> None:
         output = default_output(video, out_dir=s.out_dir, ext=s.out_ext, tracks=request["tracks"],
                                 keep_original_audio=s.keep_original_audio)  # fmt: skip
     is_video = output.suffix.lower() in VIDEO_CONTAINERS
+    enc = s.encoding
+    if not is_video and (enc.bitrate is not None or enc.codec not in (
+            None, {".flac": "flac", ".wav": "pcm"}.get(output.suffix.lower()))):  # fmt: skip
+        raise Failure(f"{output}: --audio-codec/--audio-bitrate apply to video outputs; an "
+                      f"audio file's extension sets its codec (.flac, .wav: 16-bit)")  # fmt: skip
     if s.keep_original_audio and not is_video:
         said.append(f"--keep-original-audio has no effect on an audio file ({output.name})")
     elif s.keep_original_audio and not info.has_audio:
@@ -295,9 +336,11 @@ def _plan(item: Item, s: Settings) -> None:
     if loudness == "auto":
         loudness = Loudness() if is_video else None
     covered = span if duration is None else min(duration, span)
-    outputs = check_outputs(video, output, tracks=request["tracks"], sample_rate=48_000,
-                            duration=covered, keep_original_audio=s.keep_original_audio,
-                            overwrite=s.force)  # fmt: skip
+    outputs = check_outputs(video, output, tracks=request["tracks"],
+                            sample_rate=enc.sample_rate or 48_000, duration=covered,
+                            keep_original_audio=s.keep_original_audio, overwrite=s.force,
+                            audio_codec=enc.codec if is_video else None,
+                            bitrate=enc.bitrate)  # fmt: skip
     item.plan = Plan(output, outputs, covered, is_video, loudness, tuple(said))
 
 
@@ -311,15 +354,18 @@ def _run(pipe: Pipeline, item: Item, s: Settings, batch: Batch) -> None:
                                **s.request)  # fmt: skip
     t0 = time.perf_counter()
     title = f"v2a generated ({pipe.bundle.manifest.model.variant})"
+    enc = s.encoding
     save(result, plan.output, item.video, keep_original_audio=s.keep_original_audio,
-         overwrite=s.force, title=title)  # fmt: skip
+         overwrite=s.force, title=title, audio_codec=enc.codec if plan.is_video else None,
+         bitrate=enc.bitrate, sample_rate=enc.sample_rate)  # fmt: skip
     write_s, total_s = time.perf_counter() - t0, time.perf_counter() - started
     said = [*plan.notes, *extra]
     if result.duration < plan.duration - 0.01:  # a truncated file: what decodes counts
         said.append(f"truncated video: {result.duration:.2f} s decode of the {plan.duration:.2f}"
                     " s its header gives; generated only those")  # fmt: skip
-    item.record = _record(pipe, item, result, write_s, total_s, said)
-    summary = _summary(plan.outputs, result, write_s, total_s)
+    rate = enc.sample_rate or result.sample_rate
+    item.record = _record(pipe, item, result, write_s, total_s, said, rate)
+    summary = _summary(plan.outputs, result, write_s, total_s, rate)
     if result.duration < plan.duration - 0.01:
         summary = summary.replace(" | seconds:", f" (truncated video: header {plan.duration:.2f}"
                                   " s) | seconds:", 1)  # fmt: skip
@@ -394,7 +440,7 @@ class Batch:
 
 
 def _record(pipe: Pipeline, item: Item, r: GenerateResult, write_s: float, total_s: float,
-            said: list[str]) -> dict:  # fmt: skip
+            said: list[str], rate: int) -> dict:  # fmt: skip
     """The summary as one JSON object."""
     o, m = r.options, pipe.bundle.manifest
     return {
@@ -403,7 +449,8 @@ def _record(pipe: Pipeline, item: Item, r: GenerateResult, write_s: float, total
         "outputs": [str(p) for p in item.plan.outputs],
         "start": r.start,
         "duration": round(r.duration, 6),
-        "sample_rate": r.sample_rate,
+        "sample_rate": rate,  # of the outputs
+        "model_sample_rate": r.sample_rate,
         "tracks": len(r.seeds),
         "seeds": list(r.seeds),
         "sampler": {"solver": o.solver, "steps": o.steps, "grid": o.grid, "cfg": o.cfg},
@@ -427,7 +474,9 @@ def _record(pipe: Pipeline, item: Item, r: GenerateResult, write_s: float, total
     }
 
 
-def _summary(outputs: list[Path], r: GenerateResult, write_s: float, total_s: float) -> str:
+def _summary(
+    outputs: list[Path], r: GenerateResult, write_s: float, total_s: float, rate: int
+) -> str:
     o = r.options
     names = outputs[0] if len(outputs) == 1 else f"{outputs[0]} … {outputs[-1].name}"
     tracks = f"{len(r.seeds)} track" + ("s" if len(r.seeds) > 1 else "")
@@ -440,7 +489,7 @@ def _summary(outputs: list[Path], r: GenerateResult, write_s: float, total_s: fl
         peak = max(x.true_peak for x in r.loudness)
         level = f", loudness {lufs} LUFS, true peak {peak:.1f} dBTP"
     return (
-        f"wrote {names}: {tracks}, {r.duration:.2f} s at {r.sample_rate} Hz, seed {o.seed}, "
+        f"wrote {names}: {tracks}, {r.duration:.2f} s at {rate} Hz, seed {o.seed}, "
         f"{o.solver} {o.steps} steps cfg {o.cfg:g}, {len(r.windows)} window(s), "
         f"watermark id {ids}{level} | seconds: {times}, write {write_s:.2f}, total {total_s:.2f}"
     )

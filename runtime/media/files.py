@@ -27,6 +27,7 @@ class Container:
     format: str  # FFmpeg muxer name
     audio_codec: str  # encoder of the generated tracks
     audio_rate: int | None = None  # forced encoder sample rate (None = the model's rate)
+    bitrate: int | None = None  # bits/s per generated track (None = 96 kb/s per channel)
 
 
 # Generated audio per container: AAC where players expect it (MP4 family), Opus for the
@@ -41,6 +42,9 @@ VIDEO_CONTAINERS = {
     ".avi": Container("avi", "pcm_s16le"),
 }
 AUDIO_FORMATS = {".flac": "FLAC", ".wav": "WAV"}  # soundfile format names
+# ``--audio-codec`` names -> FFmpeg encoders for the generated tracks of a video output.
+AUDIO_CODECS = {"aac": "aac", "opus": "libopus", "flac": "flac", "pcm": "pcm_s16le"}
+LOSSLESS = ("flac", "pcm_s16le")  # no bitrate to set
 
 
 def check_input(path: str | os.PathLike) -> Path:

@@ -24,13 +24,15 @@ from __future__ import annotations
 import logging
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from .audio import BITRATE_PER_CHANNEL, as_channels, check_rate, encode_track, fit_length
 from .files import (
+    AUDIO_CODECS,
+    LOSSLESS,
     VIDEO_CONTAINERS,
     Container,
     MediaError,
@@ -61,6 +63,8 @@ def mux(
     keep_original_audio: bool = False,
     title: str = "v2a generated",
     overwrite: bool = False,
+    audio_codec: str | None = None,
+    bitrate: int | None = None,
 ) -> None:
     """Write ``out_path``: the input's video packets plus one audio stream per track.
 
@@ -68,7 +72,9 @@ def mux(
     arrays (W,) or (C, W), float at ``sample_rate``. The audio starts ``start`` seconds after
     the video's first frame (silence before: ``GenerateResult.start`` for a span that does not
     begin at 0). Atomic: nothing is left at ``out_path`` on failure; an existing file is
-    replaced only with ``overwrite=True``.
+    replaced only with ``overwrite=True``. ``audio_codec`` (a key of ``AUDIO_CODECS``: aac,
+    opus, flac, pcm; default: the container's) and ``bitrate`` (bits/s per track; default
+    96 kb/s per channel; lossy codecs only) choose how the tracks are encoded.
     """
     import av
     video_path = check_input(video_path)
@@ -85,7 +91,7 @@ def mux(
     lead = round(start * sample_rate)  # samples of silence before the generated audio
     channels = (as_channels(t, f"track {k}") for k, t in enumerate(tracks))
     job = _Job(
-        spec=VIDEO_CONTAINERS[out_path.suffix.lower()],
+        spec=_spec(out_path, audio_codec, bitrate),
         tracks=tuple(np.pad(a, ((0, 0), (lead, 0))) for a in channels),  # (C, lead + W)
         sample_rate=int(sample_rate),
         title=title,
@@ -104,6 +110,8 @@ def preflight(
     sample_rate: int = 16000,
     keep_original_audio: bool = False,
     overwrite: bool = False,
+    audio_codec: str | None = None,
+    bitrate: int | None = None,
 ) -> Path:
     """Check that ``mux`` can write ``out_path`` from ``video_path`` (path rules, then a one
     second dry run into a scratch file beside it); returns the checked path. MediaError, naming
@@ -114,7 +122,7 @@ def preflight(
     )
     check_rate(sample_rate)
     silence = np.zeros((1, round(PREFLIGHT_SECONDS * sample_rate)), np.float32)
-    spec = VIDEO_CONTAINERS[out_path.suffix.lower()]
+    spec = _spec(out_path, audio_codec, bitrate)
     job = _Job(spec, (silence,) * tracks, int(sample_rate), "preflight", keep_original_audio,
                out_path, PREFLIGHT_SECONDS)  # fmt: skip
     with scratch_output(out_path) as tmp:
@@ -122,15 +130,42 @@ def preflight(
     return out_path
 
 
+def _spec(out_path: Path, audio_codec: str | None, bitrate: int | None) -> Container:
+    """The container's way of writing, with the codec and bitrate asked for."""
+    spec = VIDEO_CONTAINERS[out_path.suffix.lower()]
+    if audio_codec is not None:
+        if audio_codec not in AUDIO_CODECS:
+            raise ValueError(f"audio_codec must be one of {', '.join(AUDIO_CODECS)}, got "
+                             f"{audio_codec!r}")  # fmt: skip
+        spec = replace(spec, audio_codec=AUDIO_CODECS[audio_codec])
+    if bitrate is not None:
+        if isinstance(bitrate, bool) or not isinstance(bitrate, int) or not (
+            6_000 <= bitrate <= 1_536_000
+        ):
+            raise ValueError(f"bitrate must be an int in [6000, 1536000] bits/s, got {bitrate!r}")
+        if spec.audio_codec in LOSSLESS:
+            raise ValueError(f"{out_path}: a bitrate applies to aac or opus, not to lossless "
+                             f"{spec.audio_codec}")  # fmt: skip
+        spec = replace(spec, bitrate=bitrate)
+    return spec
+
+
 def _run(video_path: Path, tmp: Path, job: _Job) -> None:
     with open_input(video_path) as source:
+        video = video_stream(source, video_path)
         try:
-            _write(source, video_stream(source, video_path), tmp, job)
+            _write(source, video, tmp, job)
         except av.error.FFmpegError as e:
             reason = ffmpeg_reason(e)
             if isinstance(e, (PermissionError, av.error.PermissionError)):
                 reason = f"directory {str(job.out_path.parent)!r} is not writable: {reason}"
-            raise MediaError(f"{job.out_path}: cannot write {job.spec.format} ({reason})") from e
+                raise MediaError(f"{job.out_path}: cannot write ({reason})") from e
+            audio = {"libopus": "opus"}.get(job.spec.audio_codec, job.spec.audio_codec)
+            raise MediaError(
+                f"{job.out_path}: the {job.spec.format} muxer refused {video.codec_context.name}"
+                f" video with {audio} audio (FFmpeg: {reason}); choose another output "
+                "extension or --audio-codec"
+            ) from e
 
 
 @dataclass(frozen=True)
@@ -234,8 +269,8 @@ def _add_tracks(out, job: _Job) -> list:
         rate = job.spec.audio_rate or _encoder_rate(job.spec.audio_codec, job.sample_rate)
         stream = out.add_stream(job.spec.audio_codec, rate=rate)
         stream.layout = "mono" if audio.shape[0] == 1 else "stereo"
-        if job.spec.audio_codec != "pcm_s16le":
-            stream.bit_rate = BITRATE_PER_CHANNEL * audio.shape[0]
+        if job.spec.audio_codec not in LOSSLESS:
+            stream.bit_rate = job.spec.bitrate or BITRATE_PER_CHANNEL * audio.shape[0]
         stream.metadata["title"] = name
         stream.metadata["handler_name"] = name  # what MP4/MOV players show
         default = av.stream.Disposition.default
@@ -265,6 +300,12 @@ def _encoder_rate(codec: str, rate: int) -> int:
 
 def _check_codecs(out, streams, job: _Job) -> None:
     supported = out.supported_codecs
+    generated = {"libopus": "opus"}.get(job.spec.audio_codec, job.spec.audio_codec)
+    if generated not in supported:
+        raise MediaError(
+            f"{job.out_path}: the {job.spec.format} container cannot hold {generated} audio; "
+            f"choose another --audio-codec or output extension"
+        )
     for stream in streams:
         name = stream.codec_context.name
         if name not in supported:
