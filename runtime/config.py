@@ -21,6 +21,7 @@ names the field, what is wrong and what to do.
 from __future__ import annotations
 
 import copy
+import hashlib
 import types
 from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
 from typing import Any, Union, get_args, get_origin, get_type_hints
@@ -118,7 +119,7 @@ class ModelSpec:
     variant: str  # a registered variant of the exporter, or a custom one (then ``config``)
     weights: str  # one of WEIGHTS
     weights_note: str = ""
-    model_id: int = 0  # 0..255, carried in the watermark payload
+    model_id: int = 0  # 0..255, the variant's number (the payload carries Manifest.mark_id)
     # The network architecture of a custom variant, beyond what the sections below state
     # (the exporter composes its model config from both); None for a registered variant.
     config: dict[str, Any] | None = None
@@ -194,6 +195,17 @@ class Manifest:
     versions: dict[str, str] = field(default_factory=dict)
     parity: dict[str, Any] | None = None
     schema_version: int = SCHEMA_VERSION
+
+    @property
+    def mark_id(self) -> int:
+        """The 8-bit model id the watermark payload carries: a fingerprint of every
+        component's sha256, so bundles with different weights (the shipped model and a
+        random-weight export of the same variant) carry different ids (255 times in 256);
+        ``model.model_id`` names the variant and is not in the payload."""
+        h = hashlib.blake2b(digest_size=1, person=b"v2a-mark-id")
+        for name in sorted(self.components):
+            h.update(f"{name}={self.components[name].sha256};".encode())
+        return h.digest()[0]
 
     @property
     def rates(self) -> Rates:

@@ -332,7 +332,7 @@ class Pipeline:
     ) -> tuple[np.ndarray, tuple[TrackMark, ...]]:
         if not opts.watermark:
             return audio, ()
-        model_id = self.bundle.manifest.model.model_id
+        model_id = self.bundle.manifest.mark_id  # this bundle's weights, not its variant
         sr = self.bundle.manifest.audio.sample_rate
         out, marks = np.empty_like(audio), []
         for k, seed in enumerate(seeds):

@@ -190,7 +190,7 @@ def test_watermark_carries_model_and_generation_id(pipe):
     r = pipe.generate(moving_video(3.0), steps=4, tracks=2)
     assert len(r.watermarks) == 2
     for k, mark in enumerate(r.watermarks):
-        assert mark.model_id == pipe.bundle.manifest.model.model_id and mark.demo_key
+        assert mark.model_id == pipe.bundle.manifest.mark_id and mark.demo_key
         found = detect(r.audio[k], SR, pipe.key)
         assert found.present and found.payload == mark.payload
     assert r.watermarks[0].generation_id != r.watermarks[1].generation_id

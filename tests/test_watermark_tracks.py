@@ -91,3 +91,37 @@ def test_keygen_into_a_missing_directory_is_one_clear_line(tmp_path):
     assert line == (f"error: {tmp_path / 'nodir' / 'x.key'}: cannot create the key file "
                     f"(directory {str(tmp_path / 'nodir')!r}: does not exist)")  # fmt: skip
     assert "Errno" not in line
+
+
+def test_payload_names_the_bundle_that_made_the_file(tmp_path):
+    """Two bundles of the same variant with different weights carry different model ids, and
+    verify --bundle says which one made a file."""
+    import shutil
+
+    from v2a_runtime.bundle import load_bundle
+
+    test_bundle = Path(__file__).parent / "data" / "test_bundle"
+    other = tmp_path / "other_bundle"
+    shutil.copytree(test_bundle, other)
+    manifest = json.loads((other / "manifest.json").read_text())
+    manifest["components"]["vocoder"]["sha256"] = "0" * 64  # other weights (as far as ids go)
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    ours = load_bundle(test_bundle).manifest
+    theirs = load_bundle(other, verify=False).manifest
+    assert ours.model == theirs.model  # same variant, same declared model_id ...
+    assert ours.mark_id != theirs.mark_id  # ... but not the same payload id
+    out = tmp_path / "made.flac"
+    video = tmp_path / "v.mkv"
+    from media_videos import write_video
+
+    write_video(video, fps=25, frames=40)
+    res = CliRunner().invoke(main, ["generate", str(video), "--bundle", str(test_bundle),
+                                    "-o", str(out), "--steps", "2", "-q"])  # fmt: skip
+    assert res.exit_code == 0, res.stderr
+    res = _run("verify", out, "--bundle", test_bundle, "--bundle", other, "--search", "offset")
+    assert res.exit_code == 0 and res.stdout.rstrip().endswith(f"made by {test_bundle}")
+    res = _run("verify", out, "--bundle", other, "--json", "--search", "offset")
+    row = json.loads(res.stdout)
+    assert row["model_id"] == ours.mark_id and row["bundles"] == []
+    res = _run("verify", out, "--bundle", other, "--search", "offset")
+    assert res.stdout.rstrip().endswith("made by none of the given bundles")

@@ -467,7 +467,7 @@ def _record(pipe: Pipeline, item: Item, r: GenerateResult, write_s: float, total
             "tracks": [level.to_dict() for level in r.loudness],
         },  # fmt: skip
         "bundle": {"root": str(pipe.bundle.root), "variant": m.model.variant,
-                   "weights": m.model.weights, "model_id": m.model.model_id},  # fmt: skip
+                   "weights": m.model.weights, "mark_id": m.mark_id},  # fmt: skip
         "seconds": {**{s: round(r.timings[s], 4) for s in STAGES},
                     "write": round(write_s, 4), "total": round(total_s, 4)},  # fmt: skip
         "notes": said,

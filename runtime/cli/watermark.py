@@ -2,7 +2,7 @@
 
     v2a watermark embed IN OUT [--key-file F] [--payload HEX | --model-id N --generation-id N]
     v2a watermark verify FILE... [--key-file F] [--search auto|offset|full] [--null-keys N]
-                                 [--json]
+                                 [--bundle DIR]... [--json]
     v2a watermark keygen PATH
 
 ``verify`` reads audio files (anything soundfile reads) and every audio track of videos and
@@ -10,7 +10,10 @@ other media (PyAV), and reports each track (``FILE [track k/n]`` when there are 
 file counts as marked when any of its tracks is (a muxed video may keep an unmarked original
 track). Exit status: 0 every file is marked, 1 some file is not marked, 2 an error (bad input
 or key), which is one ``error:`` line on stderr, never a traceback. ``--json`` prints one JSON
-object per track (JSON lines) with the ``Detection`` fields, ``track`` and ``tracks``.
+object per track (JSON lines) with the ``Detection`` fields, ``track`` and ``tracks``. With
+``--bundle DIR`` (repeatable) each marked track also names the given bundles whose weights'
+fingerprint (``Manifest.mark_id``, the payload's model id) matches: which bundle made it (two
+bundles share an 8-bit id 1 time in 256; then both are named).
 ``embed`` writes WAV/FLAC/OGG atomically (temporary file + rename) after checking that the
 mark can be read back from the written file (silence, a pure tone or a lossy codec can make
 it unrecoverable: then nothing is written and the exit status is 2); inputs are only read.
@@ -144,12 +147,15 @@ def _line(path: str, d: Detection) -> str:
               show_default=True, help="auto: speed/tempo search only if the offset search fails")
 @click.option("--null-keys", type=click.IntRange(0, 100000), default=0,
               help="also rank z among N random keys (empirical p-value cross-check)")
-@click.option("--json", "as_json", is_flag=True, help="one JSON object per file")
-def verify_cmd(files, key_file, search, null_keys, as_json) -> None:
+@click.option("--bundle", "bundles", multiple=True, type=click.Path(file_okay=False),
+              help="a bundle directory that may have made FILE (repeatable): name the match")
+@click.option("--json", "as_json", is_flag=True, help="one JSON object per track")
+def verify_cmd(files, key_file, search, null_keys, bundles, as_json) -> None:
     """Check FILE... (audio files or videos) for the watermark of the key.
 
     Exit status 0 if all are marked, 1 if any is not, 2 on any error."""
     key = _key(key_file)
+    ids = _bundle_ids(bundles)
     status = EXIT_MARKED
     for path in files:
         try:
@@ -164,14 +170,30 @@ def verify_cmd(files, key_file, search, null_keys, as_json) -> None:
             continue
         for k, d in enumerate(found):
             name = path if len(found) == 1 else f"{path} [track {k + 1}/{len(found)}]"
+            made_by = [b for b, i in ids.items() if d.crc_ok and d.model_id == i]
             if as_json:
+                extra = {"bundles": made_by} if ids else {}
                 click.echo(json.dumps({"file": path, "track": k + 1, "tracks": len(found),
-                                       **d.to_dict()}))  # fmt: skip
+                                       **d.to_dict(), **extra}))  # fmt: skip
             else:
-                click.echo(_line(name, d))
+                line = _line(name, d)
+                if ids and d.crc_ok:
+                    line += ("; made by " + " or ".join(made_by) if made_by
+                             else "; made by none of the given bundles")  # fmt: skip
+                click.echo(line)
         if not any(d.present for d in found) and status == EXIT_MARKED:
             status = EXIT_NOT_MARKED
     sys.exit(status)
+
+
+def _bundle_ids(bundles) -> dict[str, int]:
+    """{bundle dir: its mark id}, from each manifest (the sha256s it lists; no file hashed)."""
+    from ..bundle import load_bundle
+
+    try:
+        return {b: load_bundle(b, verify=False).manifest.mark_id for b in bundles}
+    except ValueError as e:
+        _fail(str(e))
 
 
 @watermark.command("keygen")
