@@ -331,3 +331,49 @@ def test_resampled_audio_file_and_refused_encodings(clips, tmp_path):
         (line,) = result.stderr.strip().splitlines()
         assert line.startswith("error: ") and words in line, line
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.wav"]
+
+
+def test_sigterm_unwinds_like_ctrl_c(tmp_path):
+    """SIGTERM in a command of either CLI (OneLineGroup) raises SystemExit(143) where it lands,
+    so cleanup in ``finally`` blocks runs (v2a-export's ``.OUT.partial-PID``, v2a's temporary
+    files); the handler is restored afterwards."""
+    import os
+    import signal
+
+    import click
+    from v2a_runtime.cli.common import OneLineGroup
+
+    work = tmp_path / ".bundle.partial-1"
+
+    @click.group(cls=OneLineGroup)
+    def cli():
+        pass
+
+    @cli.command()
+    def export():
+        work.mkdir()
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            raise AssertionError("not reached")
+        finally:
+            shutil.rmtree(work)
+
+    before = signal.getsignal(signal.SIGTERM)
+    result = CliRunner().invoke(cli, ["export"])
+    assert result.exit_code == 143 and not work.exists()
+    assert result.stderr.strip() == "error: terminated; no output was written"
+    assert signal.getsignal(signal.SIGTERM) == before
+
+
+def test_export_refuses_an_existing_bundle_without_force(tmp_path):
+    from v2a_export.cli import main as export_main
+
+    out = tmp_path / "bundle"
+    out.mkdir()
+    (out / "manifest.json").write_text("{}")
+    result = CliRunner().invoke(export_main, ["export", "--variant", "tiny", "--out", str(out)])
+    assert result.exit_code == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert line == f"error: {out}: holds an earlier bundle or export; pass --force to replace " \
+                   "it (or --components to re-export some of its components)"  # fmt: skip
+    assert [p.name for p in out.iterdir()] == ["manifest.json"]

@@ -36,7 +36,8 @@ class OneLineGroup(click.Group):
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, False, **extra)
         try:
-            value = super().main(args, prog_name, complete_var, False, **extra)
+            with _terminate_unwinds():
+                value = super().main(args, prog_name, complete_var, False, **extra)
         except click.UsageError as e:
             hint = f" (see '{e.ctx.command_path} --help')" if e.ctx is not None else ""
             click.echo(f"error: {_one_line(e.format_message())}{hint}", err=True)
@@ -52,6 +53,28 @@ class OneLineGroup(click.Group):
 
 def _one_line(text: str) -> str:
     return " ".join(text.split())
+
+
+@contextmanager
+def _terminate_unwinds() -> Iterator[None]:
+    """SIGTERM raises SystemExit(143) in the main thread, so ``finally`` blocks (temporary
+    files, ``.partial-PID`` directories) are cleaned up as on Ctrl-C; restored after."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, _frame):
+        click.echo("error: terminated; no output was written", err=True)
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @contextmanager
