@@ -377,3 +377,27 @@ def test_export_refuses_an_existing_bundle_without_force(tmp_path):
     assert line == f"error: {out}: holds an earlier bundle or export; pass --force to replace " \
                    "it (or --components to re-export some of its components)"  # fmt: skip
     assert [p.name for p in out.iterdir()] == ["manifest.json"]
+
+
+def test_unwritable_directory_and_no_space_are_named_up_front(clips, tmp_path):
+    import os
+
+    from v2a_runtime.media import MediaError
+    from v2a_runtime.media.files import check_space
+
+    with pytest.raises(MediaError, match=r"not enough free space in .* MB free, about"):
+        check_space(tmp_path / "out.mp4", 1 << 62)  # an estimate no disk holds
+    check_space(tmp_path / "out.mp4", 1)
+    if os.geteuid() == 0:
+        pytest.skip("root writes into read-only directories; the rest needs a plain user")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        for name in ("x.flac", "x.mp4"):
+            result = run(clips["mkv"], "-o", locked / name)
+            assert result.exit_code == 2
+            (line,) = result.stderr.strip().splitlines()
+            assert line == f"error: {locked / name}: directory {str(locked)!r} is not writable"
+    finally:
+        locked.chmod(0o755)
