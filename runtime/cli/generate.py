@@ -42,6 +42,7 @@ from .common import (
     one_line_errors,
     setup_logging,
 )
+from .serve import check_server_flags, served_result, served_summary
 
 EXIT_SOME_FAILED = 1
 # What a directory argument contributes: files with these extensions (any FFmpeg reads more).
@@ -135,6 +136,13 @@ DEFAULT_LOUDNESS = Loudness().target  # EBU R128, for video outputs
 @click.option("-q", "--quiet", is_flag=True, help="No progress, no notes, no warnings.")
 @click.option("--log-level", type=click.Choice(["error", "warning", "info", "debug"]),
               default=None, help="Library log lines on stderr. [default: warning]")  # fmt: skip
+@click.option(
+    "--server",
+    default=None,
+    metavar="URL",
+    help="Generate on a v2a Triton server (http://HOST:8000 or grpc://HOST:8001) instead of "
+    "locally; see v2a serve.",
+)
 def generate(
     videos: tuple[Path, ...],
     from_list: Path | None,
@@ -155,6 +163,7 @@ def generate(
     audio_codec: str | None,
     audio_bitrate: str | None,
     sample_rate: int | None,
+    server: str | None,
     **request,
 ) -> None:
     """Generate a soundtrack for each VIDEO (files, or directories of videos) and write it
@@ -163,21 +172,28 @@ def generate(
     with one_line_errors():
         inputs = _inputs(videos, from_list)
         _check_destination(inputs, output, out_dir, out_ext)
+        loudness = _loudness(loudness_arg, true_peak)
+        if server is not None:
+            check_server_flags(bundle=bundle, backend=backend, threads=threads, key_file=key_file)
+            if isinstance(loudness, Loudness):
+                raise Failure("--loudness is applied before the watermark, where the audio is "
+                              "generated; with --server use --loudness off (or run locally)")
+            loudness = None
         batch = Batch(inputs, as_json=as_json, quiet=quiet)
         encoding = Encoding(audio_codec, _bitrate(audio_bitrate), sample_rate)
-        settings = Settings(output, out_dir, out_ext, keep_original_audio, force,
-                            _loudness(loudness_arg, true_peak), encoding, request)  # fmt: skip
+        settings = Settings(output, out_dir, out_ext, keep_original_audio, force, loudness,
+                            encoding, request)  # fmt: skip
         pipe = None
         for item in batch.items:  # every check that needs no model, before loading it
             batch.attempt(item, lambda item=item: _plan(item, settings))
-        if any(item.plan is not None for item in batch.items):
+        if server is None and any(item.plan is not None for item in batch.items):
             pipe = Pipeline.load(bundle, backend, threads=threads, key_file=key_file)
             if not quiet:
                 notes(pipe)
-    if pipe is not None:
+    if pipe is not None or server is not None:
         for item in batch.items:
             if item.plan is not None:
-                batch.attempt(item, lambda item=item: _run(pipe, item, settings, batch))
+                batch.attempt(item, lambda item=item: _run(pipe or server, item, settings, batch))
     sys.exit(batch.finish())
 
 
@@ -344,16 +360,22 @@ def _plan(item: Item, s: Settings) -> None:
     item.plan = Plan(output, outputs, covered, is_video, loudness, tuple(said))
 
 
-def _run(pipe: Pipeline, item: Item, s: Settings, batch: Batch) -> None:
+def _run(pipe: Pipeline | str, item: Item, s: Settings, batch: Batch) -> None:
+    """Generate one input (locally, or on the server whose URL ``pipe`` is) and write it."""
     plan, started = item.plan, time.perf_counter()
-    extra = _prompt_notes(pipe, s.request)
+    served = isinstance(pipe, str)
+    extra = [] if served else _prompt_notes(pipe, s.request)
     for line in (*plan.notes, *extra):
         batch.note(item, line)
-    with ProgressBar(enabled=not batch.quiet, prefix=batch.prefix(item)) as bar:
-        result = pipe.generate(item.video, callback=bar.update, loudness=plan.loudness,
-                               **s.request)  # fmt: skip
+    if served:
+        result, variant = served_result(pipe, item.video, s.request)
+    else:
+        with ProgressBar(enabled=not batch.quiet, prefix=batch.prefix(item)) as bar:
+            result = pipe.generate(item.video, callback=bar.update, loudness=plan.loudness,
+                                   **s.request)  # fmt: skip
+        variant = pipe.bundle.manifest.model.variant
     t0 = time.perf_counter()
-    title = f"v2a generated ({pipe.bundle.manifest.model.variant})"
+    title = f"v2a generated ({variant})"
     enc = s.encoding
     save(result, plan.output, item.video, keep_original_audio=s.keep_original_audio,
          overwrite=s.force, title=title, audio_codec=enc.codec if plan.is_video else None,
@@ -364,7 +386,10 @@ def _run(pipe: Pipeline, item: Item, s: Settings, batch: Batch) -> None:
         said.append(f"truncated video: {result.duration:.2f} s decode of the {plan.duration:.2f}"
                     " s its header gives; generated only those")  # fmt: skip
     rate = enc.sample_rate or result.sample_rate
-    item.record = _record(pipe, item, result, write_s, total_s, said, rate)
+    item.record = _record(pipe, item, result, write_s, total_s, said, rate, variant)
+    if served:
+        batch.done(item, served_summary(plan.outputs, result, pipe, variant))
+        return
     summary = _summary(plan.outputs, result, write_s, total_s, rate)
     if result.duration < plan.duration - 0.01:
         summary = summary.replace(" | seconds:", f" (truncated video: header {plan.duration:.2f}"
@@ -439,10 +464,16 @@ class Batch:
         return EXIT_SOME_FAILED if self.failed else 0
 
 
-def _record(pipe: Pipeline, item: Item, r: GenerateResult, write_s: float, total_s: float,
-            said: list[str], rate: int) -> dict:  # fmt: skip
-    """The summary as one JSON object."""
-    o, m = r.options, pipe.bundle.manifest
+def _record(pipe: Pipeline | str, item: Item, r: GenerateResult, write_s: float,
+            total_s: float, said: list[str], rate: int, variant: str) -> dict:  # fmt: skip
+    """The summary as one JSON object (``pipe``: a URL for a served input)."""
+    o = r.options
+    if isinstance(pipe, str):
+        bundle = {"server": pipe, "variant": variant}
+    else:
+        m = pipe.bundle.manifest
+        bundle = {"root": str(pipe.bundle.root), "variant": m.model.variant,
+                  "weights": m.model.weights, "mark_id": m.mark_id}  # fmt: skip
     return {
         "input": str(item.video),
         "status": "ok",
@@ -466,9 +497,8 @@ def _record(pipe: Pipeline, item: Item, r: GenerateResult, write_s: float, total
             "target_lufs": o.loudness.target, "true_peak_ceiling_dbtp": o.loudness.true_peak,
             "tracks": [level.to_dict() for level in r.loudness],
         },  # fmt: skip
-        "bundle": {"root": str(pipe.bundle.root), "variant": m.model.variant,
-                   "weights": m.model.weights, "mark_id": m.mark_id},  # fmt: skip
-        "seconds": {**{s: round(r.timings[s], 4) for s in STAGES},
+        "bundle": bundle,
+        "seconds": {**{s: round(r.timings.get(s, 0.0), 4) for s in STAGES},
                     "write": round(write_s, 4), "total": round(total_s, 4)},  # fmt: skip
         "notes": said,
     }
