@@ -42,7 +42,6 @@ def write_audio(
     Samples are clipped to [-1, 1]; ``title`` goes into the file's tags. An existing file is
     replaced only with ``overwrite=True``.
     """
-    import soundfile as sf
     path = check_output(path, overwrite=overwrite, allowed=tuple(AUDIO_FORMATS))
     with atomic_output(path) as tmp:
         write_audio_file(tmp, audio, sample_rate, title=title, name=path)
@@ -53,6 +52,8 @@ def write_audio_file(
 ) -> None:
     """Write ``path`` directly (a temporary path of ``atomic_output``); the format goes by its
     extension; ``name``: the final path, for messages."""
+    import soundfile as sf
+
     data = np.clip(as_channels(audio), -1.0, 1.0).T  # (W, C), soundfile's layout
     check_rate(sample_rate)
     fmt = AUDIO_FORMATS[Path(path).suffix.lower()]

@@ -76,7 +76,6 @@ def mux(
     opus, flac, pcm; default: the container's) and ``bitrate`` (bits/s per track; default
     96 kb/s per channel; lossy codecs only) choose how the tracks are encoded.
     """
-    import av
     video_path = check_input(video_path)
     out_path = check_output(
         out_path, input_path=video_path, overwrite=overwrite, allowed=tuple(VIDEO_CONTAINERS)
@@ -151,6 +150,8 @@ def _spec(out_path: Path, audio_codec: str | None, bitrate: int | None) -> Conta
 
 
 def _run(video_path: Path, tmp: Path, job: _Job) -> None:
+    import av
+
     with open_input(video_path) as source:
         video = video_stream(source, video_path)
         try:
