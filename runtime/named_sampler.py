@@ -14,14 +14,13 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
 from . import sampling
 
-MULTISTEP = "multistep"  # the solver name of a table of fitted weights (sampling.multistep)
+MULTISTEP = sampling.MULTISTEP  # the solver name of a table of fitted weights
 NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 
 
@@ -78,19 +77,14 @@ class NamedSampler:
         """The time grid as float32, as the solvers take it."""
         return np.asarray(self.times, dtype=np.float32)
 
-    def solver_fn(self) -> Callable[..., np.ndarray]:
-        """``solver(velocity_fn, x, ts, *, callback=None) -> x`` for this sampler."""
-        if self.solver != MULTISTEP:
-            return sampling.get_solver(self.solver)
-        table = weight_table(self.weights, self.steps)
-
-        def fitted(velocity_fn, x, ts, *, callback=None):
-            return sampling.multistep(velocity_fn, x, ts, weights=table, callback=callback)
-
-        return fitted
+    def table(self) -> np.ndarray | None:
+        """The (N, N) weight table of the multistep solver; None for a named solver."""
+        return None if self.weights is None else weight_table(self.weights, self.steps)
 
     def run(self, velocity_fn, x: np.ndarray, *, callback=None) -> np.ndarray:
-        return self.solver_fn()(velocity_fn, x, self.grid(), callback=callback)
+        """This sampler's solve of ``velocity_fn`` from ``x`` (t = 0) to t = 1."""
+        return sampling.integrate(velocity_fn, x, self.grid(), solver=self.solver,
+                                  weights=self.table(), callback=callback)  # fmt: skip
 
 
 def weight_table(rows, steps: int) -> np.ndarray:

@@ -316,6 +316,29 @@ def multistep(
     return x
 
 
+MULTISTEP = "multistep"  # the solver name of :func:`multistep` (a table of weights, no default)
+
+
+def integrate(
+    velocity_fn: VelocityFn,
+    x: np.ndarray,
+    ts: np.ndarray,
+    *,
+    solver: str,
+    weights: np.ndarray | None = None,
+    callback: Callback | None = None,
+) -> np.ndarray:
+    """One solve over ``ts``: a solver of :data:`SOLVERS` by name, or :data:`MULTISTEP` with its
+    (N, N) ``weights`` table (a tuned named sampler's, :mod:`v2a_runtime.named_sampler`)."""
+    if solver == MULTISTEP:
+        if weights is None:
+            raise ValueError(f"solver {MULTISTEP!r} needs its weights table")
+        return multistep(velocity_fn, x, ts, weights=weights, callback=callback)
+    if weights is not None:
+        raise ValueError(f"weights are given only with solver {MULTISTEP!r}, not {solver!r}")
+    return get_solver(solver)(velocity_fn, x, ts, callback=callback)
+
+
 def multistep_weights(solver: str, ts: np.ndarray) -> np.ndarray:
     """The (N, N) :func:`multistep` table that reproduces ``euler`` or ``ab2`` on ``ts``."""
     t = _times(ts)

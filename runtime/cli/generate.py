@@ -1,7 +1,7 @@
 """``v2a generate``: a soundtrack for a video, muxed into it or written as audio files.
 
     v2a generate VIDEO [-p PROMPT] [-n NEGATIVE] [--bundle DIR] [--steps N] [--solver S]
-                 [--cfg W] [--seed N] [--tracks K] [-o OUT] [--force] ...
+                 [--sampler NAME] [--cfg W] [--seed N] [--tracks K] [-o OUT] [--force] ...
 
 Outputs are written to a temporary file and renamed, so nothing partial is ever left behind,
 and the input is only read.
@@ -55,6 +55,12 @@ from .serve import check_server_flags, served_result, served_summary
     type=click.Choice(list(sampling.GRIDS)),
     default=None,
     help="Time grid. [default: the bundle's]",
+)
+@click.option(
+    "--sampler",
+    default=None,
+    help="A named sampler of the bundle (v2a info lists them) instead of --solver/--steps/"
+    "--grid. [default: the bundle's]",
 )
 @click.option("--cfg", type=float, default=None, help="Guidance weight. [default: the bundle's]")
 @click.option(
@@ -191,8 +197,9 @@ def _summary(outputs: list[Path], r: GenerateResult, write_s: float, total_s: fl
     tracks = f"{len(r.seeds)} track" + ("s" if len(r.seeds) > 1 else "")
     times = ", ".join(f"{s} {r.timings[s]:.2f}" for s in STAGES)
     ids = ",".join(f"{m.generation_id:06x}" for m in r.watermarks) or "none"
+    sampler = f"{o.solver} {o.steps} steps" if o.sampler is None else f"sampler {o.sampler}"
     return (
         f"wrote {names}: {tracks}, {r.duration:.2f} s at {r.sample_rate} Hz, seed {o.seed}, "
-        f"{o.solver} {o.steps} steps cfg {o.cfg:g}, {len(r.windows)} window(s), "
+        f"{sampler} cfg {o.cfg:g}, {len(r.windows)} window(s), "
         f"watermark id {ids} | seconds: {times}, write {write_s:.2f}, total {total_s:.2f}"
     )
