@@ -23,7 +23,7 @@ class HostSampler:
     def __call__(self, r: SampleRequest) -> tuple[np.ndarray, int]:
         evaluations = []
         velocity = guided_velocity(self.denoiser, r.conditions, r.cfg,
-                                   on_call=lambda t: evaluations.append(t))  # fmt: skip
+                                   on_call=lambda: evaluations.append(1))  # fmt: skip
         x = sampling.integrate(velocity, r.x, r.ts, solver=r.solver, weights=r.weights,
                                callback=r.callback)  # fmt: skip
         return x, len(evaluations)
@@ -34,11 +34,11 @@ def guided_velocity(
     conditions: Mapping[str, np.ndarray],
     cfg: float,
     *,
-    on_call: Callable[[float], None] | None = None,
+    on_call: Callable[[], None] | None = None,
 ) -> sampling.VelocityFn:
     """``velocity_fn(x (K, L, C), t)`` of ``denoiser`` with its condition feeds (batched for
     [cond × K; uncond × K], or K rows when ``cfg`` is 1): one pass over [x; x] and
-    v = w·v_cond + (1 − w)·v_uncond (:func:`~v2a_runtime.guidance.combine`). ``on_call(t)``
+    v = w·v_cond + (1 − w)·v_uncond (:func:`~v2a_runtime.guidance.combine`). ``on_call()``
     after each pass. The host loop's velocity, and the sampler tuner's."""
     guided = is_guided(cfg)
 
@@ -47,7 +47,7 @@ def guided_velocity(
         tb = np.full(xb.shape[0], t, dtype=np.float32)  # (2K,)
         v = denoiser.run({"x": xb, "t": tb, **conditions})["velocity"]  # (2K, L, C)
         if on_call is not None:
-            on_call(t)
+            on_call()
         return combine(v, cfg) if guided else v  # (K, L, C)
 
     return velocity
