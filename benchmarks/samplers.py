@@ -16,10 +16,21 @@ evaluations (velocity_fn calls = batched denoiser passes), not steps: each solve
 most steps that fit the budget (``steps_for_evaluations``), and a cell shows the count it
 used in parentheses when that is below the budget.
 
+- **held out** (``--held-out N --bundle DIR``): the question of issue 14, tuned samplers
+  (``v2a-export tune-sampler``) against fixed grids. N conditions never used in tuning: held-out
+  scenes of the procedural world from scene 1 000 000 on (the quality benchmark's; tuning uses
+  1 005 000… and its gate 1 006 000…) through the bundle's encoders and conditioner for trained
+  weights, seeded random encoder features (seed 1000 + ``--seed``; tuning uses 0 and 1) for
+  random weights. Reference: Heun with ``--reference-steps`` steps, checked against half as
+  many (:mod:`v2a_runtime.tuning.reference`). Every fixed solver × grid and every named sampler
+  of the bundle is run on the same noise; the table per budget shows 25-step Euler, the best
+  fixed choice and the tuned sampler, errors relative to 25-step Euler's.
+
 Usage::
 
     python benchmarks/samplers.py                                # analytic problems
     python benchmarks/samplers.py --bundle DIR [--threads 2]     # + the network
+    python benchmarks/samplers.py --problems --bundle DIR --held-out 8 --budgets 4 6 8 12
 
 It prints markdown tables and writes ``benchmarks/results/samplers_<tag>.{json,md}`` with the
 machine, library versions and the command.
@@ -36,7 +47,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -290,11 +301,99 @@ def run_network(net: Network, *, cfg: float, reference_steps: int = 200, **table
     }
 
 
+# --- held-out conditions: tuned against fixed ------------------------------------------------
+
+BENCH_FEATURE_SEED = 1000  # random-feature conditions: far from the tuning seeds (0, 1)
+
+
+def held_out_conditions(pipe, n: int, *, duration: float, seed: int):
+    """``n`` benchmark conditions (never used by tune-sampler) as a ConditionSet."""
+    from v2a_runtime.tuning import encode_items, random_features
+
+    if pipe.bundle.manifest.model.weights == "random":
+        return random_features(pipe, n, duration=duration, seed=BENCH_FEATURE_SEED + seed)
+    from v2a_runtime.tuning.calibration import world_items, world_source
+
+    items = world_items(pipe.bundle.manifest.video, n, 0, duration)
+    return encode_items(pipe, items, duration=duration, seed=BENCH_FEATURE_SEED + seed,
+                        source=world_source(0, n))  # fmt: skip
+
+
+def run_held_out(bundle: Path, *, n, duration, seed, threads, cfg, reference_steps, **table):
+    """Fixed solvers × grids and the bundle's named samplers on ``n`` held-out conditions."""
+    from v2a_runtime.backends.host import guided_velocity
+    from v2a_runtime.pipeline import Pipeline
+    from v2a_runtime.tuning.reference import reference
+
+    pipe = Pipeline.load(bundle, threads=threads)
+    duration = pipe.bundle.manifest.sequence.trained_duration if duration is None else duration
+    conditions = held_out_conditions(pipe, n, duration=duration, seed=seed)
+    timings: list[float] = []
+
+    def timed() -> None:
+        timings.append(time.perf_counter())
+
+    feeds = conditions.feeds_for(cfg)
+    velocity_fn = guided_velocity(pipe.sessions["denoiser"], feeds, cfg, on_call=timed)
+    x0 = conditions.x0
+    start = time.perf_counter()
+    ref = reference(velocity_fn, x0, steps=reference_steps, points=2)
+    ref_seconds = time.perf_counter() - start
+    rows = accuracy_rows(velocity_fn, x0, ref.endpoint, **table)
+    rows += accuracy_rows(velocity_fn, x0, ref.endpoint, solvers=["euler"], grids=["uniform"],
+                          budgets=[25])  # fmt: skip
+    for name, s in pipe.bundle.manifest.samplers.items():
+        x = s.run(velocity_fn, x0)
+        rows.append({"solver": s.solver, "grid": f"named:{name}", "budget": s.evaluations,
+                     "steps": s.steps, "evaluations": s.evaluations,
+                     "error": relative_error(x, ref.endpoint)})  # fmt: skip
+    m = pipe.bundle.manifest
+    return {
+        "problem": f"held out: {m.model.variant} bundle ({m.model.weights} weights)",
+        "description": f"{conditions.source}, {duration:g} s, CFG {cfg:g}, noise seed "
+        f"{conditions.seed}, x0 (B, L, C) = {tuple(x0.shape)}",
+        "reference": ref.describe(),
+        "reference_error": ref.change,
+        "evaluation_ms": 1e3 * ref_seconds / ref.evaluations,
+        "x0_shape": list(x0.shape),
+        "samplers": {n: asdict(s) for n, s in m.samplers.items()},
+        "default_sampler": m.sampler.name,
+        "rows": rows,
+    }
+
+
+def tuned_table(result: dict) -> str:
+    """Per budget: 25-step Euler, the best fixed solver × grid, the tuned sampler (× Euler-25)."""
+    rows = result["rows"]
+    (base,) = [r for r in rows if (r["solver"], r["grid"], r["budget"]) == ("euler", "uniform", 25)]
+    e25 = base["error"]
+    fixed = [r for r in rows if not r["grid"].startswith("named:") and r["budget"] != 25]
+    named = [r for r in rows if r["grid"].startswith("named:")]
+    lines = [f"25-step Euler (uniform; MMAudio's sampler): {e25:.3e}.", "",
+             "| evaluations | best fixed (solver, grid) | error (x euler-25) | tuned | "
+             "error (x euler-25) |", "|---|---|---|---|---|"]  # fmt: skip
+    for b in sorted({r["budget"] for r in fixed} | {r["budget"] for r in named}):
+        fits = [r for r in fixed if r["budget"] == b]
+        cells = ["-", "-"]
+        if fits:
+            f = min(fits, key=lambda r: r["error"])
+            used = "" if f["evaluations"] == b else f", {f['evaluations']} used"
+            cells = [f"{f['solver']}, {f['grid']}{used}",
+                     f"{f['error']:.3e} ({f['error'] / e25:.2f}x)"]  # fmt: skip
+        tuned = [r for r in named if r["budget"] == b]
+        for t in tuned or [None]:
+            tc = ["-", "-"] if t is None else [
+                f"{t['grid'][6:]} ({t['solver']})", f"{t['error']:.3e} ({t['error'] / e25:.2f}x)"
+            ]  # fmt: skip
+            lines.append(f"| {b} | {cells[0]} | {cells[1]} | {tc[0]} | {tc[1]} |")
+    return "\n".join(lines)
+
+
 # --- reporting ----------------------------------------------------------------------------
 
 
 def markdown_table(result: dict) -> str:
-    rows = result["rows"]
+    rows = [r for r in result["rows"] if not r["grid"].startswith("named:")]
     budgets = sorted({r["budget"] for r in rows})
     head = f"| solver | grid | {' | '.join(str(b) for b in budgets)} |"
     lines = [head, "|" + "---|" * (len(budgets) + 2)]
@@ -302,7 +401,11 @@ def markdown_table(result: dict) -> str:
     for solver, grid in keys:
         cells = []
         for b in budgets:
-            (r,) = [r for r in rows if (r["solver"], r["grid"], r["budget"]) == (solver, grid, b)]
+            hit = [r for r in rows if (r["solver"], r["grid"], r["budget"]) == (solver, grid, b)]
+            if not hit:
+                cells.append("-")
+                continue
+            r = hit[0]
             used = "" if r["evaluations"] == b else f" ({r['evaluations']})"
             cells.append(f"{r['error']:.2e}{used}")
         lines.append(f"| {solver} | {grid} | {' | '.join(cells)} |")
@@ -389,7 +492,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument(
         "--torch-variant", help="also run the PyTorch flow network of this variant, random weights"
     )
-    ap.add_argument("--duration", type=float, default=8.0, help="seconds (network problems)")
+    ap.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        help="seconds (network problems) [8; --held-out: the bundle's window]",
+    )
+    ap.add_argument(
+        "--held-out",
+        type=int,
+        default=None,
+        metavar="N",
+        help="tuned vs fixed on N held-out conditions of --bundle",
+    )
     ap.add_argument("--cfg", type=float, default=DEFAULT_SAMPLER.cfg)
     ap.add_argument("--tracks", type=int, default=1, help="noise seeds per run (batch B)")
     ap.add_argument("--seed", type=int, default=0)
@@ -403,19 +518,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     for s in args.solvers:
         sampling.get_solver(s)
     table = {"solvers": args.solvers, "grids": args.grids, "budgets": args.budgets}
+    if args.held_out is not None and args.bundle is None:
+        ap.error("--held-out needs --bundle")
     setup = {
-        "duration": args.duration,
+        "duration": 8.0 if args.duration is None else args.duration,
         "tracks": args.tracks,
         "seed": args.seed,
         "threads": args.threads,
     }
     nets = []
-    if args.bundle is not None:
+    if args.bundle is not None and args.held_out is None:
         nets.append(bundle_network(args.bundle, **setup))
     if args.torch_variant is not None:
         nets.append(torch_network(args.torch_variant, **setup))
 
     results = [run_analytic(p, **table) for p in args.problems]
+    if args.held_out is not None:
+        results.append(
+            run_held_out(args.bundle, n=args.held_out, duration=args.duration, seed=args.seed,
+                         threads=args.threads, cfg=args.cfg,
+                         reference_steps=args.reference_steps, **table)
+        )  # fmt: skip
     for net in nets:
         results.append(
             run_network(net, cfg=args.cfg, reference_steps=args.reference_steps, **table)
@@ -448,6 +571,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "",
             summary(r),
             "",
+            *([tuned_table(r), ""] if r["problem"].startswith("held out") else []),
         ]
     md += [
         f"Solver loop overhead per evaluation, x {shape} float32 (µs): "
