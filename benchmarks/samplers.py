@@ -321,20 +321,69 @@ def held_out_conditions(pipe, n: int, *, duration: float, seed: int):
 
 def run_held_out(bundle: Path, *, n, duration, seed, threads, cfg, reference_steps, **table):
     """Fixed solvers × grids and the bundle's named samplers on ``n`` held-out conditions."""
-    from v2a_runtime.backends.host import guided_velocity
     from v2a_runtime.pipeline import Pipeline
-    from v2a_runtime.tuning.reference import reference
 
     pipe = Pipeline.load(bundle, threads=threads)
-    duration = pipe.bundle.manifest.sequence.trained_duration if duration is None else duration
+    m = pipe.bundle.manifest
+    duration = m.sequence.trained_duration if duration is None else duration
     conditions = held_out_conditions(pipe, n, duration=duration, seed=seed)
-    timings: list[float] = []
+    result = compare_samplers(pipe.sessions["denoiser"], conditions, m.samplers, cfg=cfg,
+                              reference_steps=reference_steps, **table)  # fmt: skip
+    result["problem"] = f"held out: {m.model.variant} bundle ({m.model.weights} weights)"
+    result["default_sampler"] = m.sampler.name
+    return result
 
-    def timed() -> None:
-        timings.append(time.perf_counter())
+
+def run_tuned_graphs(graphs: Path, variant: str, *, n, duration, seed, threads, cfg,
+                     reference_steps, tune_args, **table):  # fmt: skip
+    """Tune on a conditioner + denoiser pair (``v2a-export export --components
+    conditioner,denoiser``, no bundle needed) with random-feature conditions, then compare on
+    ``n`` other ones. For random-weight variants whose encoders would see nothing anyway."""
+    from v2a_runtime.backends import load_session
+    from v2a_runtime.tuning import TuneOptions, batched_inputs, random_conditions, tune
+
+    from v2a_export.models.configs import get_config
+
+    config = get_config(variant)
+    session = {c: load_session(graphs / "onnx" / f"{c}.onnx", threads=threads)
+               for c in ("conditioner", "denoiser")}  # fmt: skip
+    lengths = config.rates.lengths(duration)
+
+    def conditions(count, s):
+        return random_conditions(session["conditioner"], lengths, count,
+                                 channels=config.flow.latent_dim,
+                                 batched=batched_inputs(session["denoiser"]), seed=s)  # fmt: skip
+
+    cal = conditions(tune_args["calibration"], seed)
+    gate = conditions(tune_args["held_out"], seed + 1)
+    options = TuneOptions(
+        evaluations=tuple(tune_args["evaluations"]),
+        cfg=cfg,
+        points=tune_args["points"],
+        reference_steps=tune_args["reference_steps"],
+    )
+    result = tune(session["denoiser"], cal, gate, options)
+    held = conditions(n, BENCH_FEATURE_SEED + seed)
+    out = compare_samplers(session["denoiser"], held, result.samplers, cfg=cfg,
+                           reference_steps=reference_steps, **table)  # fmt: skip
+    out["problem"] = f"held out: {variant} graphs (random weights), tuned here"
+    out["tuning"] = {"evaluations": result.evaluations, "seconds": result.seconds,
+                     "calibration_reference_change": result.calibration_reference.change,
+                     "gate_reference_change": result.held_out_reference_change,
+                     "default": result.default,
+                     "candidates": [{"evaluations": c.evaluations, "method": c.method,
+                                     "error": c.error} for c in result.candidates]}  # fmt: skip
+    return out
+
+
+def compare_samplers(denoiser, conditions, samplers: dict, *, cfg, reference_steps, **table):
+    """Every fixed solver × grid, 25-step Euler and ``samplers`` on ``conditions``, against a
+    converged Heun reference of the same noise."""
+    from v2a_runtime.backends.host import guided_velocity
+    from v2a_runtime.tuning.reference import reference
 
     feeds = conditions.feeds_for(cfg)
-    velocity_fn = guided_velocity(pipe.sessions["denoiser"], feeds, cfg, on_call=timed)
+    velocity_fn = guided_velocity(denoiser, feeds, cfg)
     x0 = conditions.x0
     start = time.perf_counter()
     ref = reference(velocity_fn, x0, steps=reference_steps, points=2)
@@ -342,22 +391,20 @@ def run_held_out(bundle: Path, *, n, duration, seed, threads, cfg, reference_ste
     rows = accuracy_rows(velocity_fn, x0, ref.endpoint, **table)
     rows += accuracy_rows(velocity_fn, x0, ref.endpoint, solvers=["euler"], grids=["uniform"],
                           budgets=[25])  # fmt: skip
-    for name, s in pipe.bundle.manifest.samplers.items():
+    for name, s in samplers.items():
         x = s.run(velocity_fn, x0)
         rows.append({"solver": s.solver, "grid": f"named:{name}", "budget": s.evaluations,
                      "steps": s.steps, "evaluations": s.evaluations,
                      "error": relative_error(x, ref.endpoint)})  # fmt: skip
-    m = pipe.bundle.manifest
     return {
-        "problem": f"held out: {m.model.variant} bundle ({m.model.weights} weights)",
-        "description": f"{conditions.source}, {duration:g} s, CFG {cfg:g}, noise seed "
-        f"{conditions.seed}, x0 (B, L, C) = {tuple(x0.shape)}",
+        "problem": "held out",
+        "description": f"{conditions.source}, {conditions.duration:g} s, CFG {cfg:g}, noise "
+        f"seed {conditions.seed}, x0 (B, L, C) = {tuple(x0.shape)}",
         "reference": ref.describe(),
         "reference_error": ref.change,
         "evaluation_ms": 1e3 * ref_seconds / ref.evaluations,
         "x0_shape": list(x0.shape),
-        "samplers": {n: asdict(s) for n, s in m.samplers.items()},
-        "default_sampler": m.sampler.name,
+        "samplers": {n: asdict(s) for n, s in samplers.items()},
         "rows": rows,
     }
 
@@ -506,6 +553,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="tuned vs fixed on N held-out conditions of --bundle",
     )
     ap.add_argument("--cfg", type=float, default=DEFAULT_SAMPLER.cfg)
+    ap.add_argument(
+        "--tune-graphs",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="tune on DIR/onnx/{conditioner,denoiser}.onnx of --variant, then compare "
+        "on --held-out N other conditions (random features)",
+    )
+    ap.add_argument("--variant", default=None, help="with --tune-graphs")
+    ap.add_argument("--tune-calibration", type=int, default=8)
+    ap.add_argument("--tune-held-out", type=int, default=4)
+    ap.add_argument("--tune-evaluations", nargs="*", type=int, default=[4, 6, 8, 12])
+    ap.add_argument("--tune-points", type=int, default=128)
+    ap.add_argument("--tune-reference-steps", type=int, default=512)
     ap.add_argument("--tracks", type=int, default=1, help="noise seeds per run (batch B)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=None, help="intra-op threads")
@@ -518,8 +579,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for s in args.solvers:
         sampling.get_solver(s)
     table = {"solvers": args.solvers, "grids": args.grids, "budgets": args.budgets}
-    if args.held_out is not None and args.bundle is None:
-        ap.error("--held-out needs --bundle")
+    if args.held_out is not None and args.bundle is None and args.tune_graphs is None:
+        ap.error("--held-out needs --bundle or --tune-graphs")
     setup = {
         "duration": 8.0 if args.duration is None else args.duration,
         "tracks": args.tracks,
@@ -533,7 +594,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         nets.append(torch_network(args.torch_variant, **setup))
 
     results = [run_analytic(p, **table) for p in args.problems]
-    if args.held_out is not None:
+    if args.tune_graphs is not None:
+        tune_args = {"calibration": args.tune_calibration, "held_out": args.tune_held_out,
+                     "evaluations": args.tune_evaluations, "points": args.tune_points,
+                     "reference_steps": args.tune_reference_steps}  # fmt: skip
+        results.append(
+            run_tuned_graphs(args.tune_graphs, args.variant, n=args.held_out or 4,
+                             duration=args.duration or 1.0, seed=args.seed, threads=args.threads,
+                             cfg=args.cfg, reference_steps=args.reference_steps,
+                             tune_args=tune_args, **table)
+        )  # fmt: skip
+    elif args.held_out is not None:
         results.append(
             run_held_out(args.bundle, n=args.held_out, duration=args.duration, seed=args.seed,
                          threads=args.threads, cfg=args.cfg,

@@ -10,7 +10,15 @@
 - :mod:`.tune`: the whole run, the held-out gate, and the manifest update.
 """
 
-from .calibration import CalibrationError, ConditionSet, Item, encode_items, random_features
+from .calibration import (
+    CalibrationError,
+    ConditionSet,
+    Item,
+    batched_inputs,
+    encode_items,
+    random_conditions,
+    random_features,
+)
 from .reference import Reference, relative_error
 from .tune import NotConverged, Progress, TuneOptions, TuneResult, tune, with_samplers
 
@@ -23,7 +31,9 @@ __all__ = [
     "Reference",
     "TuneOptions",
     "TuneResult",
+    "batched_inputs",
     "encode_items",
+    "random_conditions",
     "random_features",
     "relative_error",
     "tune",

@@ -31,7 +31,7 @@ from ..frames import VideoArray
 from ..guidance import is_guided, stack_conditions
 from ..media import Frames
 from ..pipeline import Pipeline
-from ..sequence import sync_index
+from ..sequence import TEXT_TOKENS, SequenceLengths, sync_index
 
 MIN_CONDITIONS = 2
 # Held-out world scene numbers (offsets from world.HELD_OUT_SEED_BASE): calibration 1 005 000 …,
@@ -135,14 +135,35 @@ def encode_items(
 
 
 def random_features(pipe: Pipeline, n: int, *, duration: float, seed: int) -> ConditionSet:
-    """``n`` conditions from seeded random encoder features through the conditioner; the
-    noise comes from ``seed`` too (after the features), so one seed fixes the set."""
+    """:func:`random_conditions` for the bundle of ``pipe`` at ``duration`` seconds."""
+    m = pipe.bundle.manifest
+    return random_conditions(
+        pipe.sessions["conditioner"],
+        m.rates.lengths(duration),
+        n,
+        channels=m.audio.latent_channels,
+        batched=m.components["denoiser"].batched_inputs(),
+        text_tokens=m.tokenizer.context_length,
+        seed=seed,
+    )
+
+
+def random_conditions(
+    conditioner: Session,
+    lengths: SequenceLengths,
+    n: int,
+    *,
+    channels: int,
+    batched: tuple[str, ...],
+    text_tokens: int = TEXT_TOKENS,
+    seed: int,
+) -> ConditionSet:
+    """``n`` conditions from seeded random encoder features through ``conditioner`` (only that
+    graph is needed); the noise comes from ``seed`` too (after the features). ``batched``: the
+    denoiser's inputs with a batch axis (:func:`batched_inputs` of its session)."""
     source = f"{n} random feature sets (seed {seed})"
     check_size(n, source)
-    conditioner: Session = pipe.sessions["conditioner"]
     widths = {t.name: t.shape[-1] for t in conditioner.inputs}
-    m = pipe.bundle.manifest
-    lengths = m.rates.lengths(duration)
     rng = np.random.default_rng(seed)
 
     def unit(shape):  # CLIP and text features are L2-normalised (spec/mmaudio.md §1.3, §1.5)
@@ -156,22 +177,25 @@ def random_features(pipe: Pipeline, n: int, *, duration: float, seed: int) -> Co
             "sync_features": rng.standard_normal(
                 (1, lengths.sync_tokens, widths["sync_features"]), dtype=np.float32
             ),
-            "text_features": unit((1, m.tokenizer.context_length, widths["text_features"])),
-            "negative_text_features": unit(
-                (1, m.tokenizer.context_length, widths["negative_text_features"])
-            ),
+            "text_features": unit((1, text_tokens, widths["text_features"])),
+            "negative_text_features": unit((1, text_tokens, widths["negative_text_features"])),
             "sync_index": sync_index(lengths.sync_tokens, lengths.latent),
         }
         conditions.append(conditioner.run(feats))
-    batched = m.components["denoiser"].batched_inputs()
     return ConditionSet(
         feeds=stack_conditions(conditions, batched),
-        x0=noise(n, lengths.latent, m.audio.latent_channels, int(rng.integers(2**63))),
+        x0=noise(n, lengths.latent, channels, int(rng.integers(2**63))),
         source=source,
-        duration=duration,
+        duration=lengths.duration,
         seed=seed,
         batched=batched,
     )
+
+
+def batched_inputs(denoiser: Session) -> tuple[str, ...]:
+    """The inputs of a denoiser session with a batch axis ("B" first), as
+    :meth:`~v2a_runtime.config.ComponentSpec.batched_inputs` reads them from a manifest."""
+    return tuple(t.name for t in denoiser.inputs if t.shape[:1] == ("B",))
 
 
 def world_items(video: VideoSpec, n: int, start: int, duration: float) -> list[Item]:

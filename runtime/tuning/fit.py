@@ -1,8 +1,8 @@
 """Multistep weights fitted by least squares on reference trajectories (forward only).
 
-Bespoke solvers (Shaul et al. 2023, arXiv 2310.19075) and BNS solvers (Shaul et al. 2024,
-arXiv 2403.01329) learn a few per-step coefficients of a solver by gradient descent through
-the sampling loop. With an explicit linear multistep method (:func:`v2a_runtime.sampling.
+Bespoke solvers (Shaul et al., ICLR 2024, arXiv 2310.19075) and their non-stationary successor
+BNS (Shaul et al., ICML 2024) learn a few per-step coefficients of a solver by gradient descent
+through the sampling loop. With an explicit linear multistep method (:func:`v2a_runtime.sampling.
 multistep`) on a fixed grid, step i is linear in its weights,
 
     x_{i+1} = x_i + Σ_{m ≤ i} w_{i,m}·v_m,      v_m = v(x_m, t_m),
