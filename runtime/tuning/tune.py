@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -104,7 +104,6 @@ class TuneResult:
     held_out_euler25_error: float
     evaluations: int  # network evaluations of the whole run
     seconds: float
-    stats: dict = field(default_factory=dict)
 
 
 def tune(
@@ -121,77 +120,101 @@ def tune(
     w = options.cfg
     cal_v = guided_velocity(denoiser, calibration.feeds_for(w), w, on_call=counter.tick)
     held_v = guided_velocity(denoiser, held_out.feeds_for(w), w, on_call=counter.tick)
-    x0, budgets = calibration.x0, sorted(set(options.evaluations))
 
     counter.stage("reference", _reference_cost(options))
-    ref = reference(cal_v, x0, steps=options.reference_steps, points=options.points)
+    ref = reference(cal_v, calibration.x0, steps=options.reference_steps, points=options.points)
     counter.stage("euler-25", 25)
-    e25 = relative_error(sampling.euler(cal_v, x0, sampling.time_grid("uniform", 25)), ref.endpoint)
+    e25 = _euler25(cal_v, calibration.x0, ref.endpoint)
+    _check_converged(ref.change, [e25], options)  # early: the same check runs at the end
 
-    g = search.gram(ref.times, ref.states, ref.velocities)
-    per_step = len(options.families) * (2 if options.fit else 1)
-    counter.stage("search", per_step * sum(budgets))
-    candidates = []
-    for family in options.families:
-        paths = search.shortest_paths(family, g, max(budgets))
-        for k in budgets:
-            candidates += _candidates(family, paths[k], ref, cal_v, x0, options.fit)
-
+    budgets = sorted(set(options.evaluations))
+    counter.stage("search", len(options.families) * (2 if options.fit else 1) * sum(budgets))
+    candidates = _search(ref, cal_v, calibration.x0, budgets, options)
     kept = {k: min((c for c in candidates if c.evaluations == k), key=_rank) for k in budgets}
+
     counter.stage("held-out reference", _reference_cost(options))
     held_ref = reference(held_v, held_out.x0, steps=options.reference_steps, points=2)
     counter.stage("gate", 25 + sum(budgets))
-    held_e25 = relative_error(
-        sampling.euler(held_v, held_out.x0, sampling.time_grid("uniform", 25)), held_ref.endpoint
-    )
+    held_e25 = _euler25(held_v, held_out.x0, held_ref.endpoint)
     for k, c in kept.items():
         x = _sampler(c, options.cfg).run(held_v, held_out.x0)
         kept[k] = replace(c, held_out_error=relative_error(x, held_ref.endpoint))
+    judged = [e25, held_e25, *(e for c in kept.values() for e in (c.error, c.held_out_error))]
+    _check_converged(max(ref.change, held_ref.change), judged, options)
 
-    judged = [e25, held_e25, *(c.error for c in kept.values())]
-    worst_change = max(ref.change, held_ref.change)
-    if worst_change > CONVERGED * min(judged):
-        raise NotConverged(
-            f"the reference is not converged: halving its step changes the endpoint by "
-            f"{worst_change:.1e}, more than {CONVERGED:g} x the smallest error it judges "
-            f"({min(judged):.1e}); raise the reference steps (now {options.reference_steps})"
-        )
-
-    seconds = time.perf_counter() - started
-    samplers, passing = {}, []
-    for k, c in kept.items():
-        name = f"{options.prefix}-{k}"
-        record = Calibration(
-            method=c.method,
-            source=calibration.source,
-            conditions=calibration.size,
-            seed=calibration.seed,
-            duration=calibration.duration,
-            evaluations=k,
-            reference=ref.describe(),
-            reference_change=worst_change,
-            error=c.error,
-            euler25_error=e25,
-            held_out_conditions=held_out.size,
-            held_out_error=c.held_out_error,
-            held_out_euler25_error=held_e25,
-            tuning_evaluations=counter.total,
-            tuning_seconds=round(seconds, 1),
-        )
-        samplers[name] = named_sampler.sealed(replace(_sampler(c, options.cfg), calibration=record))
-        if samplers[name].passed_gate and k <= options.max_default_evaluations:
-            passing.append(name)
+    record = Calibration(
+        method="",
+        source=calibration.source,
+        conditions=calibration.size,
+        seed=calibration.seed,
+        duration=calibration.duration,
+        evaluations=0,
+        reference=ref.describe(),
+        reference_change=max(ref.change, held_ref.change),
+        error=0.0,
+        euler25_error=e25,
+        held_out_conditions=held_out.size,
+        held_out_error=0.0,
+        held_out_euler25_error=held_e25,
+        tuning_evaluations=counter.total,
+        tuning_seconds=round(time.perf_counter() - started, 1),
+    )
+    samplers = {f"{options.prefix}-{k}": _named(c, record, options.cfg) for k, c in kept.items()}
+    passing = [
+        name
+        for name, s in samplers.items()
+        if s.passed_gate and s.evaluations <= options.max_default_evaluations
+    ]
     return TuneResult(
         samplers=samplers,
-        default=passing[0] if passing else None,
+        default=passing[0] if passing else None,  # budgets ascend: the fewest evaluations
         candidates=tuple(candidates),
         calibration_reference=ref,
         held_out_reference_change=held_ref.change,
         euler25_error=e25,
         held_out_euler25_error=held_e25,
         evaluations=counter.total,
-        seconds=seconds,
+        seconds=record.tuning_seconds,
     )
+
+
+def _search(ref: Reference, velocity_fn, x0, budgets, options: TuneOptions) -> list[Candidate]:
+    """Every family's DP grid for every budget, run as is and with fitted weights."""
+    g = search.gram(ref.times, ref.states, ref.velocities)
+    candidates = []
+    for family in options.families:
+        paths = search.shortest_paths(family, g, max(budgets))
+        for k in budgets:
+            candidates += _candidates(family, paths[k], ref, velocity_fn, x0, options.fit)
+    return candidates
+
+
+def _euler25(velocity_fn, x0, endpoint) -> float:
+    """MMAudio's sampler (Euler, 25 uniform steps): the scale every error is judged on."""
+    return relative_error(
+        sampling.euler(velocity_fn, x0, sampling.time_grid("uniform", 25)), endpoint
+    )
+
+
+def _check_converged(change: float, judged: list[float], options: TuneOptions) -> None:
+    if change > CONVERGED * min(judged):
+        raise NotConverged(
+            f"the reference is not converged: halving its step changes the endpoint by "
+            f"{change:.1e}, more than {CONVERGED:g} x the smallest error it judges "
+            f"({min(judged):.1e}); raise the reference steps (now {options.reference_steps})"
+        )
+
+
+def _named(c: Candidate, record: Calibration, cfg: float) -> NamedSampler:
+    """The sealed sampler of a kept candidate with its own entries in the shared record."""
+    own = replace(
+        record,
+        method=c.method,
+        evaluations=c.evaluations,
+        error=c.error,
+        held_out_error=c.held_out_error,
+    )
+    return named_sampler.sealed(replace(_sampler(c, cfg), calibration=own))
 
 
 def _candidates(family, path, ref: Reference, velocity_fn, x0, with_fit: bool) -> list[Candidate]:
