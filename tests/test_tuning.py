@@ -121,6 +121,63 @@ def test_fitted_weights_carry_over_to_new_noise():
     assert relative_error(fitted, truth) < 0.2 * relative_error(euler, truth)
 
 
+def test_integrate_runs_a_named_solver_or_the_multistep_table():
+    ts = sampling.time_grid("shifted", 5)
+    x0 = noise(5)
+    table = sampling.multistep_weights("ab2", ts)
+    ab2 = sampling.ab2(gaussian_velocity, x0, ts)
+    np.testing.assert_array_equal(
+        sampling.integrate(gaussian_velocity, x0, ts, solver="ab2"), ab2
+    )
+    got = sampling.integrate(gaussian_velocity, x0, ts, solver="multistep", weights=table)
+    np.testing.assert_allclose(got, ab2, rtol=0, atol=2e-6)
+    with pytest.raises(ValueError, match="needs its weights table"):
+        sampling.integrate(gaussian_velocity, x0, ts, solver="multistep")
+    with pytest.raises(ValueError, match="only with solver 'multistep'"):
+        sampling.integrate(gaussian_velocity, x0, ts, solver="euler", weights=table)
+
+
+def test_stack_conditions_orders_cond_rows_then_uncond_rows():
+    from v2a_runtime.guidance import stack_conditions
+
+    # three conditioner outputs: row 0 cond, row 1 uncond; values = 10·condition + row
+    outs = [{"g": np.array([[10.0 * k], [10.0 * k + 1]]), "rope": np.full((4, 2), k)}
+            for k in range(3)]  # fmt: skip
+    feeds = stack_conditions(outs, ("g",))
+    assert feeds["g"][:, 0].tolist() == [0, 10, 20, 1, 11, 21]  # [cond × N; uncond × N]
+    np.testing.assert_array_equal(feeds["rope"], outs[0]["rope"])  # shared: the first's
+
+
+def test_calibration_conditions_are_generates_conditions(tmp_path):
+    """encode_items feeds the denoiser what generate feeds it for the same video and prompt
+    (cond rows then uncond rows), and w = 1 keeps the cond rows only."""
+    from media_videos import write_video
+    from v2a_runtime.backends.recording import RecordingSession
+    from v2a_runtime.pipeline import Pipeline
+    from v2a_runtime.tuning import Item, encode_items
+
+    videos = [write_video(tmp_path / f"v{k}.mp4", frames=40, size=size)
+              for k, size in enumerate([(160, 120), (96, 128)])]  # fmt: skip
+    prompts = ["rain on glass", "a bouncing ball"]
+    pipe = Pipeline.load(TEST_BUNDLE)
+    cs = encode_items(pipe, [Item(v, p, "wind") for v, p in zip(videos, prompts, strict=True)],
+                      duration=1.0, seed=0, source="test")  # fmt: skip
+    batched = pipe.bundle.manifest.components["denoiser"].batched_inputs()
+    for k, (video, prompt) in enumerate(zip(videos, prompts, strict=True)):
+        rec = RecordingSession(pipe.sessions["denoiser"])
+        pipe.with_sessions(denoiser=rec).generate(
+            video, prompt=prompt, negative_prompt="wind", duration=1.0, steps=1,
+            solver="euler", watermark=False,
+        )  # fmt: skip
+        for name in batched:
+            if name in ("x", "t"):
+                continue
+            seen = rec.feeds[0][name]  # [cond; uncond] of this video
+            np.testing.assert_array_equal(cs.feeds[name][[k, 2 + k]], seen)
+            np.testing.assert_array_equal(cs.feeds_for(1.0)[name][k], seen[0])
+    assert cs.feeds_for(1.0)[batched[-1]].shape[0] == 2
+
+
 # --- the manifest --------------------------------------------------------------------------
 
 
