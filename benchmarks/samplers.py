@@ -347,10 +347,8 @@ def run_tuned_graphs(graphs: Path, variant: str, *, n, duration, seed, threads, 
     config = get_config(variant)
     session = {c: load_session(graphs / "onnx" / f"{c}.onnx", threads=threads)
                for c in ("conditioner", "denoiser")}  # fmt: skip
-    lengths = config.rates.lengths(duration)
-
     def conditions(count, s):
-        return random_conditions(session["conditioner"], lengths, count,
+        return random_conditions(session["conditioner"], config.rates, duration, count,
                                  channels=config.flow.latent_dim,
                                  batched=batched_inputs(session["denoiser"]), seed=s)  # fmt: skip
 

@@ -31,7 +31,7 @@ from ..frames import VideoArray
 from ..guidance import is_guided, stack_conditions
 from ..media import Frames
 from ..pipeline import Pipeline
-from ..sequence import TEXT_TOKENS, SequenceLengths, sync_index
+from ..sequence import TEXT_TOKENS, Rates
 
 MIN_CONDITIONS = 2
 # Held-out world scene numbers (offsets from world.HELD_OUT_SEED_BASE): calibration 1 005 000 …,
@@ -139,7 +139,8 @@ def random_features(pipe: Pipeline, n: int, *, duration: float, seed: int) -> Co
     m = pipe.bundle.manifest
     return random_conditions(
         pipe.sessions["conditioner"],
-        m.rates.lengths(duration),
+        m.rates,
+        duration,
         n,
         channels=m.audio.latent_channels,
         batched=m.components["denoiser"].batched_inputs(),
@@ -150,7 +151,8 @@ def random_features(pipe: Pipeline, n: int, *, duration: float, seed: int) -> Co
 
 def random_conditions(
     conditioner: Session,
-    lengths: SequenceLengths,
+    rates: Rates,
+    duration: float,
     n: int,
     *,
     channels: int,
@@ -158,9 +160,11 @@ def random_conditions(
     text_tokens: int = TEXT_TOKENS,
     seed: int,
 ) -> ConditionSet:
-    """``n`` conditions from seeded random encoder features through ``conditioner`` (only that
-    graph is needed); the noise comes from ``seed`` too (after the features). ``batched``: the
+    """``n`` conditions of ``duration`` seconds from seeded random encoder features through
+    ``conditioner`` (only that graph is needed; ``rates`` give the lengths and the sync
+    alignment); the noise comes from ``seed`` too (after the features). ``batched``: the
     denoiser's inputs with a batch axis (:func:`batched_inputs` of its session)."""
+    lengths = rates.lengths(duration)
     source = f"{n} random feature sets (seed {seed})"
     check_size(n, source)
     widths = {t.name: t.shape[-1] for t in conditioner.inputs}
@@ -179,7 +183,7 @@ def random_conditions(
             ),
             "text_features": unit((1, text_tokens, widths["text_features"])),
             "negative_text_features": unit((1, text_tokens, widths["negative_text_features"])),
-            "sync_index": sync_index(lengths.sync_tokens, lengths.latent),
+            "sync_index": rates.sync_index(lengths.sync_tokens, lengths.latent),
         }
         conditions.append(conditioner.run(feats))
     return ConditionSet(
