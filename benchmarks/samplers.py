@@ -409,13 +409,21 @@ def compare_samplers(denoiser, conditions, samplers: dict, *, cfg, reference_ste
 
 def tuned_table(result: dict) -> str:
     """Per budget: 25-step Euler, the best fixed solver × grid, the tuned sampler (× Euler-25)."""
+    from v2a_runtime.tuning.reference import CONVERGED
+
     rows = result["rows"]
     (base,) = [r for r in rows if (r["solver"], r["grid"], r["budget"]) == ("euler", "uniform", 25)]
     e25 = base["error"]
     fixed = [r for r in rows if not r["grid"].startswith("named:") and r["budget"] != 25]
     named = [r for r in rows if r["grid"].startswith("named:")]
-    lines = [f"25-step Euler (uniform; MMAudio's sampler): {e25:.3e}.", "",
-             "| evaluations | best fixed (solver, grid) | error (x euler-25) | tuned | "
+    lines = [f"25-step Euler (uniform; MMAudio's sampler): {e25:.3e}.", ""]
+    smallest = min(r["error"] for r in rows)
+    if result["reference_error"] > CONVERGED * smallest:  # the tuner's own rule
+        lines += [f"**The reference is not converged**: halving its step moves the endpoint by "
+                  f"{result['reference_error']:.1e}, more than {CONVERGED:g} x the smallest error "
+                  f"here ({smallest:.1e}); differences of that size are not resolved. Raise "
+                  "--reference-steps.", ""]  # fmt: skip
+    lines += ["| evaluations | best fixed (solver, grid) | error (x euler-25) | tuned | "
              "error (x euler-25) |", "|---|---|---|---|---|"]  # fmt: skip
     for b in sorted({r["budget"] for r in fixed} | {r["budget"] for r in named}):
         fits = [r for r in fixed if r["budget"] == b]
