@@ -11,7 +11,8 @@ duration):
 3. condition: ``conditioner`` once, for [cond; uncond];
 4. sample: x₀ ~ N(0, I) per track, then the backend's sampler: one ``denoiser`` call per
    solver evaluation on the batch [cond × K; uncond × K] (K = tracks), v = w·v_cond +
-   (1 − w)·v_uncond (:mod:`v2a_runtime.guidance`), over one time grid built per call;
+   (1 − w)·v_uncond (:mod:`v2a_runtime.guidance`), over one time grid built per call (or
+   the bundle's named sampler: its stored grid and weights, :mod:`v2a_runtime.named_sampler`);
 5. decode audio: un-normalise (:func:`unnormalise`), ``vae_decoder``, ``vocoder``;
 6. watermark: windows cross-faded (equal power, :mod:`v2a_runtime.windows`), trimmed to the
    span; with ``loudness`` set, each track is brought to the integrated-loudness target under
@@ -50,6 +51,7 @@ from .config import AudioSpec
 from .frames import VideoArray, frame_source
 from .loudness import Loudness, LoudnessReport, integrated_loudness, normalize, trim_peak, true_peak
 from .media import Frames, sync_segments
+from .named_sampler import NamedSampler
 from .tokenizer import Tokenizer
 from .watermark import WatermarkKey, embed, load_key, make_payload
 from .windows import Window, crossfade, plan_windows
@@ -76,6 +78,7 @@ class GenerateOptions:
     steps: int | None = None
     solver: str | None = None  # a name from v2a_runtime.sampling.SOLVERS
     grid: str | None = None  # a name from v2a_runtime.sampling.GRIDS
+    sampler: str | None = None  # a named sampler of the bundle (instead of solver/steps/grid)
     cfg: float | None = None  # classifier-free guidance weight w
     overlap: float = 1.0  # seconds of cross-fade between windows of a long video
     watermark: bool = True  # embed the keyed watermark in every track
@@ -158,18 +161,50 @@ class Pipeline:
         return replace(self, backend=replace(self.backend, sessions={**self.sessions, **sessions}))
 
     def resolve(self, options: GenerateOptions | None = None, **overrides) -> GenerateOptions:
-        """``options`` with ``overrides`` applied, bundle defaults filled in, and checked."""
+        """``options`` with ``overrides`` applied, bundle defaults filled in, and checked.
+
+        A named sampler (``sampler``, or the bundle's named default when none of solver,
+        steps and grid is given) fixes solver and steps (``grid`` stays None: its times are
+        the sampler's own); its cfg is the default guidance weight."""
         opts = replace(options or GenerateOptions(), **overrides)
         default = self.bundle.manifest.sampler
-        opts = replace(
-            opts,
-            steps=default.steps if opts.steps is None else opts.steps,
-            solver=default.solver if opts.solver is None else opts.solver,
-            grid=default.grid if opts.grid is None else opts.grid,
-            cfg=default.cfg if opts.cfg is None else opts.cfg,
-        )
+        fixed = (opts.solver, opts.steps, opts.grid) != (None, None, None)
+        name = default.name if opts.sampler is None and not fixed else opts.sampler
+        if name is not None:
+            if fixed:
+                raise ValueError(
+                    f"sampler {name!r} fixes the solver, steps and grid; give either the "
+                    "sampler or solver/steps/grid"
+                )
+            entry = self.named_sampler(name)
+            cfg = entry.cfg if opts.cfg is None else opts.cfg
+            opts = replace(opts, sampler=name, solver=entry.solver, steps=entry.steps, cfg=cfg)
+        else:
+            opts = replace(
+                opts,
+                steps=default.steps if opts.steps is None else opts.steps,
+                solver=default.solver if opts.solver is None else opts.solver,
+                grid=default.grid if opts.grid is None else opts.grid,
+                cfg=default.cfg if opts.cfg is None else opts.cfg,
+            )
         _check_options(opts)
         return opts
+
+    def named_sampler(self, name: str) -> NamedSampler:
+        """The bundle's sampler ``name``; ValueError naming the ones it has otherwise."""
+        samplers = self.bundle.manifest.samplers
+        if name not in samplers:
+            known = ", ".join(samplers) or "none (v2a-export tune-sampler adds them)"
+            raise ValueError(f"bundle {self.bundle.root} has no sampler {name!r}; it has: {known}")
+        return samplers[name]
+
+    def solve_plan(self, opts: GenerateOptions) -> tuple[np.ndarray, np.ndarray | None]:
+        """The time grid and the multistep weight table (None for a named solver) of resolved
+        ``opts``: a named sampler's own, or ``time_grid(grid, steps)``."""
+        if opts.sampler is not None:
+            entry = self.named_sampler(opts.sampler)
+            return entry.grid(), entry.table()
+        return sampling.time_grid(opts.grid, opts.steps), None
 
     def generate(
         self,
@@ -183,7 +218,7 @@ class Pipeline:
         sizes, or :class:`VideoArray` pixels. Keyword overrides set GenerateOptions fields."""
         opts = self.resolve(options, **overrides)
         m, started = self.bundle.manifest, time.perf_counter()
-        ts = sampling.time_grid(opts.grid, opts.steps)  # the one time grid of this call
+        plan = self.solve_plan(opts)  # the one time grid (and weights) of this call
         run = _Run(opts, callback)
         with run.stage("decode"):  # 1. the span's frame source (a file is decoded per window)
             source = frame_source(video, m.video, start=opts.start, duration=opts.duration)
@@ -201,7 +236,7 @@ class Pipeline:
             with run.stage("decode", i):
                 frames = source.window(window.start, window.duration)
             digest = digest or hashlib.blake2b(frames.clip.tobytes(), digest_size=16).digest()
-            parts.append(self._window(frames, text, ts, sampler, rngs, run, i))  # steps 2-5
+            parts.append(self._window(frames, text, plan, sampler, rngs, run, i))  # steps 2-5
             if frames.duration < window.duration - TRUNCATED:
                 span = window.start + frames.duration  # the video ends here (decode warned)
                 break
@@ -225,8 +260,8 @@ class Pipeline:
         )  # fmt: skip
 
     def _window(
-        self, frames: Frames, text: np.ndarray, ts: np.ndarray, sampler: Sampler, rngs: list,
-        run: _Run, i: int,
+        self, frames: Frames, text: np.ndarray, plan: tuple[np.ndarray, np.ndarray | None],
+        sampler: Sampler, rngs: list, run: _Run, i: int,
     ) -> np.ndarray:  # fmt: skip
         """Steps 2-5 for one window: float32 (K, n) audio, n = round(duration * sample rate)."""
         m, opts = self.bundle.manifest, run.options
@@ -241,8 +276,8 @@ class Pipeline:
         ])  # fmt: skip  # (K, L, C)
         with run.stage("sample", i):  # 4. x0 -> x1 with the backend's sampler
             x, evaluations = self.sample(
-                noise, conditions, ts, cfg=opts.cfg, solver=opts.solver, sampler=sampler,
-                callback=lambda n, _t, _x: run.progress("sample", i, step=n + 1),
+                noise, conditions, plan[0], cfg=opts.cfg, solver=opts.solver, weights=plan[1],
+                sampler=sampler, callback=lambda n, _t, _x: run.progress("sample", i, step=n + 1),
             )  # fmt: skip
         run.evaluations += evaluations
         latents = unnormalise(x, m.audio)  # 5. decode the audio
@@ -281,6 +316,28 @@ class Pipeline:
             }
         )
 
+    def conditions(
+        self,
+        video: str | Path | Frames | VideoArray,
+        prompt: str = "",
+        negative_prompt: str = "",
+        *,
+        duration: float,
+    ) -> dict[str, np.ndarray]:
+        """The conditioner's outputs ([cond; uncond], 2 rows each) for the first ``duration``
+        seconds of ``video`` as one window, as generate computes them (steps 1-3): for callers
+        that drive the denoiser themselves (the sampler tuner, :mod:`v2a_runtime.tuning`)."""
+        source = frame_source(video, self.bundle.manifest.video, duration=duration)
+        if source.duration < duration - 1e-6:
+            raise ValueError(
+                f"{_name(video)} has {source.duration:.2f} s of video, {duration:g} s are needed"
+            )
+        frames = source.window(0.0, duration)
+        clip, sync = self.encode_video(frames)
+        text = self.encode_text(prompt, negative_prompt)
+        latent = self.bundle.manifest.rates.lengths(duration).latent
+        return self.condition(clip, sync, text, latent)
+
     def sample(
         self,
         noise: np.ndarray,
@@ -289,17 +346,19 @@ class Pipeline:
         *,
         cfg: float,
         solver: str,
+        weights: np.ndarray | None = None,
         sampler: Sampler | None = None,
         callback=None,
     ) -> tuple[np.ndarray, int]:
         """x₀ = ``noise`` (K, L, C) to x₁ over the grid ``ts``: the conditions batched for
         [cond × K; uncond × K] (only the inputs the manifest gives a batch axis), then the
-        backend's sampler (or ``sampler``). Returns (x₁ normalised, denoiser evaluations)."""
+        backend's sampler (or ``sampler``). ``weights``: the table of the multistep solver
+        (a named sampler's). Returns (x₁ normalised, denoiser evaluations)."""
         batched = self.bundle.manifest.components["denoiser"].batched_inputs()
         rows = guidance.condition_rows(noise.shape[0], guidance.is_guided(cfg))
         feeds = guidance.batch_conditions(conditions, batched, rows)
         sampler = sampler or self.backend.sampler()
-        return sampler(SampleRequest(noise, feeds, ts, cfg, solver, callback))
+        return sampler(SampleRequest(noise, feeds, ts, cfg, solver, callback, weights))
 
     def _loudness(
         self, audio: np.ndarray, target: Loudness | None
@@ -389,14 +448,21 @@ class _Run:
 def _generation_id(opts: GenerateOptions, seed: int, digest: bytes) -> int:
     """24-bit id of one track's request: the options, its seed and the frames' digest."""
     request = {**asdict(opts), "seed": seed, "tracks": None, "generation_id": None}
+    if request["sampler"] is None:  # requests without a named sampler keep their old ids
+        del request["sampler"]
     h = hashlib.blake2b(json.dumps(request, sort_keys=True).encode(), digest_size=3, key=digest)
     return int.from_bytes(h.digest(), "big")
 
 
+def _name(video) -> str:
+    return str(video) if isinstance(video, (str, Path)) else type(video).__name__
+
+
 def _check_options(o: GenerateOptions) -> None:
-    sampling.get_solver(o.solver)
-    sampling.get_grid(o.grid)
-    sampling.check_steps(o.steps)
+    if o.sampler is None:  # a named sampler was checked with the bundle
+        sampling.get_solver(o.solver)
+        sampling.get_grid(o.grid)
+        sampling.check_steps(o.steps)
     if isinstance(o.seed, bool) or not isinstance(o.seed, int) or not 0 <= o.seed < 2**63:
         raise ValueError(f"seed must be an integer in [0, 2**63), got {o.seed!r}")
     if isinstance(o.tracks, bool) or not isinstance(o.tracks, int) or o.tracks < 1:

@@ -1,8 +1,9 @@
 """``v2a generate``: soundtracks for one or many videos, muxed into them or written as audio.
 
     v2a generate VIDEO... [--from-list FILE] [-o OUT | --out-dir DIR] [--out-ext EXT]
-                 [-p PROMPT] [-n NEGATIVE] [--bundle DIR] [--steps N] [--solver S] [--cfg W]
-                 [--seed N] [--tracks K] [--loudness LUFS|off] [--true-peak DBTP] [--json] ...
+                 [-p PROMPT] [-n NEGATIVE] [--bundle DIR] [--steps N] [--solver S]
+                 [--sampler NAME] [--cfg W] [--seed N] [--tracks K] [--loudness LUFS|off]
+                 [--true-peak DBTP] [--json] ...
 
 Every output is checked before any decoding (path rules, a one-second dry run of the muxer,
 free space); the model is loaded once for all inputs. Outputs are written to a temporary file
@@ -89,6 +90,12 @@ DEFAULT_LOUDNESS = Loudness().target  # EBU R128, for video outputs
     type=click.Choice(list(sampling.GRIDS)),
     default=None,
     help="Time grid. [default: the bundle's]",
+)
+@click.option(
+    "--sampler",
+    default=None,
+    help="A named sampler of the bundle (v2a info lists them) instead of --solver/--steps/"
+    "--grid. [default: the bundle's]",
 )
 @click.option("--cfg", type=float, default=None, help="Guidance weight. [default: the bundle's]")
 @click.option(
@@ -179,6 +186,9 @@ def generate(
                 raise Failure("--loudness is applied before the watermark, where the audio is "
                               "generated; with --server use --loudness off (or run locally)")
             loudness = None
+            if request.get("sampler") is not None:
+                raise Failure("--sampler (a named sampler of a local bundle) is not sent to a "
+                              "server; use --steps/--solver with --server")
         batch = Batch(inputs, as_json=as_json, quiet=quiet)
         encoding = Encoding(audio_codec, _bitrate(audio_bitrate), sample_rate)
         settings = Settings(output, out_dir, out_ext, keep_original_audio, force, loudness,
@@ -484,7 +494,8 @@ def _record(pipe: Pipeline | str, item: Item, r: GenerateResult, write_s: float,
         "model_sample_rate": r.sample_rate,
         "tracks": len(r.seeds),
         "seeds": list(r.seeds),
-        "sampler": {"solver": o.solver, "steps": o.steps, "grid": o.grid, "cfg": o.cfg},
+        "sampler": {"name": o.sampler, "solver": o.solver, "steps": o.steps, "grid": o.grid,
+                    "cfg": o.cfg},
         "windows": [[round(w.start, 6), round(w.duration, 6)] for w in r.windows],
         "evaluations": r.evaluations,
         "watermarks": [
@@ -518,8 +529,9 @@ def _summary(
                         for x in r.loudness)  # fmt: skip
         peak = max(x.true_peak for x in r.loudness)
         level = f", loudness {lufs} LUFS, true peak {peak:.1f} dBTP"
+    sampler = f"{o.solver} {o.steps} steps" if o.sampler is None else f"sampler {o.sampler}"
     return (
         f"wrote {names}: {tracks}, {r.duration:.2f} s at {rate} Hz, seed {o.seed}, "
-        f"{o.solver} {o.steps} steps cfg {o.cfg:g}, {len(r.windows)} window(s), "
+        f"{sampler} cfg {o.cfg:g}, {len(r.windows)} window(s), "
         f"watermark id {ids}{level} | seconds: {times}, write {write_s:.2f}, total {total_s:.2f}"
     )
