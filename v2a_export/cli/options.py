@@ -98,6 +98,14 @@ def int8_options(f):
             help="int8: seconds of the held-out clip the gate and end-to-end check run on.",
         ),
         click.option("--held-out-steps", type=int, default=8, show_default=True),
+        click.option(
+            "--encoder-frames",
+            type=int,
+            default=4,
+            show_default=True,
+            help="int8: frames (clip) / segments (sync) per calibration feed of the video "
+            "encoders; the held-out gate takes twice as many (full-size CLIP: ~1 TFLOP a frame).",
+        ),
     ]
 
     def decorate(f):
@@ -109,7 +117,7 @@ def int8_options(f):
 
 
 def make_int8(weights: str, budget: float, conv: bool, speed_check: bool, keep_float,
-              held_out_duration: float, held_out_steps: int):  # fmt: skip
+              held_out_duration: float, held_out_steps: int, encoder_frames: int):  # fmt: skip
     """(Int8Policy, HeldOutPlan) from the command line; InputError on bad values."""
     from v2a_export.export.precision.int8 import HeldOutPlan
     from v2a_export.export.precision.policy import Int8Policy
@@ -117,7 +125,10 @@ def make_int8(weights: str, budget: float, conv: bool, speed_check: bool, keep_f
     try:
         policy = Int8Policy(weights=weights, budget=budget, conv=conv,
                             require_speedup=speed_check, keep_float=tuple(keep_float))  # fmt: skip
-        held_out = HeldOutPlan(duration=held_out_duration, steps=held_out_steps)
+        if encoder_frames < 1:
+            raise ValueError(f"--encoder-frames must be >= 1, got {encoder_frames}")
+        held_out = HeldOutPlan(duration=held_out_duration, steps=held_out_steps,
+                               encoder_items=2 * encoder_frames)  # fmt: skip
     except ValueError as e:
         raise InputError(str(e)) from e
     return policy, held_out
@@ -132,7 +143,7 @@ def make_policy(precision: str, io_dtype: str, keep_fp32: tuple[str, ...]):
         raise InputError(str(e)) from e
 
 
-def make_calibration(durations: str, steps: int, seed: int = 0, videos=()):
+def make_calibration(durations: str, steps: int, seed: int = 0, videos=(), encoder_items=4):
     from v2a_export.export.precision.calibrate import CalibrationPlan
 
     for video in videos:
@@ -141,7 +152,8 @@ def make_calibration(durations: str, steps: int, seed: int = 0, videos=()):
     try:
         seconds = tuple(float(x) for x in durations.split(",") if x.strip())
         return CalibrationPlan(durations=seconds, steps=steps, seed=seed,
-                               videos=tuple(str(v) for v in videos))  # fmt: skip
+                               videos=tuple(str(v) for v in videos),
+                               encoder_items=encoder_items)  # fmt: skip
     except ValueError as e:
         raise InputError(f"--calibration-durations {durations!r}: {e}") from e
 

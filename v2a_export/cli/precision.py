@@ -115,9 +115,9 @@ def print_conversion(result) -> None:
 def convert_precision_cmd(
     bundle, out, precision, io_dtype, calibration_durations, calibration_steps, keep_fp32,
     calibration_videos, int8_weights, int8_budget, int8_conv, no_speed_check, components,
-    held_out_duration, held_out_steps, no_validate, weights_dir, weights_file, parity_durations,
-    parity_batches, encoder_durations, e2e_duration, e2e_steps, threads, allow_trt_incompatible,
-    quiet,
+    held_out_duration, held_out_steps, encoder_frames, no_validate, weights_dir, weights_file,
+    parity_durations, parity_batches, encoder_durations, e2e_duration, e2e_steps, threads,
+    allow_trt_incompatible, quiet,
 ) -> None:  # fmt: skip
     """Convert the fp32 BUNDLE to fp16/bf16 with measured fp32 islands, then gate it against the
     PyTorch fp32 networks (random-weight bundles are rebuilt from their seed); or to int8 with
@@ -128,9 +128,11 @@ def convert_precision_cmd(
         raise InputError(f"{bundle}: not a bundle (no manifest.json)")
     if precision == "int8":
         policy, held_out = make_int8(int8_weights, int8_budget, int8_conv, not no_speed_check,
-                                     keep_fp32, held_out_duration, held_out_steps)  # fmt: skip
+                                     keep_fp32, held_out_duration, held_out_steps,
+                                     encoder_frames)  # fmt: skip
         calibration = make_calibration(calibration_durations, calibration_steps,
-                                       videos=calibration_videos)  # fmt: skip
+                                       videos=calibration_videos,
+                                       encoder_items=encoder_frames)  # fmt: skip
         names = tuple(c.strip() for group in components for c in group.split(",") if c.strip())
         if not quantize_int8(bundle, out, policy, calibration, held_out, names, threads, quiet):
             click.echo("int8 end-to-end gate FAILED (see reports/precision.json)", err=True)

@@ -9,7 +9,9 @@
 3. per component, **quantize** (:func:`.quantize.quantize_graph`: measured float islands under
    the error budget), **gate** the int8 graph against its fp32 graph on the held-out feeds
    (:func:`.gate.int8_checks`) and, with ``policy.require_speedup``, **time** both on one
-   held-out feed (interleaved, best of :data:`TIMING_REPS`). A component is int8 only if it
+   held-out feed (a video encoder on one frame or segment; interleaved, best of
+   :data:`TIMING_REPS`, process CPU time at one thread, wall time at more: on a shared machine
+   a call's wall time mostly says when it got a core). A component is int8 only if it
    has int8 nodes, passes the gate and (when required) is faster; otherwise it stays fp32 and
    the reason is recorded: a bundle may be mixed (int8 encoders, fp32 vocoder);
 4. **end to end**: the runtime pipeline on the new bundle against the fp32 soundtrack of the
@@ -79,6 +81,7 @@ class HeldOutPlan:
     seed: int = HELD_OUT_SEED
     prompt: tuple[str, str] = HELD_OUT_PROMPT
     max_feeds: int = 4  # per component, spread over the recorded calls
+    encoder_items: int | None = 8  # frames (clip) / segments (sync) gated; None: the clip's all
 
     def __post_init__(self) -> None:
         if not self.duration > 0 or self.steps < 1 or self.max_feeds < 1:
@@ -166,7 +169,8 @@ def convert_bundle_int8(
         emit(Event(name, "quantize", 0, 1))
         fp32 = onnx.load(str(bundle.path(name)))
         model, reports[name] = quantize_graph(fp32, policy, feeds=feeds[name], threads=threads)
-        decisions[name] = _decide(fp32, model, reports[name], gate_feeds[name], policy, threads)
+        decisions[name] = _decide(name, fp32, model, reports[name], gate_feeds[name], policy,
+                                  threads)  # fmt: skip
         if decisions[name].precision == "int8":
             models[name] = model
         emit(Event(name, "quantize", 1, 1))
@@ -210,8 +214,17 @@ def _held_out(src: Path, plan: HeldOutPlan, threads):
     frames = rendered_frames(plan.seed, plan.duration, pipe.bundle.manifest.video)
     clip = Clip(frames, *plan.prompt, seed=plan.seed)
     feeds, audio = record_pipeline(pipe, [clip], steps=plan.steps, cfg=plan.cfg)
-    spread = {n: _spread(f, plan.max_feeds) for n, f in feeds.items()}
+    spread = {n: [_items(n, x, plan.encoder_items) for x in _spread(f, plan.max_feeds)]
+              for n, f in feeds.items()}  # fmt: skip
     return spread, audio[0], clip
+
+
+def _items(name: str, feed: dict, n: int | None) -> dict:
+    """The first ``n`` frames (segments) of a video encoder's feed: a full-size encoder costs
+    about a TFLOP per frame, and its frames are encoded independently."""
+    if name in ("clip_visual", "sync_visual") and n:
+        return {k: v[:n] for k, v in feed.items()}  # (F | S, ...)
+    return feed
 
 
 def _spread(feeds: list, n: int) -> list:
@@ -221,7 +234,7 @@ def _spread(feeds: list, n: int) -> list:
     return [feeds[i] for i in sorted(set(picks.tolist()))]
 
 
-def _decide(fp32, model, report: Int8Graph, feeds, policy: Int8Policy, threads) -> Decision:
+def _decide(name, fp32, model, report: Int8Graph, feeds, policy: Int8Policy, threads) -> Decision:
     if not report.int8_nodes:
         why = "no quantizable node" if not report.node_errors else "no node within the budget"
         return Decision("fp32", why)
@@ -232,7 +245,7 @@ def _decide(fp32, model, report: Int8Graph, feeds, policy: Int8Policy, threads) 
         return Decision("fp32", "held-out gate: " + "; ".join(failures), checks)
     if not policy.require_speedup:
         return Decision("int8", "passes the held-out gate (speed not checked)", checks)
-    fp32_s, int8_s = time_pair(ref, q, feeds[0])
+    fp32_s, int8_s = time_pair(ref, q, _items(name, feeds[0], 1), threads=threads)
     detail = f"{1e3 * int8_s:.1f} ms vs {1e3 * fp32_s:.1f} ms fp32"
     if int8_s >= fp32_s:
         return Decision("fp32", f"int8 not faster on this CPU ({detail})", checks,
@@ -241,18 +254,20 @@ def _decide(fp32, model, report: Int8Graph, feeds, policy: Int8Policy, threads) 
                     checks, 1e3 * fp32_s, 1e3 * int8_s)  # fmt: skip
 
 
-def time_pair(a, b, feed, reps: int = TIMING_REPS) -> tuple[float, float]:
+def time_pair(a, b, feed, reps: int = TIMING_REPS, *, threads: int | None = None):
     """Best-of-``reps`` seconds of sessions ``a`` and ``b`` on ``feed``, run interleaved (the
-    order alternating) after one untimed run each, so load drifts hit both."""
+    order alternating) after one untimed run each, so load drifts hit both. At one thread the
+    process CPU time (onnxruntime computes on the calling thread), else wall time."""
+    now = time.process_time if threads == 1 else time.perf_counter
     a.run(None, dict(feed))
     b.run(None, dict(feed))
     times: dict[int, list[float]] = {0: [], 1: []}
     for r in range(reps):
         for k in (0, 1) if r % 2 == 0 else (1, 0):
             session = (a, b)[k]
-            start = time.perf_counter()
+            start = now()
             session.run(None, dict(feed))
-            times[k].append(time.perf_counter() - start)
+            times[k].append(now() - start)
     return min(times[0]), min(times[1])
 
 

@@ -123,7 +123,7 @@ def quantize_graph(
     errors = node_errors(base, idx, candidates, policy, feeds[:ERROR_FEEDS], threads)
     n = max(1, len(candidates))
     share = policy.budget / math.sqrt(n)
-    ref = cpu_session(base, threads)
+    ref = _Cached(cpu_session(base, threads))  # the fp32 outputs, computed once
     best: _Round | None = None
     rounds = 0
     for rounds in range(1, policy.rounds + 1):  # noqa: B007 (reported)
@@ -372,12 +372,29 @@ def _single_node_model(model, idx: GraphIndex, node, acts) -> onnx.ModelProto:
     return single
 
 
+class _Cached:
+    """An onnxruntime session whose outputs per feed are computed once (the fp32 graph that
+    every round of the share search compares with)."""
+
+    def __init__(self, session):
+        self.session, self.memo = session, {}
+
+    def get_outputs(self):
+        return self.session.get_outputs()
+
+    def run(self, names, feed):
+        key = (tuple(names), id(feed))
+        if key not in self.memo:
+            self.memo[key] = self.session.run(names, feed)
+        return self.memo[key]
+
+
 def graph_errors(ref, session, feeds) -> dict[str, OutputError]:
     """Worst error per graph output of ``session`` vs ``ref`` (onnxruntime sessions)."""
     names = [o.name for o in ref.get_outputs()]
     worst: dict[str, OutputError] = {}
     for feed in feeds:
-        want = ref.run(names, dict(feed))
+        want = ref.run(names, feed)
         got = session.run(names, dict(feed))
         for name, g, w in zip(names, got, want, strict=True):
             e = output_error(g, w)
