@@ -44,7 +44,7 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -149,6 +149,7 @@ def chain_feeds(bundle: Path, req: P.Request, threads: int) -> dict[str, dict[st
     """What the runtime feeds the conditioner, the denoiser (one CFG evaluation), the VAE and
     the vocoder for the request's clip (encoders stubbed with seeded stand-in features: their
     values do not change the work downstream)."""
+    from v2a_runtime.backends.recording import RecordingSession
     from v2a_runtime.bundle import load_bundle
     from v2a_runtime.media import sync_segments
 
@@ -160,36 +161,15 @@ def chain_feeds(bundle: Path, req: P.Request, threads: int) -> dict[str, dict[st
     dims = tuple(_feature_dim(manifest, n) for n in ("clip_visual", "sync_visual", "text"))
     feats = P.EncoderFeatures.random(req.seed, len(req.frames.clip), segments, dims)
     pipe = P.with_fixed_encoders(pipe, feats)
-    recorders = {n: _Recorder(pipe.sessions[n]) for n in ("conditioner", "denoiser",
-                                                          "vae_decoder", "vocoder")}  # fmt: skip
-    pipe = replace(pipe, sessions={**pipe.sessions, **recorders})
+    chain = ("conditioner", "denoiser", "vae_decoder", "vocoder")
+    recorders = {n: RecordingSession(pipe.sessions[n]) for n in chain}
+    pipe = pipe.with_sessions(**recorders)
     pipe.generate(req.frames, **{**req.generate_options(watermark=False), "steps": 1})
     return {n: r.feeds[0] for n, r in recorders.items()}
 
 
 def _feature_dim(manifest, component: str) -> int:
     return int(manifest.components[component].outputs[0].shape[-1])
-
-
-@dataclass
-class _Recorder:
-    session: object
-    feeds: list
-
-    def __init__(self, session):
-        self.session, self.feeds = session, []
-
-    @property
-    def inputs(self):
-        return self.session.inputs
-
-    @property
-    def outputs(self):
-        return self.session.outputs
-
-    def run(self, feeds):
-        self.feeds.append({k: np.array(v, copy=True) for k, v in feeds.items()})
-        return self.session.run(feeds)
 
 
 def unit_feeds(args, req: P.Request) -> dict[str, dict[str, np.ndarray]]:
@@ -533,8 +513,7 @@ def runtime_clip(bundle: Path, req: P.Request, threads: int) -> dict:
 
     pipe = Pipeline.load(bundle, threads=threads)
     totals: dict[str, dict] = {}
-    pipe = replace(pipe, sessions={n: TimedSession(s, n, totals)
-                                   for n, s in pipe.sessions.items()})  # fmt: skip
+    pipe = pipe.with_sessions(**{n: TimedSession(s, n, totals) for n, s in pipe.sessions.items()})
     warm = dict(req.generate_options(watermark=True), duration=1.0, steps=1)
     pipe.generate(req.video, **warm)  # sessions' first run on small shapes
     totals.clear()
