@@ -22,7 +22,8 @@ onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime.quantization")
 
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
-from v2a_runtime.bundle import COMPONENTS, Manifest, load_bundle  # noqa: E402
+from v2a_runtime.bundle import load_bundle  # noqa: E402
+from v2a_runtime.config import COMPONENTS, Manifest  # noqa: E402
 
 from v2a_export.export.precision.calibrate import CalibrationPlan, cpu_session  # noqa: E402
 from v2a_export.export.precision.gate import INT8_REL_L2, int8_checks  # noqa: E402

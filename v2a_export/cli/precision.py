@@ -159,7 +159,7 @@ def convert_precision_cmd(
 def quantize_int8(src, out, policy, calibration, held_out, names, threads, quiet) -> bool:
     """Quantize, print the int8 table; True if the end-to-end gate passed."""
     import onnxruntime
-    from v2a_runtime.bundle import COMPONENTS
+    from v2a_runtime.config import COMPONENTS
 
     from v2a_export.export.precision.int8 import convert_bundle_int8
 
