@@ -132,6 +132,20 @@ def test_the_held_out_gate_passes_the_graph_with_islands_and_fails_it_without(qu
     assert not bad["scores"].failures()  # the rest of the graph is still fine
 
 
+def test_the_speed_check_times_both_graphs_and_decides_by_the_ratio(quantized):
+    from v2a_export.export.precision.int8 import _decide
+
+    model, report = quantized
+    feeds = _feeds(2)
+    # threads=None (the CLI's default): timed anyway at one thread, in CPU time
+    d = _decide("denoiser", _graph(), model, report, feeds, Int8Policy(), None)
+    assert d.fp32_ms > 0 and d.int8_ms > 0 and d.checks
+    faster = d.int8_ms < d.fp32_ms
+    assert d.precision == ("int8" if faster else "fp32")
+    assert ("x faster" in d.reason) if faster else ("not faster" in d.reason), d.reason
+    assert f"{d.int8_ms:.1f} ms vs {d.fp32_ms:.1f} ms fp32" in d.reason
+
+
 def GraphIndexOf(model):  # noqa: N802 (reads like the class it builds)
     from v2a_export.export.precision.graph import GraphIndex
 
@@ -269,5 +283,6 @@ def test_the_command_converts_and_prints_the_decisions(tmp_path):
     )  # fmt: skip
     assert code == 0, out
     assert "denoiser     int8" in out and "log-mel error" in out
+    assert "TensorRT does not import them" in out  # a CPU bundle, not refused by the TRT check
     manifest = load_bundle(tmp_path / "i8").manifest
     assert {n for n, c in manifest.components.items() if c.precision == "int8"} == {"denoiser"}

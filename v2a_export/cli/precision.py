@@ -9,7 +9,9 @@
     v2a-export export ... --precision fp16        (fp32 export + gate, then this, in place)
 
 int8 is gated at conversion against the fp32 graphs it was made from, on held-out real inputs
-(docs/precision.md); its table lists per component the decision and the held-out numbers.
+(docs/precision.md); its table lists per component the decision and the held-out numbers. An
+int8 bundle is for onnxruntime on CPUs: its dynamic int8 nodes are outside what TensorRT
+imports, so the TensorRT parser check does not gate it (``check-trt`` lists them).
 
 The conversion table (per component: float nodes, nodes in the target type, fp32 nodes by
 reason, Casts added, the worst output error measured on the calibration inputs) goes to stdout,
@@ -205,6 +207,11 @@ def print_int8(result) -> None:
         click.echo(
             f"  end to end vs the fp32 bundle: log-mel error mean {m.mean_db:.3f} dB, p99 "
             f"{m.p99_db:.3f} dB, max {m.max_db:.3f} dB"
+        )
+    if any(d.precision == "int8" for d in result.decisions.values()):
+        click.echo(
+            "  int8 graphs run on onnxruntime's CPU kernels (DynamicQuantizeLinear, MatMulInteger):"
+            " a bundle for CPUs; TensorRT does not import them (v2a-export check-trt)"
         )
 
 

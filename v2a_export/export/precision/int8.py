@@ -10,10 +10,11 @@
    the error budget), **gate** the int8 graph against its fp32 graph on the held-out feeds
    (:func:`.gate.int8_checks`) and, with ``policy.require_speedup``, **time** both on one
    held-out feed (a video encoder on one frame or segment; interleaved, best of
-   :data:`TIMING_REPS`, process CPU time at one thread, wall time at more: on a shared machine
-   a call's wall time mostly says when it got a core). A component is int8 only if it
-   has int8 nodes, passes the gate and (when required) is faster; otherwise it stays fp32 and
-   the reason is recorded: a bundle may be mixed (int8 encoders, fp32 vocoder);
+   :data:`TIMING_REPS`, always at one thread and in process CPU time, whatever ``threads``
+   the gate runs with: on a shared machine a call's wall time mostly says when it got a core).
+   A component is int8 only if it has int8 nodes, passes the gate and (when required) is
+   faster; otherwise it stays fp32 and the reason is recorded: a bundle may be mixed (int8
+   encoders, fp32 vocoder);
 4. **end to end**: the runtime pipeline on the new bundle against the fp32 soundtrack of the
    held-out clip, log-mel error gated at :data:`.gate.MEL_DB_GATE`; while it fails, the int8
    component with the largest held-out error goes back to fp32.
@@ -245,7 +246,9 @@ def _decide(name, fp32, model, report: Int8Graph, feeds, policy: Int8Policy, thr
         return Decision("fp32", "held-out gate: " + "; ".join(failures), checks)
     if not policy.require_speedup:
         return Decision("int8", "passes the held-out gate (speed not checked)", checks)
-    fp32_s, int8_s = time_pair(ref, q, _items(name, feeds[0], 1), threads=threads)
+    if threads != 1:  # timed at one thread in CPU time (on a shared CPU, wall time is noise)
+        ref, q = cpu_session(fp32, 1), cpu_session(model, 1)
+    fp32_s, int8_s = time_pair(ref, q, _items(name, feeds[0], 1), threads=1)
     detail = f"{1e3 * int8_s:.1f} ms vs {1e3 * fp32_s:.1f} ms fp32"
     if int8_s >= fp32_s:
         return Decision("fp32", f"int8 not faster on this CPU ({detail})", checks,
