@@ -140,7 +140,7 @@ def test_the_speed_check_times_both_graphs_and_decides_by_the_ratio(quantized):
     # threads=None (the CLI's default): timed anyway at one thread, in CPU time
     d = _decide("denoiser", _graph(), model, report, feeds, Int8Policy(), None)
     assert d.fp32_ms > 0 and d.int8_ms > 0 and d.checks
-    faster = d.int8_ms < d.fp32_ms
+    faster = d.fp32_ms >= Int8Policy().min_speedup * d.int8_ms
     assert d.precision == ("int8" if faster else "fp32")
     assert ("x faster" in d.reason) if faster else ("not faster" in d.reason), d.reason
     assert f"{d.int8_ms:.1f} ms vs {d.fp32_ms:.1f} ms fp32" in d.reason
@@ -157,6 +157,8 @@ def test_policy_and_pass_refuse_bad_values():
         Int8Policy(budget=1.5)
     with pytest.raises(ValueError, match="choose from u8, s8-7bit, s8"):
         Int8Policy(weights="s4")
+    with pytest.raises(ValueError, match="min_speedup must be >= 1"):
+        Int8Policy(min_speedup=0.5)
     with pytest.raises(ValueError, match="no node named 'nope'"):
         quantize_graph(_graph(), Int8Policy(keep_float=("nope",)), feeds=_feeds(1))
     with pytest.raises(ValueError, match="calibration feeds"):

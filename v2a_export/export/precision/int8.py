@@ -13,8 +13,8 @@
    :data:`TIMING_REPS`, always at one thread and in process CPU time, whatever ``threads``
    the gate runs with: on a shared machine a call's wall time mostly says when it got a core).
    A component is int8 only if it has int8 nodes, passes the gate and (when required) is
-   faster; otherwise it stays fp32 and the reason is recorded: a bundle may be mixed (int8
-   encoders, fp32 vocoder);
+   ``policy.min_speedup`` times as fast; otherwise it stays fp32 and the reason is recorded: a
+   bundle may be mixed (int8 encoders, fp32 vocoder);
 4. **end to end**: the runtime pipeline on the new bundle against the fp32 soundtrack of the
    held-out clip, log-mel error gated at :data:`.gate.MEL_DB_GATE`; while it fails, the int8
    component with the largest held-out error goes back to fp32.
@@ -250,8 +250,9 @@ def _decide(name, fp32, model, report: Int8Graph, feeds, policy: Int8Policy, thr
         ref, q = cpu_session(fp32, 1), cpu_session(model, 1)
     fp32_s, int8_s = time_pair(ref, q, _items(name, feeds[0], 1), threads=1)
     detail = f"{1e3 * int8_s:.1f} ms vs {1e3 * fp32_s:.1f} ms fp32"
-    if int8_s >= fp32_s:
-        return Decision("fp32", f"int8 not faster on this CPU ({detail})", checks,
+    if fp32_s < policy.min_speedup * int8_s:
+        return Decision("fp32", f"int8 not faster on this CPU by {policy.min_speedup:g}x: "
+                        f"{fp32_s / int8_s:.2f}x ({detail})", checks,
                         1e3 * fp32_s, 1e3 * int8_s)  # fmt: skip
     return Decision("int8", f"passes the held-out gate; {fp32_s / int8_s:.2f}x faster ({detail})",
                     checks, 1e3 * fp32_s, 1e3 * int8_s)  # fmt: skip

@@ -230,8 +230,9 @@ class Int8Policy:
       (budget / sqrt(nodes): independent errors add in power), and the share is halved until
       the whole graph meets the budget (:mod:`.quantize`);
     - ``rounds``: how many halvings before the component stays fp32;
-    - ``require_speedup``: a component whose int8 graph is not faster than its fp32 graph (timed
-      interleaved on a calibration input) stays fp32;
+    - ``require_speedup``: a component whose int8 graph is not at least ``min_speedup`` times as
+      fast as its fp32 graph (timed interleaved on a held-out input, one thread, CPU time)
+      stays fp32: int8 spends accuracy, and a tie within timing noise buys nothing;
     - ``keep_float``: node names forced to stay float.
     """
 
@@ -241,6 +242,7 @@ class Int8Policy:
     budget: float = 0.05
     rounds: int = 5
     require_speedup: bool = True
+    min_speedup: float = 1.1
     keep_float: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -249,6 +251,8 @@ class Int8Policy:
             raise ValueError(f"int8 budget must be a relative error in (0, 1), got {self.budget}")
         if self.rounds < 1:
             raise ValueError(f"int8 rounds must be >= 1, got {self.rounds}")
+        if not self.min_speedup >= 1:
+            raise ValueError(f"int8 min_speedup must be >= 1, got {self.min_speedup}")
 
     @property
     def target(self) -> str:
