@@ -411,10 +411,23 @@ def _ort_model(model):
 
 
 def _config_source(args):
-    from v2a_export.export.weights import WeightSource
-    from v2a_export.models.configs import ModelConfig
+    """The bundle's model config (``ModelConfig.from_manifest``) and its weights. A bundle whose
+    video section disagrees with its registered variant (a shipped bundle exported before the
+    variant changed) is rebuilt with the variant's networks and the bundle's own video facts,
+    which is what its graphs compute."""
+    from dataclasses import replace
 
-    config = ModelConfig.from_json(args.bundle / "model_config.json")
+    from v2a_runtime.bundle import load_bundle
+
+    from v2a_export.export.weights import WeightSource
+    from v2a_export.models.configs import ModelConfig, get_config
+
+    manifest = load_bundle(args.bundle, verify=False).manifest
+    try:
+        config = ModelConfig.from_manifest(manifest)
+    except ValueError as e:
+        _log(f"reference config: {e}; using the variant with the bundle's video section")
+        config = replace(get_config(manifest.model.variant), streams=manifest.video)
     if args.weights is not None:
         return config, WeightSource(directory=args.weights)
     record = json.loads((args.bundle / "reports" / "export.json").read_text())
@@ -707,8 +720,9 @@ def markdown(r: dict) -> str:
         f"## CPU: fp32 vs int8 vs PyTorch, {r['variant']}",
         "",
         f"`{r['command']}`  ",
-        f"{m['cpu']} (family {f.get('family')}, model {f.get('model')}; {isa}; no VNNI"
-        f"{'' if not f.get('avx512_vnni') else '?'}), {m['cores']} cores, shared with other "
+        f"{m['cpu']} (family {f.get('family')}, model {f.get('model')}; {isa}; "
+        f"{'VNNI' if f.get('avx512_vnni') or f.get('avx_vnni') else 'no VNNI'}), "
+        f"{m['cores']} cores, shared with other "
         f"jobs: 1-min load {m['load_average_start'][0]:g} at start, "
         f"{m['load_average_end'][0]:g} at end. onnxruntime {r['versions']['onnxruntime']}, "
         f"torch {r['versions']['torch']}. Times at 1 thread are process CPU time (the work, "
