@@ -39,6 +39,7 @@ import argparse
 import gc
 import json
 import os
+import re
 import shlex
 import statistics
 import sys
@@ -601,14 +602,22 @@ def reference_clip(args, req: P.Request, threads: int) -> dict:
 
 
 def profile_denoiser(args, req: P.Request, threads: int) -> dict:
-    """onnxruntime's profile of one denoiser evaluation, fp32 and int8 graphs."""
+    """onnxruntime's profile of one denoiser evaluation, fp32 and int8 graphs (the int8 graph
+    forced with every candidate when ``--int8`` keeps the denoiser fp32)."""
+    import onnx
     from v2a_runtime.bundle import load_bundle
 
     feed = chain_feeds(args.bundle, req, threads)["denoiser"]
-    out = {}
-    for label, root in (("fp32", args.bundle), ("int8", args.int8)):
-        path = load_bundle(root, verify=False).path("denoiser")
-        out[label] = profile_graph(path, feed, threads)
+    fp32 = load_bundle(args.bundle, verify=False).path("denoiser")
+    int8 = load_bundle(args.int8, verify=False)
+    out = {"fp32": profile_graph(fp32, feed, threads)}
+    if int8.manifest.components["denoiser"].precision == "int8":
+        out["int8"] = profile_graph(int8.path("denoiser"), feed, threads)
+        return out
+    with tempfile.TemporaryDirectory() as tmp:  # kept fp32 there: forced, as in the units
+        path = Path(tmp) / "denoiser_int8.onnx"
+        onnx.save(_forced_int8(fp32, feed), str(path))
+        out["int8"] = profile_graph(path, feed, threads) | {"forced": True}
     return out
 
 
@@ -618,6 +627,7 @@ def profile_graph(path: Path, feed: dict, threads: int, runs: int = 5) -> dict:
     machine of its own. The wall time of whole runs is recorded next to it."""
     import onnxruntime as ort
 
+    weights = conv_weight_shapes(path)
     with tempfile.TemporaryDirectory() as tmp:
         so = ort.SessionOptions()
         so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
@@ -644,7 +654,8 @@ def profile_graph(path: Path, feed: dict, threads: int, runs: int = 5) -> dict:
     heavy_flops = heavy_us = total_us = 0.0
     for e in best.values():
         op = e["args"].get("op_name", "?")
-        flops = node_flops(op, e["args"])
+        node = re.sub(r"(_token_\d+)?_kernel_time$", "", e["name"])  # fused QDQ: <node>_token_N
+        flops = node_flops(op, e["args"], weights.get(node))
         row = by_op.setdefault(op, {"ms": 0.0, "gflop": 0.0, "count": 0})
         row["ms"] += e["dur"] / 1e3
         row["gflop"] += flops / 1e9
@@ -666,8 +677,25 @@ def profile_graph(path: Path, feed: dict, threads: int, runs: int = 5) -> dict:
     }
 
 
-def node_flops(op: str, a: dict) -> float:
-    """2 x multiply-adds of one MatMul/Gemm/Conv-family node from its profiled shapes."""
+def conv_weight_shapes(path: Path) -> dict[str, list[int]]:
+    """{node name: weight shape} of the graph's Conv/QLinearConv/ConvInteger nodes whose weight
+    is an initializer (or its DequantizeLinear): onnxruntime's profile leaves a prepacked
+    weight out of a node's inputs."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    dims = {t.name: list(t.dims) for t in model.graph.initializer}
+    for n in model.graph.node:  # QDQ: the weight reaches the Conv through a DequantizeLinear
+        if n.op_type == "DequantizeLinear" and n.input[0] in dims:
+            dims[n.output[0]] = dims[n.input[0]]
+    slot = {"Conv": 1, "ConvInteger": 1, "QLinearConv": 3}
+    return {n.name: dims[n.input[slot[n.op_type]]] for n in model.graph.node
+            if n.op_type in slot and n.input[slot[n.op_type]] in dims}  # fmt: skip
+
+
+def node_flops(op: str, a: dict, weight: list[int] | None = None) -> float:
+    """2 x multiply-adds of one MatMul/Gemm/Conv-family node from its profiled shapes (a Conv's
+    weight shape from the graph, ``weight``, when the profile omits the prepacked weight)."""
     ins = [next(iter(x.values())) for x in a.get("input_type_shape", [])]
     outs = [next(iter(x.values())) for x in a.get("output_type_shape", [])]
     if not ins or not outs:
@@ -678,7 +706,7 @@ def node_flops(op: str, a: dict) -> float:
         k = a_shape[-1] if op != "Gemm" or not a.get("transA") else a_shape[0]
         return 2.0 * float(np.prod(outs[0])) * k
     if op in ("Conv", "FusedConv", "NhwcFusedConv", "QLinearConv", "ConvInteger"):
-        w = ins[3] if op == "QLinearConv" else ins[1]
+        w = weight or (ins[3] if op == "QLinearConv" else ins[1])
         return 2.0 * float(np.prod(outs[0])) * float(np.prod(w[1:]))
     return 0.0
 
@@ -804,6 +832,7 @@ def _profile_md(profile: dict, peaks: dict) -> list[str]:
             heavy = p["gflops_heavy_ops"]
             used = f"{heavy / peak:.0%}" if heavy and peak else "-"
             whole = p["gflops_whole_graph"]
+            label = f"{label} (forced)" if p.get("forced") else label
             out.append(f"| {t} | {label} | {p['sum_of_node_minima_ms']:.0f} | "
                        f"{p['wall_p50_ms']:.0f} | {p['gflop']:.1f} | {whole:.1f} | "
                        f"{heavy:.1f} | {used} | {top} |")  # fmt: skip
