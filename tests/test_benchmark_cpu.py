@@ -56,7 +56,9 @@ def test_units_and_profile_of_the_tiny_bundle(tmp_path):
     assert unit["int8_source"].startswith("forced")
     assert set(unit["threads"]["1"]) == {"fp32", "int8", "torch"}
     errors = unit["int8_error"]
-    assert errors and all(0 < e["rel_l2"] < 0.2 and e["cosine"] > 0.98 for e in errors)
+    # forced (ungated) int8 of the shipped weights: 0.29 rel L2 for the retrained sync tower
+    # (the gate keeps it fp32); a wrong scale or zero point gives ~1 and a cosine near 0
+    assert errors and all(0 < e["rel_l2"] < 0.5 and e["cosine"] > 0.9 for e in errors)
     profile = record["profile"]["1"]
     assert "MatMul" in profile["fp32"]["by_op"]
     assert set(profile["int8"]["by_op"]) & {"MatMulInteger", "DynamicQuantizeMatMul"}
