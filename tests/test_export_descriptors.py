@@ -42,9 +42,10 @@ def test_tiny_descriptors_equal_the_contract_io_of_the_test_bundle():
     for name in COMPONENTS:
         assert have[name].inputs == want[name].inputs, name
         assert have[name].outputs == want[name].outputs, name
-    # the placeholder test bundle keeps the official 8 fps clip stream; tiny decodes it at
-    # 25 fps (configs.py), everything else in the rules is the same
-    assert manifest.rates == replace(TINY.rates, clip_fps=8.0)
+    # the placeholder test bundle keeps the official 8 fps clip stream and MMAudio's nearest
+    # sync alignment; tiny decodes at 25 fps and reads sync tokens by "frames" (configs.py);
+    # everything else in the rules is the same
+    assert manifest.rates == replace(TINY.rates, clip_fps=8.0, sync_alignment="nearest")
 
 
 def test_official_widths_and_glossary_sizes_at_8s_16k():

@@ -90,7 +90,7 @@ def test_sampling_equals_batched_conditioner_denoiser_euler(pipe):
         t0, t1 = i / STEPS, (i + 1) / STEPS
         v = flow.denoiser(torch.cat([x, x]), torch.full((2,), t0), *conds)  # (2, L, C)
         x = x + (t1 - t0) * (cfg * v[:1] + (1 - cfg) * v[1:])
-    torch.testing.assert_close(x, ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(x, ref, rtol=1e-5, atol=3e-5)  # float32 order of the batch
     assert (ref - x0).abs().max() > 0.1  # the sampler really moved
 
 
@@ -106,7 +106,7 @@ def test_negative_prompt_and_cfg_change_the_result(pipe):
     # two tracks from a batched x0 equal the two single-track runs
     x0b = torch.cat([x0, pipe.initial_noise(seq.latent, seed=1)])
     both = pipe.generate(clip, sync, prompt, negative, duration=1.0, x0=x0b, steps=2)
-    torch.testing.assert_close(both.latent[:1], base.latent, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(both.latent[:1], base.latent, rtol=1e-5, atol=3e-5)
 
 
 def test_bad_inputs_are_value_errors_naming_the_input(pipe):

@@ -193,7 +193,11 @@ class ModelConfig:
         variant, recorded = manifest.model.variant, manifest.model.config
         a = manifest.audio
         if recorded is None:
+            # the sync alignment is the bundle's choice of gather, not an architecture fact: a
+            # bundle exported before its variant changed alignment keeps its own
             config = get_config(variant)
+            config = replace(config, streams=replace(
+                config.streams, sync_alignment=manifest.video.sync_alignment))
         else:
             mel = {**recorded.get("mel", {}), "sample_rate": a.sample_rate,
                    "hop_length": a.hop_length, "n_mels": a.n_mels}  # fmt: skip
