@@ -225,7 +225,7 @@ class Pipeline:
         run.windows = plan_windows(source.duration, m.sequence.trained_duration,
                                    overlap=opts.overlap, max_duration=m.sequence.max_duration)
         # 2. encode the prompts, once per call
-        with run.stage("text"):
+        with run.stage("text", 0):
             text = self.encode_text(opts.prompt, opts.negative_prompt)
         seeds = tuple(opts.seed + k for k in range(opts.tracks))
         rngs = [np.random.default_rng(s) for s in seeds]  # track k: seed + k, window after window

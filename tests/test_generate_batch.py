@@ -236,8 +236,8 @@ def test_plain_progress_lines_outside_a_terminal(clips, tmp_path):
     result = run(clips["mkv"], "-o", tmp_path / "p.flac")
     assert result.exit_code == 0
     stages = [line.split(" (")[0] for line in result.stderr.splitlines() if "(window" in line]
-    assert stages == ["decode", "encode", "condition", "sample", "vae", "vocoder", "loudness",
-                      "watermark"]  # fmt: skip
+    assert stages == ["text", "decode", "encode", "condition", "sample", "vae", "vocoder",
+                      "loudness", "watermark", "write"]  # fmt: skip
 
 
 def test_usage_errors_are_one_error_line_in_both_clis():

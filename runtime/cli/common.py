@@ -15,7 +15,8 @@ from contextlib import contextmanager
 
 import click
 
-from ..pipeline import Pipeline, Progress
+from ..pipeline import Pipeline
+from .progress import ProgressBar
 
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -108,54 +109,26 @@ def notes(pipe: Pipeline) -> None:
         )
 
 
-class ProgressBar:
-    """Progress on stderr. In a terminal: one click bar over all sampling steps of all windows
-    (with its ETA). Elsewhere (a log file, a pipe): one plain line per stage and window, no
-    bar. ``prefix`` names the item in a batch (``[2/5] clip.mp4: ``)."""
-
-    def __init__(self, *, enabled: bool, prefix: str = "", tty: bool | None = None) -> None:
-        self.enabled = enabled
-        self.prefix = prefix
-        self.tty = sys.stderr.isatty() if tty is None else tty
-        self.bar = None
-        self.done = 0
-
-    def __enter__(self) -> ProgressBar:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.bar is not None:
-            self.bar.render_finish()
-
-    def update(self, event: Progress) -> None:
-        if not self.enabled:
-            return
-        if not self.tty:
-            if event.step == 0:
-                click.echo(f"{self.prefix}{event.stage} (window {event.window + 1}/"
-                           f"{event.windows})", err=True)  # fmt: skip
-            return
-        if event.stage != "sample" or event.step == 0:
-            return
-        if self.bar is None:
-            self.bar = click.progressbar(
-                length=event.windows * event.steps, label=f"{self.prefix}sampling",
-                file=sys.stderr, show_pos=True,
-            )  # fmt: skip
-            self.bar.render_progress()
-        done = event.window * event.steps + event.step
-        self.bar.update(done - self.done)
-        self.done = done
-
-
 class _Prefixed(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         return f"{record.levelname.lower()}: {' '.join(record.getMessage().split())}"
 
 
-def setup_logging(*, quiet: bool = False, level: str | None = None) -> None:
+def log_level(*, quiet: bool = False, level: str | None = None, verbose: int = 0) -> str:
+    """The library's log level: ``-q`` errors only; ``--log-level`` as given; ``-v`` info,
+    ``-vv`` debug (the more verbose of ``-v`` and ``--log-level`` wins); else warning."""
+    if quiet:
+        return "ERROR"
+    names = ["DEBUG", "INFO", "WARNING", "ERROR"]
+    chosen = (level or "WARNING").upper()
+    if verbose:
+        chosen = min(chosen, "INFO" if verbose == 1 else "DEBUG", key=names.index)
+    return chosen
+
+
+def setup_logging(*, quiet: bool = False, level: str | None = None, verbose: int = 0) -> None:
     """The library's log records on stderr as ``warning: ...`` lines; ``-q`` keeps errors
-    only, ``--log-level info|debug`` shows more."""
+    only, ``--log-level info|debug`` or ``-v``/``-vv`` shows more."""
     root = logging.getLogger("v2a_runtime")
     for handler in list(root.handlers):
         if getattr(handler, "v2a_cli", False):
@@ -165,8 +138,7 @@ def setup_logging(*, quiet: bool = False, level: str | None = None) -> None:
     handler.setFormatter(_Prefixed())
     root.addHandler(handler)
     root.propagate = False
-    name = "ERROR" if quiet else (level or "WARNING").upper()
-    root.setLevel(getattr(logging, name))
+    root.setLevel(getattr(logging, log_level(quiet=quiet, level=level, verbose=verbose)))
 
 
 __all__ = [
@@ -175,6 +147,7 @@ __all__ = [
     "Failure",
     "OneLineGroup",
     "ProgressBar",
+    "log_level",
     "notes",
     "one_line_errors",
     "setup_logging",

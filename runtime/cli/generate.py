@@ -143,6 +143,8 @@ DEFAULT_LOUDNESS = Loudness().target  # EBU R128, for video outputs
 @click.option("-q", "--quiet", is_flag=True, help="No progress, no notes, no warnings.")
 @click.option("--log-level", type=click.Choice(["error", "warning", "info", "debug"]),
               default=None, help="Library log lines on stderr. [default: warning]")  # fmt: skip
+@click.option("-v", "--verbose", count=True,
+              help="More library log lines: -v is --log-level info, -vv debug.")
 @click.option(
     "--server",
     default=None,
@@ -165,6 +167,7 @@ def generate(
     as_json: bool,
     quiet: bool,
     log_level: str | None,
+    verbose: int,
     loudness_arg: str | None,
     true_peak: float,
     audio_codec: str | None,
@@ -175,7 +178,7 @@ def generate(
 ) -> None:
     """Generate a soundtrack for each VIDEO (files, or directories of videos) and write it
     (muxed into the video, or as audio)."""
-    setup_logging(quiet=quiet, level=log_level)
+    setup_logging(quiet=quiet, level=log_level, verbose=verbose)
     with one_line_errors():
         inputs = _inputs(videos, from_list)
         _check_destination(inputs, output, out_dir, out_ext)
@@ -380,17 +383,20 @@ def _run(pipe: Pipeline | str, item: Item, s: Settings, batch: Batch) -> None:
     if served:
         result, variant = served_result(pipe, item.video, s.request)
     else:
-        with ProgressBar(enabled=not batch.quiet, prefix=batch.prefix(item)) as bar:
+        variant = pipe.bundle.manifest.model.variant
+    with ProgressBar(enabled=not (batch.quiet or served), prefix=batch.prefix(item)) as bar:
+        if not served:
             result = pipe.generate(item.video, callback=bar.update, loudness=plan.loudness,
                                    **s.request)  # fmt: skip
-        variant = pipe.bundle.manifest.model.variant
-    t0 = time.perf_counter()
-    title = f"v2a generated ({variant})"
-    enc = s.encoding
-    save(result, plan.output, item.video, keep_original_audio=s.keep_original_audio,
-         overwrite=s.force, title=title, audio_codec=enc.codec if plan.is_video else None,
-         bitrate=enc.bitrate, sample_rate=enc.sample_rate)  # fmt: skip
-    write_s, total_s = time.perf_counter() - t0, time.perf_counter() - started
+        bar.stage("write")
+        t0 = time.perf_counter()
+        enc = s.encoding
+        save(result, plan.output, item.video, keep_original_audio=s.keep_original_audio,
+             overwrite=s.force, title=f"v2a generated ({variant})",
+             audio_codec=enc.codec if plan.is_video else None, bitrate=enc.bitrate,
+             sample_rate=enc.sample_rate)  # fmt: skip
+        write_s = time.perf_counter() - t0
+    total_s = time.perf_counter() - started
     said = [*plan.notes, *extra]
     if result.duration < plan.duration - 0.01:  # a truncated file: what decodes counts
         said.append(f"truncated video: {result.duration:.2f} s decode of the {plan.duration:.2f}"
