@@ -26,7 +26,6 @@ Detection) · audio_io (soundfile/PyAV reading, atomic writing).
 from .audio_io import read_audio, write_audio_atomic
 from .coding import make_payload, split_payload
 from .detect import ALPHA, Detection, detect, p_value_bound, threshold_z
-from .embed import embed
 from .keys import (
                    ENV_KEY,
                    ENV_KEY_FILE,
@@ -37,10 +36,11 @@ from .keys import (
                    read_key_file,
 )
 from .layout import DEFAULT_CONFIG, WatermarkConfig
+from .stream import embed, embed_blocks
 
 __all__ = [
     "ALPHA", "DEFAULT_CONFIG", "Detection", "ENV_KEY", "ENV_KEY_FILE", "WatermarkConfig",
-    "WatermarkKey", "demo_key", "detect", "embed", "generate_key_file", "load_key",
+    "WatermarkKey", "demo_key", "detect", "embed", "embed_blocks", "generate_key_file", "load_key",
     "make_payload", "p_value_bound", "read_audio", "read_key_file", "split_payload",
     "threshold_z", "write_audio_atomic",
 ]
