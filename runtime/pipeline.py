@@ -36,6 +36,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -46,9 +47,10 @@ from .bundle import Bundle, load_bundle
 from .config import AudioSpec
 from .frames import VideoArray, frame_source
 from .media import Frames, sync_segments
+from .signals import MemorySpool, Signal, Spool, Track
 from .tokenizer import Tokenizer
-from .watermark import WatermarkKey, embed, load_key, make_payload
-from .windows import Window, crossfade, plan_windows
+from .watermark import WatermarkKey, load_key, make_payload, mark
+from .windows import Crossfader, Window, plan_windows
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -113,6 +115,23 @@ class GenerateResult:
 
 
 @dataclass(frozen=True)
+class StreamResult:
+    """:class:`GenerateResult` with the audio as tracks read in blocks (:meth:`Pipeline.stream`);
+    valid inside the ``with`` block only."""
+
+    tracks: tuple[Track, ...]  # per track: (1, n) float32 blocks, W samples in all
+    sample_rate: int
+    start: float
+    duration: float
+    seeds: tuple[int, ...]
+    windows: tuple[Window, ...]
+    timings: dict[str, float]  # the watermark's rendering happens as the tracks are read
+    evaluations: int
+    watermarks: tuple[TrackMark, ...]
+    options: GenerateOptions
+
+
+@dataclass(frozen=True)
 class Pipeline:
     """A loaded bundle on one backend. Build with :meth:`load`; reusable for many videos."""
 
@@ -171,7 +190,35 @@ class Pipeline:
         **overrides,
     ) -> GenerateResult:
         """Soundtracks for ``video``: a file path, :class:`Frames` at the bundle's rates and
-        sizes, or :class:`VideoArray` pixels. Keyword overrides set GenerateOptions fields."""
+        sizes, or :class:`VideoArray` pixels. Keyword overrides set GenerateOptions fields.
+        The whole result in memory; :meth:`stream` hands it over in blocks instead."""
+        started = time.perf_counter()
+        with self.stream(video, options, callback=callback, spool=None, **overrides) as s:
+            t0 = time.perf_counter()  # the watermark is rendered while the tracks are read
+            audio = np.concatenate([_join(t) for t in s.tracks], axis=0)  # (K, W)
+            timings = dict(s.timings)
+            timings["watermark"] += time.perf_counter() - t0
+        timings["total"] = time.perf_counter() - started
+        fields = {f: getattr(s, f) for f in StreamResult.__dataclass_fields__ if f != "tracks"}
+        return GenerateResult(audio=audio, **{**fields, "timings": timings})
+
+    @contextmanager
+    def stream(
+        self,
+        video: str | Path | Frames | VideoArray,
+        options: GenerateOptions | None = None,
+        *,
+        callback: Callable[[Progress], None] | None = None,
+        spool: str | Path | None = "",
+        **overrides,
+    ) -> Iterator[StreamResult]:
+        """:meth:`generate` for long inputs: memory bounded by one window, not by the video.
+
+        Each window's audio is cross-faded and appended, as it completes, to a temporary
+        float32 file in the directory ``spool`` ("" = the system's temporary directory; None =
+        in memory), removed when the ``with`` block ends; the watermark's analysis passes read
+        that file, and ``result.tracks`` render the marked tracks block by block for a writer
+        (:func:`v2a_runtime.media.mux`, :func:`~v2a_runtime.media.write_audio`)."""
         opts = self.resolve(options, **overrides)
         m, started = self.bundle.manifest, time.perf_counter()
         ts = sampling.time_grid(opts.grid, opts.steps)  # the one time grid of this call
@@ -185,26 +232,32 @@ class Pipeline:
             text = self.encode_text(opts.prompt, opts.negative_prompt)
         seeds = tuple(opts.seed + k for k in range(opts.tracks))
         rngs = [np.random.default_rng(s) for s in seeds]  # track k: seed + k, window after window
-        sampler, parts, digest = self.backend.sampler(), [], b""
-        for i, window in enumerate(run.windows):
-            # 1. decode the window's frames
-            with run.stage("decode", i):
-                frames = source.window(window.start, window.duration)
-            digest = digest or hashlib.blake2b(frames.clip.tobytes(), digest_size=16).digest()
-            parts.append(self._window(frames, text, ts, sampler, rngs, run, i))  # steps 2-5
-        # 6. join the windows, trim to the span, watermark every track
-        offsets = [round(w.start * m.audio.sample_rate) for w in run.windows]
-        total = round(source.duration * m.audio.sample_rate)
-        audio = np.clip(crossfade(parts, offsets, total), -1.0, 1.0)  # (K, W)
-        with run.stage("watermark", len(run.windows) - 1):
-            audio, marks = self._watermark(audio, opts, seeds, digest)
-        run.seconds["total"] = time.perf_counter() - started
-        return GenerateResult(
-            audio=audio, sample_rate=m.audio.sample_rate, start=float(opts.start),
-            duration=source.duration, seeds=seeds, windows=run.windows,
-            timings=dict(run.seconds), evaluations=run.evaluations, watermarks=marks,
-            options=opts,
-        )  # fmt: skip
+        sr = m.audio.sample_rate
+        offsets = [round(w.start * sr) for w in run.windows]
+        joiner = Crossfader(offsets, round(source.duration * sr), opts.tracks)
+        if spool is None:
+            store = MemorySpool(opts.tracks, sr)
+        else:
+            store = Spool(opts.tracks, sr, spool or None)
+        with store:
+            sampler, digest = self.backend.sampler(), b""
+            for i, window in enumerate(run.windows):
+                # 1. decode the window's frames
+                with run.stage("decode", i):
+                    frames = source.window(window.start, window.duration)
+                digest = digest or hashlib.blake2b(frames.clip.tobytes(), digest_size=16).digest()
+                part = self._window(frames, text, ts, sampler, rngs, run, i)  # steps 2-5
+                store.append(np.clip(joiner.add(part), -1.0, 1.0))  # 6. joined as they come
+            store.append(np.clip(joiner.finish(), -1.0, 1.0))  # (K, W) in all, trimmed to the span
+            with run.stage("watermark", len(run.windows) - 1):  # 6. every track
+                tracks, marks = self._watermark(store, opts, seeds, digest)
+            run.seconds["total"] = time.perf_counter() - started
+            yield StreamResult(
+                tracks=tracks, sample_rate=sr, start=float(opts.start),
+                duration=source.duration, seeds=seeds, windows=run.windows,
+                timings=dict(run.seconds), evaluations=run.evaluations, watermarks=marks,
+                options=opts,
+            )  # fmt: skip
 
     def _window(
         self, frames: Frames, text: np.ndarray, ts: np.ndarray, sampler: Sampler, rngs: list,
@@ -284,13 +337,13 @@ class Pipeline:
         return sampler(SampleRequest(noise, feeds, ts, cfg, solver, callback))
 
     def _watermark(
-        self, audio: np.ndarray, opts: GenerateOptions, seeds: tuple[int, ...], digest: bytes
-    ) -> tuple[np.ndarray, tuple[TrackMark, ...]]:
+        self, store: Signal, opts: GenerateOptions, seeds: tuple[int, ...], digest: bytes
+    ) -> tuple[tuple[Track, ...], tuple[TrackMark, ...]]:
+        """Per track: the watermark's analysis passes now, the marked blocks when read."""
         if not opts.watermark:
-            return audio, ()
+            return tuple(Track.of(store.channel(k)) for k in range(len(seeds))), ()
         model_id = self.bundle.manifest.model.model_id
-        sr = self.bundle.manifest.audio.sample_rate
-        out, marks = np.empty_like(audio), []
+        tracks, marks = [], []
         for k, seed in enumerate(seeds):
             gid = (
                 _generation_id(opts, seed, digest)
@@ -298,9 +351,10 @@ class Pipeline:
                 else opts.generation_id
             )
             payload = make_payload(model_id, gid)
-            out[k] = embed(audio[k], sr, self.key, payload)
+            marked = mark(store.channel(k), self.key, payload)
+            tracks.append(Track(1, store.length, partial(_float32, marked.blocks)))
             marks.append(TrackMark(k, payload, model_id, gid, self.key.key_id, self.key.is_demo))
-        return out, tuple(marks)
+        return tuple(tracks), tuple(marks)
 
 
 def unnormalise(x: np.ndarray, audio: AudioSpec) -> np.ndarray:
@@ -340,6 +394,15 @@ class _Run:
         if self.callback is not None:
             event = Progress(stage, window, len(self.windows), step, self.options.steps or 0)
             self.callback(event)
+
+
+def _float32(blocks: Callable[[], Iterator[np.ndarray]]) -> Iterator[np.ndarray]:
+    return (b.astype(np.float32) for b in blocks())
+
+
+def _join(track: Track) -> np.ndarray:
+    parts = list(track.blocks())
+    return np.concatenate(parts, axis=1) if parts else np.zeros((track.channels, 0), np.float32)
 
 
 def _generation_id(opts: GenerateOptions, seed: int, digest: bytes) -> int:

@@ -6,14 +6,16 @@ outside ``[0, length)``). Three kinds:
 
 - :class:`ArraySignal`: an array already in memory;
 - :class:`Spool`: float32 samples appended once to a temporary file, then read back (the
-  generated tracks of a long video, a decoded audio track), deleted on :meth:`Spool.close`;
+  generated tracks of a long video, a decoded audio track), deleted on :meth:`Spool.close`
+  (:class:`MemorySpool`: the same in memory, for callers that want the whole array anyway);
 - :class:`Resampled`: another signal at another rate, computed per block with
   ``scipy.signal.resample_poly`` on the block and enough context on each side; block
   boundaries are aligned to the polyphase period, so a block equals the same range of the
   whole signal resampled at once (tested bit for bit).
 
 :func:`blocks` walks a signal in order; the watermark's multi-pass embedder
-(:mod:`v2a_runtime.watermark.stream`), the muxer and the audio writers consume signals.
+(:mod:`v2a_runtime.watermark.stream`) reads signals; the muxer and the audio writers take a
+:class:`Track` (blocks in order, read once) or an array.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from __future__ import annotations
 import math
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -122,6 +124,62 @@ class Spool:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class MemorySpool:
+    """:class:`Spool` in memory (float32 blocks, joined on the first read)."""
+
+    def __init__(self, channels: int, rate: int):
+        self.channels, self.rate, self.length = int(channels), int(rate), 0
+        self._blocks: list[np.ndarray] = []
+
+    def append(self, block: np.ndarray) -> None:
+        if block.ndim != 2 or block.shape[0] != self.channels:
+            raise ValueError(f"expected ({self.channels}, n) samples, got {block.shape}")
+        self._blocks.append(block.astype(np.float32))
+        self.length += block.shape[1]
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        if len(self._blocks) != 1:
+            empty = np.zeros((self.channels, 0), np.float32)
+            self._blocks = [np.concatenate([empty, *self._blocks], axis=1)]
+        data = self._blocks[0]
+        return _window(self.channels, self.length, start, stop,
+                       lambda a, b: data[:, a:b].astype(np.float64))  # fmt: skip
+
+    def channel(self, k: int) -> ChannelOf:
+        return ChannelOf(self, k)
+
+    def close(self) -> None:
+        self._blocks = []
+
+    def __enter__(self) -> MemorySpool:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+@dataclass(frozen=True)
+class Track:
+    """Audio for a writer: ``channels`` × ``length`` samples as float (channels, n) blocks,
+    in order, from ``blocks()`` (a fresh iterator per call)."""
+
+    channels: int
+    length: int
+    blocks: Callable[[], Iterator[np.ndarray]]
+
+    @classmethod
+    def of(cls, signal: Signal, dtype=np.float32) -> Track:
+        return cls(signal.channels, signal.length,
+                   lambda: (b.astype(dtype) for b in blocks(signal)))  # fmt: skip
+
+    @classmethod
+    def from_array(cls, audio: np.ndarray, block: int = BLOCK) -> Track:
+        """A (channels, W) array in blocks (views, no copy)."""
+        n = audio.shape[1]
+        return cls(audio.shape[0], n,
+                   lambda: (audio[:, a : a + block] for a in range(0, n, block)))  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -77,18 +77,28 @@ def embed(audio: np.ndarray, sample_rate: int, key: WatermarkKey, payload: int, 
 def embed_blocks(signal: Signal, key: WatermarkKey, payload: int, *,
                  config: WatermarkConfig = DEFAULT_CONFIG,
                  block_frames: int = BLOCK_FRAMES) -> Iterator[np.ndarray]:
-    """The marked ``signal``, (channels, n) float64 blocks in order, clipped to [-1, 1].
+    """The marked ``signal``, (channels, n) float64 blocks in order, clipped to [-1, 1]."""
+    return mark(signal, key, payload, config=config, block_frames=block_frames).blocks()
 
-    The analysis passes run on the first ``next()``; the signal is read once per pass."""
+
+def mark(signal: Signal, key: WatermarkKey, payload: int, *,
+         config: WatermarkConfig = DEFAULT_CONFIG, block_frames: int = BLOCK_FRAMES) -> Marked:
+    """Run the analysis passes (the signal is read once per pass); ``.blocks()`` then renders
+    the marked signal, as often as asked."""
     if signal.rate < 8000:
         raise ValueError(f"sample_rate must be at least 8000 Hz, got {signal.rate}")
     if signal.length == 0 or not 1 <= signal.channels <= 16:
         raise ValueError(f"audio must have shape (W,) or (channels, W) with 1-16 channels, "
                          f"got ({signal.channels}, {signal.length})")
-    return _Embedder(signal, key, payload, config, block_frames).output()
+    marked = Marked(signal, key, payload, config, block_frames)
+    if marked.n_frames > 0:
+        marked.analyse()
+    return marked
 
 
-class _Embedder:
+class Marked:
+    """A signal and the statistics of its mark (after :meth:`analyse`)."""
+
     def __init__(self, signal: Signal, key: WatermarkKey, payload: int,
                  config: WatermarkConfig, block_frames: int):
         self.signal, self.config, self.block = signal, config, block_frames
@@ -229,24 +239,20 @@ class _Embedder:
         allowed = host_all * 10 ** (-c.target_snr_db / 10)
         self.hold = float(np.sqrt(allowed / energy)) if energy > allowed else None
 
-    def output(self) -> Iterator[np.ndarray]:
-        if self.n_frames == 0:  # nothing to mark (shorter than two hops): as embed.py
-            for start in range(0, self.signal.length, OUTPUT_BLOCK):
-                stop = min(start + OUTPUT_BLOCK, self.signal.length)
-                yield np.clip(self.signal.read(start, stop), -1.0, 1.0)
-            return
-        self.analyse()
-        delta = Resampled(_Mark(self), self.signal.rate)
-        for start in range(0, self.signal.length, OUTPUT_BLOCK):  # 7. the output
-            stop = min(start + OUTPUT_BLOCK, self.signal.length)
-            yield np.clip(self.signal.read(start, stop) + delta.read(start, stop), -1.0, 1.0)
+    def blocks(self, block: int = OUTPUT_BLOCK) -> Iterator[np.ndarray]:
+        """7. The marked signal, (channels, n) float64 blocks in order, clipped to [-1, 1]."""
+        delta = None if self.n_frames == 0 else Resampled(_Mark(self), self.signal.rate)
+        for start in range(0, self.signal.length, block):
+            stop = min(start + block, self.signal.length)
+            x = self.signal.read(start, stop)
+            yield np.clip(x if delta is None else x + delta.read(start, stop), -1.0, 1.0)
 
 
 @dataclass(frozen=True)
 class _Mark:
     """The final mark at 16 kHz as a :class:`Signal` (computed per block on demand)."""
 
-    e: _Embedder
+    e: Marked
 
     @property
     def rate(self) -> int:
