@@ -4,7 +4,9 @@
                  [--cfg W] [--seed N] [--tracks K] [-o OUT] [--force] ...
 
 Outputs are written to a temporary file and renamed, so nothing partial is ever left behind,
-and the input is only read.
+and the input is only read. Memory is bounded by one window, not by the video: the generated
+tracks wait in a hidden temporary file next to the output (4 bytes per sample and track) and
+are watermarked and encoded block by block (``Pipeline.stream``).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from .. import sampling
 from ..backends import BACKENDS
 from ..media import AUDIO_FORMATS, VIDEO_CONTAINERS, check_output, mux, probe, write_audio
 from ..media.files import atomic_output, check_input
-from ..pipeline import STAGES, GenerateResult, Pipeline
+from ..pipeline import STAGES, GenerateResult, Pipeline, StreamResult
 from ..sequence import min_duration
 from .common import Failure, ProgressBar, notes, one_line_errors
 from .serve import check_server_flags, served_result, served_summary
@@ -122,23 +124,20 @@ def generate(
             pipe = Pipeline.load(bundle, backend, threads=threads, key_file=key_file)
             if not quiet:
                 notes(pipe)
-            with ProgressBar(enabled=not quiet) as bar:
-                result = pipe.generate(video, callback=bar.update, **request)
-            variant = pipe.bundle.manifest.model.variant
+            title = f"v2a generated ({pipe.bundle.manifest.model.variant})"
+            spool = outputs[0].parent  # the generated tracks wait on disk, next to the output
+            with ProgressBar(enabled=not quiet) as bar, pipe.stream(
+                video, callback=bar.update, spool=spool, **request
+            ) as result:
+                t0 = time.perf_counter()
+                _write(video, outputs, list(result.tracks), result, keep=keep_original_audio,
+                       force=force, title=title)  # fmt: skip
+                write_seconds = time.perf_counter() - t0  # includes rendering the watermark
         else:
             check_server_flags(bundle=bundle, backend=backend, threads=threads, key_file=key_file)
             result, variant = served_result(server, video, request)
-        t0 = time.perf_counter()
-        title = f"v2a generated ({variant})"
-        _write(
-            video,
-            outputs,
-            result,
-            keep_original_audio=keep_original_audio,
-            force=force,
-            title=title,
-        )
-        write_seconds = time.perf_counter() - t0
+            _write(video, outputs, list(result.audio), result, keep=keep_original_audio,
+                   force=force, title=f"v2a generated ({variant})")  # fmt: skip
     if server is not None:
         click.echo(served_summary(outputs, result, server, variant))
         return
@@ -160,32 +159,34 @@ def _outputs(video: Path, output: Path | None, tracks: int, force: bool) -> list
 def _write(
     video: Path,
     outputs: list[Path],
-    result: GenerateResult,
+    tracks: list,
+    result: StreamResult | GenerateResult,
     *,
-    keep_original_audio: bool,
+    keep: bool,
     force: bool,
     title: str,
 ) -> None:
-    """Mux into one video, or write one audio file per track; all or nothing."""
+    """Mux ``tracks`` (Tracks or arrays) into one video, or write one audio file per track;
+    all or nothing. ``result`` gives the rate and where the span starts."""
     if outputs[0].suffix.lower() in VIDEO_CONTAINERS:
         mux(
             video,
             outputs[0],
-            result.audio,  # (K, W), placed where the span starts
+            tracks,  # placed where the span starts
             result.sample_rate,
             start=result.start,
-            keep_original_audio=keep_original_audio,
+            keep_original_audio=keep,
             title=title,
             overwrite=force,
         )
         return
     with ExitStack() as stack:  # every file renamed into place only when all are written
         temps = [stack.enter_context(atomic_output(p)) for p in outputs]
-        for temp, audio in zip(temps, result.audio, strict=True):
+        for temp, audio in zip(temps, tracks, strict=True):
             write_audio(temp, audio, result.sample_rate, title=title)
 
 
-def _summary(outputs: list[Path], r: GenerateResult, write_s: float, total_s: float) -> str:
+def _summary(outputs: list[Path], r: StreamResult, write_s: float, total_s: float) -> str:
     o = r.options
     names = outputs[0] if len(outputs) == 1 else f"{outputs[0]} … {outputs[-1].name}"
     tracks = f"{len(r.seeds)} track" + ("s" if len(r.seeds) > 1 else "")
