@@ -9,7 +9,9 @@
 and other media (PyAV). Exit status: 0 every file is marked, 1 some file is not marked, 2 an
 error (bad input or key), which is one ``error:`` line on stderr, never a traceback.
 ``--json`` prints one JSON object per file (JSON lines) with the ``Detection`` fields.
-``embed`` writes WAV/FLAC/OGG atomically (temporary file + rename); inputs are only read.
+``embed`` writes WAV/FLAC/OGG atomically (temporary file + rename); inputs are only read. It
+works block by block (the decoded input waits in a temporary file next to OUT), so its memory
+does not grow with the length of the file.
 """
 
 from __future__ import annotations
@@ -20,20 +22,22 @@ import sys
 from pathlib import Path
 
 import click
+import numpy as np
 
+from ..signals import Track
 from ..watermark import (
     Detection,
     WatermarkKey,
     detect,
-    embed,
     generate_key_file,
     load_key,
     make_payload,
+    mark,
     read_audio,
     split_payload,
     write_audio_atomic,
 )
-from ..watermark.audio_io import audio_subtype
+from ..watermark.audio_io import audio_subtype, spool_audio
 
 EXIT_MARKED, EXIT_NOT_MARKED, EXIT_ERROR = 0, 1, 2
 KEY_HELP = "key file (64 hex digits); default: $V2A_WATERMARK_KEY, then $V2A_WATERMARK_KEY_FILE"
@@ -95,11 +99,13 @@ def embed_cmd(src, dst, key_file, payload_hex, model_id, generation_id, force) -
         _fail(f"{dst}: directory {dst_p.parent} does not exist")
     payload = _payload(payload_hex, model_id, generation_id)
     key = _key(key_file)
-    try:
-        audio, sr = read_audio(src_p)
-        marked = embed(audio, sr, key, payload)
-        subtype = audio_subtype(src_p) if src_p.suffix.lower() == dst_p.suffix.lower() else None
-        write_audio_atomic(dst_p, marked, sr, subtype=subtype)
+    try:  # block by block: the input waits in a temporary file next to OUT, not in memory
+        with spool_audio(src_p, dst_p.parent) as audio:
+            marked = mark(audio, key, payload)
+            subtype = audio_subtype(src_p) if src_p.suffix.lower() == dst_p.suffix.lower() else None
+            track = Track(audio.channels, audio.length,
+                          lambda: (b.astype(np.float32) for b in marked.blocks()))  # fmt: skip
+            write_audio_atomic(dst_p, track, audio.rate, subtype=subtype)
     except (ValueError, OSError) as e:
         _fail(str(e))
     model, gen = split_payload(payload)

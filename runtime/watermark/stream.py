@@ -179,6 +179,8 @@ class Marked:
         levels, host_mono, host_all = np.empty(self.n_frames), 0.0, 0.0
         for s in self.spans():  # 1. frame levels, host energies
             x, mono = self.host(s)
+            if not np.all(np.isfinite(x)):
+                raise ValueError("audio contains NaN or infinite samples")
             levels[s.f0: s.f1] = frame_levels_db(self.spec(mono, s)[s.rows], c)
             a, b = self.samples(s.f0, s.f1)
             b = self.n16 if s.f1 == self.n_frames else b - c.hop  # a partition of the samples
