@@ -13,11 +13,17 @@ duration):
    solver evaluation on the batch [cond × K; uncond × K] (K = tracks), v = w·v_cond +
    (1 − w)·v_uncond (:mod:`v2a_runtime.guidance`), over one time grid built per call;
 5. decode audio: un-normalise (:func:`unnormalise`), ``vae_decoder``, ``vocoder``;
-6. watermark: windows cross-faded (equal power, :mod:`v2a_runtime.windows`), trimmed to the
-   span, and every track gets the keyed watermark (payload: model id + generation id).
+6. watermark: windows cross-faded (equal power, :mod:`v2a_runtime.windows`) as they
+   complete, trimmed to the span, and every track gets the keyed watermark (payload: model id
+   + generation id).
 
 Step 7 (write) belongs to the caller: :func:`v2a_runtime.media.mux` with the result's
 ``start`` places the audio where the span starts in the video.
+
+Memory is bounded by one window: the joined audio goes, window after window, to a spool (a
+temporary float32 file; :mod:`v2a_runtime.signals`), the watermark's passes read it in blocks
+(:mod:`v2a_runtime.watermark.stream`), and :meth:`Pipeline.stream` hands the marked tracks to
+the writer block by block. :meth:`Pipeline.generate` reads them into one array.
 
 Seeds: track k draws its noise from ``np.random.default_rng(seed + k)``, window after window,
 so track k of a K-track run equals a 1-track run with seed ``seed + k`` (up to float rounding
