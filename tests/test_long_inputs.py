@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from make_watermark_golden import KEY, PAYLOAD
+from make_watermark_golden import hosts as golden_hosts
 from media_videos import (
     audio_streams,
     expected_indices,
@@ -25,18 +27,15 @@ from media_videos import (
 from scipy.signal import resample_poly
 from v2a_runtime.frames import frame_source
 from v2a_runtime.media import mux, write_audio
-from v2a_runtime.oracles import clips
 from v2a_runtime.pipeline import Pipeline, unnormalise
 from v2a_runtime.signals import ArraySignal, Resampled, Spool, Track, blocks, ratio
-from v2a_runtime.watermark import WatermarkKey, demo_key, detect, embed, make_payload, mark
+from v2a_runtime.watermark import demo_key, detect, embed, mark
 from v2a_runtime.watermark.features import resample
 from v2a_runtime.windows import Crossfader, crossfade, plan_windows
 
 DATA = Path(__file__).parent / "data"
 TEST_BUNDLE = DATA / "test_bundle"
 SR = 16000
-KEY = WatermarkKey.from_secret(bytes(range(32)))
-PAYLOAD = make_payload(7, 0x00BEEF)
 RSS_BOUND = 1.25  # peak RSS of a long input / peak RSS of a short one (the issue's target)
 
 
@@ -119,12 +118,7 @@ def test_watermark_in_blocks_equals_the_whole_clip_embedder():
     (``python tests/make_watermark_golden.py``): the block-wise one gives the same mark
     (here bit for bit; float summation order allows 1e-6), verdict, z and payload."""
     golden = np.load(DATA / "watermark_golden.npz")
-    hosts = {
-        "m16": (clips.make_clip("foley", 21, 16000, 9.0), 16000),
-        "s44": (np.stack([clips.make_clip("music", 22, 44100, 9.0),
-                          0.5 * clips.make_clip("ambience", 23, 44100, 9.0)]), 44100),
-    }  # fmt: skip
-    for name, (x, rate) in hosts.items():
+    for name, (x, rate) in golden_hosts().items():
         y = embed(x, rate, KEY, PAYLOAD)
         assert y.dtype == np.float32 and y.shape == x.shape
         np.testing.assert_allclose(y.reshape(-1)[::53], golden[f"{name}_strided"], atol=1e-6)
