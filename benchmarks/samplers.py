@@ -16,10 +16,21 @@ evaluations (velocity_fn calls = batched denoiser passes), not steps: each solve
 most steps that fit the budget (``steps_for_evaluations``), and a cell shows the count it
 used in parentheses when that is below the budget.
 
+- **held out** (``--held-out N --bundle DIR``): the question of issue 14, tuned samplers
+  (``v2a-export tune-sampler``) against fixed grids. N conditions never used in tuning: held-out
+  scenes of the procedural world from scene 1 000 000 on (the quality benchmark's; tuning uses
+  1 005 000… and its gate 1 006 000…) through the bundle's encoders and conditioner for trained
+  weights, seeded random encoder features (seed 1000 + ``--seed``; tuning uses 0 and 1) for
+  random weights. Reference: Heun with ``--reference-steps`` steps, checked against half as
+  many (:mod:`v2a_runtime.tuning.reference`). Every fixed solver × grid and every named sampler
+  of the bundle is run on the same noise; the table per budget shows 25-step Euler, the best
+  fixed choice and the tuned sampler, errors relative to 25-step Euler's.
+
 Usage::
 
     python benchmarks/samplers.py                                # analytic problems
     python benchmarks/samplers.py --bundle DIR [--threads 2]     # + the network
+    python benchmarks/samplers.py --problems --bundle DIR --held-out 8 --budgets 4 6 8 12
 
 It prints markdown tables and writes ``benchmarks/results/samplers_<tag>.{json,md}`` with the
 machine, library versions and the command.
@@ -36,7 +47,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -290,11 +301,152 @@ def run_network(net: Network, *, cfg: float, reference_steps: int = 200, **table
     }
 
 
+# --- held-out conditions: tuned against fixed ------------------------------------------------
+
+BENCH_FEATURE_SEED = 1000  # random-feature conditions: far from the tuning seeds (0, 1)
+
+
+def held_out_conditions(pipe, n: int, *, duration: float, seed: int):
+    """``n`` benchmark conditions (never used by tune-sampler) as a ConditionSet."""
+    from v2a_runtime.tuning import encode_items, random_features
+
+    if pipe.bundle.manifest.model.weights == "random":
+        return random_features(pipe, n, duration=duration, seed=BENCH_FEATURE_SEED + seed)
+    from v2a_runtime.tuning.calibration import world_items, world_source
+
+    items = world_items(pipe.bundle.manifest.video, n, 0, duration)
+    return encode_items(pipe, items, duration=duration, seed=BENCH_FEATURE_SEED + seed,
+                        source=world_source(0, n))  # fmt: skip
+
+
+def run_held_out(bundle: Path, *, n, duration, seed, threads, cfg, reference_steps, **table):
+    """Fixed solvers × grids and the bundle's named samplers on ``n`` held-out conditions."""
+    from v2a_runtime.pipeline import Pipeline
+
+    pipe = Pipeline.load(bundle, threads=threads)
+    m = pipe.bundle.manifest
+    duration = m.sequence.trained_duration if duration is None else duration
+    conditions = held_out_conditions(pipe, n, duration=duration, seed=seed)
+    result = compare_samplers(pipe.sessions["denoiser"], conditions, m.samplers, cfg=cfg,
+                              reference_steps=reference_steps, **table)  # fmt: skip
+    result["problem"] = f"held out: {m.model.variant} bundle ({m.model.weights} weights)"
+    result["default_sampler"] = m.sampler.name
+    return result
+
+
+def run_tuned_graphs(graphs: Path, variant: str, *, n, duration, seed, threads, cfg,
+                     reference_steps, tune_args, **table):  # fmt: skip
+    """Tune on a conditioner + denoiser pair (``v2a-export export --components
+    conditioner,denoiser``, no bundle needed) with random-feature conditions, then compare on
+    ``n`` other ones. For random-weight variants whose encoders would see nothing anyway."""
+    from v2a_runtime.backends import load_session
+    from v2a_runtime.tuning import TuneOptions, batched_inputs, random_conditions, tune
+
+    from v2a_export.models.configs import get_config
+
+    config = get_config(variant)
+    session = {c: load_session(graphs / "onnx" / f"{c}.onnx", threads=threads)
+               for c in ("conditioner", "denoiser")}  # fmt: skip
+    def conditions(count, s):
+        return random_conditions(session["conditioner"], config.rates, duration, count,
+                                 channels=config.flow.latent_dim,
+                                 batched=batched_inputs(session["denoiser"]), seed=s)  # fmt: skip
+
+    cal = conditions(tune_args["calibration"], seed)
+    gate = conditions(tune_args["held_out"], seed + 1)
+    options = TuneOptions(
+        evaluations=tuple(tune_args["evaluations"]),
+        cfg=cfg,
+        points=tune_args["points"],
+        reference_steps=tune_args["reference_steps"],
+    )
+    result = tune(session["denoiser"], cal, gate, options)
+    held = conditions(n, BENCH_FEATURE_SEED + seed)
+    out = compare_samplers(session["denoiser"], held, result.samplers, cfg=cfg,
+                           reference_steps=reference_steps, **table)  # fmt: skip
+    out["problem"] = f"held out: {variant} graphs (random weights), tuned here"
+    out["tuning"] = {"evaluations": result.evaluations, "seconds": result.seconds,
+                     "calibration_reference_change": result.calibration_reference.change,
+                     "gate_reference_change": result.held_out_reference_change,
+                     "default": result.default,
+                     "candidates": [{"evaluations": c.evaluations, "method": c.method,
+                                     "error": c.error} for c in result.candidates]}  # fmt: skip
+    return out
+
+
+def compare_samplers(denoiser, conditions, samplers: dict, *, cfg, reference_steps, **table):
+    """Every fixed solver × grid, 25-step Euler and ``samplers`` on ``conditions``, against a
+    converged Heun reference of the same noise."""
+    from v2a_runtime.backends.host import guided_velocity
+    from v2a_runtime.tuning.reference import reference
+
+    feeds = conditions.feeds_for(cfg)
+    velocity_fn = guided_velocity(denoiser, feeds, cfg)
+    x0 = conditions.x0
+    start = time.perf_counter()
+    ref = reference(velocity_fn, x0, steps=reference_steps, points=2)
+    ref_seconds = time.perf_counter() - start
+    rows = accuracy_rows(velocity_fn, x0, ref.endpoint, **table)
+    rows += accuracy_rows(velocity_fn, x0, ref.endpoint, solvers=["euler"], grids=["uniform"],
+                          budgets=[25])  # fmt: skip
+    for name, s in samplers.items():
+        x = s.run(velocity_fn, x0)
+        rows.append({"solver": s.solver, "grid": f"named:{name}", "budget": s.evaluations,
+                     "steps": s.steps, "evaluations": s.evaluations,
+                     "error": relative_error(x, ref.endpoint)})  # fmt: skip
+    return {
+        "problem": "held out",
+        "description": f"{conditions.source}, {conditions.duration:g} s, CFG {cfg:g}, noise "
+        f"seed {conditions.seed}, x0 (B, L, C) = {tuple(x0.shape)}",
+        "reference": ref.describe(),
+        "reference_error": ref.change,
+        "evaluation_ms": 1e3 * ref_seconds / ref.evaluations,
+        "x0_shape": list(x0.shape),
+        "samplers": {n: asdict(s) for n, s in samplers.items()},
+        "rows": rows,
+    }
+
+
+def tuned_table(result: dict) -> str:
+    """Per budget: 25-step Euler, the best fixed solver × grid, the tuned sampler (× Euler-25)."""
+    from v2a_runtime.tuning.reference import CONVERGED
+
+    rows = result["rows"]
+    (base,) = [r for r in rows if (r["solver"], r["grid"], r["budget"]) == ("euler", "uniform", 25)]
+    e25 = base["error"]
+    fixed = [r for r in rows if not r["grid"].startswith("named:") and r["budget"] != 25]
+    named = [r for r in rows if r["grid"].startswith("named:")]
+    lines = [f"25-step Euler (uniform; MMAudio's sampler): {e25:.3e}.", ""]
+    smallest = min(r["error"] for r in rows)
+    if result["reference_error"] > CONVERGED * smallest:  # the tuner's own rule
+        lines += [f"**The reference is not converged**: halving its step moves the endpoint by "
+                  f"{result['reference_error']:.1e}, more than {CONVERGED:g} x the smallest error "
+                  f"here ({smallest:.1e}); differences of that size are not resolved. Raise "
+                  "--reference-steps.", ""]  # fmt: skip
+    lines += ["| evaluations | best fixed (solver, grid) | error (x euler-25) | tuned | "
+             "error (x euler-25) |", "|---|---|---|---|---|"]  # fmt: skip
+    for b in sorted({r["budget"] for r in fixed} | {r["budget"] for r in named}):
+        fits = [r for r in fixed if r["budget"] == b]
+        cells = ["-", "-"]
+        if fits:
+            f = min(fits, key=lambda r: r["error"])
+            used = "" if f["evaluations"] == b else f", {f['evaluations']} used"
+            cells = [f"{f['solver']}, {f['grid']}{used}",
+                     f"{f['error']:.3e} ({f['error'] / e25:.2f}x)"]  # fmt: skip
+        tuned = [r for r in named if r["budget"] == b]
+        for t in tuned or [None]:
+            tc = ["-", "-"] if t is None else [
+                f"{t['grid'][6:]} ({t['solver']})", f"{t['error']:.3e} ({t['error'] / e25:.2f}x)"
+            ]  # fmt: skip
+            lines.append(f"| {b} | {cells[0]} | {cells[1]} | {tc[0]} | {tc[1]} |")
+    return "\n".join(lines)
+
+
 # --- reporting ----------------------------------------------------------------------------
 
 
 def markdown_table(result: dict) -> str:
-    rows = result["rows"]
+    rows = [r for r in result["rows"] if not r["grid"].startswith("named:")]
     budgets = sorted({r["budget"] for r in rows})
     head = f"| solver | grid | {' | '.join(str(b) for b in budgets)} |"
     lines = [head, "|" + "---|" * (len(budgets) + 2)]
@@ -302,7 +454,11 @@ def markdown_table(result: dict) -> str:
     for solver, grid in keys:
         cells = []
         for b in budgets:
-            (r,) = [r for r in rows if (r["solver"], r["grid"], r["budget"]) == (solver, grid, b)]
+            hit = [r for r in rows if (r["solver"], r["grid"], r["budget"]) == (solver, grid, b)]
+            if not hit:
+                cells.append("-")
+                continue
+            r = hit[0]
             used = "" if r["evaluations"] == b else f" ({r['evaluations']})"
             cells.append(f"{r['error']:.2e}{used}")
         lines.append(f"| {solver} | {grid} | {' | '.join(cells)} |")
@@ -389,8 +545,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument(
         "--torch-variant", help="also run the PyTorch flow network of this variant, random weights"
     )
-    ap.add_argument("--duration", type=float, default=8.0, help="seconds (network problems)")
+    ap.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        help="seconds (network problems) [8; --held-out: the bundle's window]",
+    )
+    ap.add_argument(
+        "--held-out",
+        type=int,
+        default=None,
+        metavar="N",
+        help="tuned vs fixed on N held-out conditions of --bundle",
+    )
     ap.add_argument("--cfg", type=float, default=DEFAULT_SAMPLER.cfg)
+    ap.add_argument(
+        "--tune-graphs",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="tune on DIR/onnx/{conditioner,denoiser}.onnx of --variant, then compare "
+        "on --held-out N other conditions (random features)",
+    )
+    ap.add_argument("--variant", default=None, help="with --tune-graphs")
+    ap.add_argument("--tune-calibration", type=int, default=8)
+    ap.add_argument("--tune-held-out", type=int, default=4)
+    ap.add_argument("--tune-evaluations", nargs="*", type=int, default=[4, 6, 8, 12])
+    ap.add_argument("--tune-points", type=int, default=128)
+    ap.add_argument("--tune-reference-steps", type=int, default=512)
     ap.add_argument("--tracks", type=int, default=1, help="noise seeds per run (batch B)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=None, help="intra-op threads")
@@ -403,19 +585,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     for s in args.solvers:
         sampling.get_solver(s)
     table = {"solvers": args.solvers, "grids": args.grids, "budgets": args.budgets}
+    if args.held_out is not None and args.bundle is None and args.tune_graphs is None:
+        ap.error("--held-out needs --bundle or --tune-graphs")
     setup = {
-        "duration": args.duration,
+        "duration": 8.0 if args.duration is None else args.duration,
         "tracks": args.tracks,
         "seed": args.seed,
         "threads": args.threads,
     }
     nets = []
-    if args.bundle is not None:
+    if args.bundle is not None and args.held_out is None:
         nets.append(bundle_network(args.bundle, **setup))
     if args.torch_variant is not None:
         nets.append(torch_network(args.torch_variant, **setup))
 
     results = [run_analytic(p, **table) for p in args.problems]
+    if args.tune_graphs is not None:
+        tune_args = {"calibration": args.tune_calibration, "held_out": args.tune_held_out,
+                     "evaluations": args.tune_evaluations, "points": args.tune_points,
+                     "reference_steps": args.tune_reference_steps}  # fmt: skip
+        results.append(
+            run_tuned_graphs(args.tune_graphs, args.variant, n=args.held_out or 4,
+                             duration=args.duration or 1.0, seed=args.seed, threads=args.threads,
+                             cfg=args.cfg, reference_steps=args.reference_steps,
+                             tune_args=tune_args, **table)
+        )  # fmt: skip
+    elif args.held_out is not None:
+        results.append(
+            run_held_out(args.bundle, n=args.held_out, duration=args.duration, seed=args.seed,
+                         threads=args.threads, cfg=args.cfg,
+                         reference_steps=args.reference_steps, **table)
+        )  # fmt: skip
     for net in nets:
         results.append(
             run_network(net, cfg=args.cfg, reference_steps=args.reference_steps, **table)
@@ -448,6 +648,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "",
             summary(r),
             "",
+            *([tuned_table(r), ""] if r["problem"].startswith("held out") else []),
         ]
     md += [
         f"Solver loop overhead per evaluation, x {shape} float32 (µs): "

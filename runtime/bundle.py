@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from .config import MANIFEST, REBUILD, BundleError, ComponentSpec, FileSpec, Manifest, TensorInfo
 from .config import validate as validate_manifest
 from .media.files import atomic_output
+from .named_sampler import digest
 
 if TYPE_CHECKING:  # bundle.py is below the backends, which check their sessions with it
     from .backends.base import Session
@@ -68,6 +69,12 @@ def load_bundle(root: str | Path, *, verify: bool = True) -> Bundle:
     if verify:
         for name, spec in _files(manifest):
             _verify_file(root, name, spec)
+        for name, entry in manifest.samplers.items():
+            if entry.sha256 != digest(entry):
+                raise BundleError(
+                    f"bundle {root}: sampler {name!r} does not match its sha256; the manifest "
+                    "was edited (re-run v2a-export tune-sampler on the bundle)"
+                )
     return Bundle(root=root, manifest=manifest)
 
 

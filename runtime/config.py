@@ -21,11 +21,13 @@ names the field, what is wrong and what to do.
 from __future__ import annotations
 
 import copy
+import hashlib
 import types
 from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
-from . import sampling
+from . import named_sampler, sampling
+from .named_sampler import NamedSampler
 from .sequence import TEXT_TOKENS, Rates
 
 SCHEMA_VERSION = 2
@@ -118,7 +120,7 @@ class ModelSpec:
     variant: str  # a registered variant of the exporter, or a custom one (then ``config``)
     weights: str  # one of WEIGHTS
     weights_note: str = ""
-    model_id: int = 0  # 0..255, carried in the watermark payload
+    model_id: int = 0  # 0..255, the variant's number (the payload carries Manifest.mark_id)
     # The network architecture of a custom variant, beyond what the sections below state
     # (the exporter composes its model config from both); None for a registered variant.
     config: dict[str, Any] | None = None
@@ -169,12 +171,15 @@ class TokenizerSpec:
 
 @dataclass(frozen=True)
 class SamplerSpec:
-    """The bundle's default sampler (the CLI's defaults for --solver/--steps/--grid/--cfg)."""
+    """The bundle's default sampler (the CLI's defaults for --solver/--steps/--grid/--cfg).
+    ``name``: one of the manifest's named ``samplers`` (v2a-export tune-sampler), the default
+    instead of solver/steps/grid when set."""
 
     solver: str = sampling.DEFAULT_SOLVER
     steps: int = sampling.DEFAULT_STEPS
     grid: str = sampling.DEFAULT_GRID
     cfg: float = 4.5  # classifier-free guidance weight w: MMAudio's
+    name: str | None = None
 
 
 DEFAULT_SAMPLER = SamplerSpec()
@@ -191,9 +196,21 @@ class Manifest:
     components: dict[str, ComponentSpec]
     tokenizer: TokenizerSpec = TokenizerSpec()
     sampler: SamplerSpec = DEFAULT_SAMPLER
+    samplers: dict[str, NamedSampler] = field(default_factory=dict)  # tuned, by name
     versions: dict[str, str] = field(default_factory=dict)
     parity: dict[str, Any] | None = None
     schema_version: int = SCHEMA_VERSION
+
+    @property
+    def mark_id(self) -> int:
+        """The 8-bit model id the watermark payload carries: a fingerprint of every
+        component's sha256, so bundles with different weights (the shipped model and a
+        random-weight export of the same variant) carry different ids (255 times in 256);
+        ``model.model_id`` names the variant and is not in the payload."""
+        h = hashlib.blake2b(digest_size=1, person=b"v2a-mark-id")
+        for name in sorted(self.components):
+            h.update(f"{name}={self.components[name].sha256};".encode())
+        return h.digest()[0]
 
     @property
     def rates(self) -> Rates:
@@ -204,8 +221,11 @@ class Manifest:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         order = ("schema_version", "model", "audio", "video", "sequence", "tokenizer", "sampler",
-                 "components", "versions", "parity")  # fmt: skip
-        return {k: d[k] for k in order}
+                 "samplers", "components", "versions", "parity")  # fmt: skip
+        # Written only when used, so manifests without named samplers stay as they were.
+        if d["sampler"]["name"] is None:
+            del d["sampler"]["name"]
+        return {k: d[k] for k in order if k != "samplers" or d[k]}
 
     @classmethod
     def from_dict(cls, d: Any, *, where: str = MANIFEST) -> Manifest:
@@ -261,6 +281,16 @@ def validate(m: Manifest, where: str = MANIFEST) -> None:
         raise BundleError(
             f"{where}: sequence durations must satisfy one sync segment ({shortest:g} s) <= "
             f"trained_duration <= max_duration, got {m.sequence}"
+        )
+    for name, entry in m.samplers.items():
+        try:
+            named_sampler.check(name, entry)
+        except ValueError as e:
+            raise BundleError(f"{where}: samplers: {e}") from None
+    if m.sampler.name is not None and m.sampler.name not in m.samplers:
+        raise BundleError(
+            f"{where}: sampler.name {m.sampler.name!r} is not one of the manifest's samplers "
+            f"({', '.join(m.samplers) or 'none'})"
         )
     for name, comp in m.components.items():
         if comp.precision not in PRECISIONS:
@@ -388,6 +418,7 @@ __all__ = [
     "FileSpec",
     "Manifest",
     "ModelSpec",
+    "NamedSampler",
     "SamplerSpec",
     "SequenceSpec",
     "TensorInfo",

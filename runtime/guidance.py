@@ -18,7 +18,7 @@ loop for any session, the device-resident one of the CUDA backend.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -55,6 +55,21 @@ def batch_conditions(
     return {n: (v[rows] if n in batched else v) for n, v in conditions.items()}
 
 
+def stack_conditions(
+    conditions: Sequence[Mapping[str, np.ndarray]], batched: tuple[str, ...]
+) -> dict[str, np.ndarray]:
+    """N conditioner outputs ([cond; uncond], 2 rows each: N videos or prompts of one window
+    length) -> the denoiser's condition feeds for N rows of x, [cond₁ … cond_N; uncond₁ …
+    uncond_N]; shared conditions (not in ``batched``) are the first's (they depend only on the
+    window's length). The sampler tuner's batch of calibration conditions."""
+    return {
+        name: np.concatenate([c[name][b : b + 1] for b in (0, 1) for c in conditions])
+        if name in batched
+        else first
+        for name, first in conditions[0].items()
+    }
+
+
 def combine(v: np.ndarray, cfg: float) -> np.ndarray:
     """(2K, L, C) velocities of [cond × K; uncond × K] -> the guided (K, L, C)."""
     k = v.shape[0] // 2
@@ -68,4 +83,5 @@ __all__ = [
     "combine",
     "condition_rows",
     "is_guided",
+    "stack_conditions",
 ]

@@ -11,11 +11,15 @@ duration):
 3. condition: ``conditioner`` once, for [cond; uncond];
 4. sample: x₀ ~ N(0, I) per track, then the backend's sampler: one ``denoiser`` call per
    solver evaluation on the batch [cond × K; uncond × K] (K = tracks), v = w·v_cond +
-   (1 − w)·v_uncond (:mod:`v2a_runtime.guidance`), over one time grid built per call;
+   (1 − w)·v_uncond (:mod:`v2a_runtime.guidance`), over one time grid built per call (or
+   the bundle's named sampler: its stored grid and weights, :mod:`v2a_runtime.named_sampler`);
 5. decode audio: un-normalise (:func:`unnormalise`), ``vae_decoder``, ``vocoder``;
 6. watermark: windows cross-faded (equal power, :mod:`v2a_runtime.windows`) as they
-   complete, trimmed to the span, and every track gets the keyed watermark (payload: model id
-   + generation id).
+   complete, trimmed to the span; with ``loudness`` set, each track is brought to the
+   integrated-loudness target under the true-peak ceiling (:mod:`v2a_runtime.loudness`, EBU
+   R128); then every track gets the keyed watermark (payload: model id + generation id),
+   after the gain so that it survives, and a last static trim keeps the true peak under the
+   ceiling.
 
 Step 7 (write) belongs to the caller: :func:`v2a_runtime.media.mux` with the result's
 ``start`` places the audio where the span starts in the video.
@@ -52,8 +56,10 @@ from .backends import Backend, Sampler, SampleRequest, Session, load_backend
 from .bundle import Bundle, load_bundle
 from .config import AudioSpec
 from .frames import VideoArray, frame_source
+from .loudness import Loudness, LoudnessReport, integrated_loudness, normalize, trim_peak, true_peak
 from .media import Frames, sync_segments
-from .signals import MemorySpool, Signal, Spool, Track
+from .signals import ArraySignal, MemorySpool, Signal, Spool, Track
+from .named_sampler import NamedSampler
 from .tokenizer import Tokenizer
 from .watermark import WatermarkKey, load_key, make_payload, mark
 from .windows import Crossfader, Window, plan_windows
@@ -61,7 +67,10 @@ from .windows import Crossfader, Window, plan_windows
 _LOGGER = logging.getLogger(__name__)
 
 DEFAULT_BUNDLE = Path(__file__).resolve().parent / "default_bundle"
-STAGES = ("decode", "text", "encode", "condition", "sample", "vae", "vocoder", "watermark")
+TRUNCATED = 1e-3  # seconds a window may decode short before the file counts as truncated
+STAGES = (
+    "decode", "text", "encode", "condition", "sample", "vae", "vocoder", "loudness", "watermark",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -77,9 +86,11 @@ class GenerateOptions:
     steps: int | None = None
     solver: str | None = None  # a name from v2a_runtime.sampling.SOLVERS
     grid: str | None = None  # a name from v2a_runtime.sampling.GRIDS
+    sampler: str | None = None  # a named sampler of the bundle (instead of solver/steps/grid)
     cfg: float | None = None  # classifier-free guidance weight w
     overlap: float = 1.0  # seconds of cross-fade between windows of a long video
     watermark: bool = True  # embed the keyed watermark in every track
+    loudness: Loudness | None = None  # EBU R128 target and true-peak ceiling; None = as sampled
     generation_id: int | None = None  # 24-bit id in the payload; None = hash of the request
 
 
@@ -118,6 +129,7 @@ class GenerateResult:
     evaluations: int  # denoiser calls
     watermarks: tuple[TrackMark, ...]  # empty when options.watermark is False
     options: GenerateOptions  # with the bundle's defaults filled in
+    loudness: tuple[LoudnessReport, ...] = ()  # per track, measured on the final audio
 
 
 @dataclass(frozen=True)
@@ -135,6 +147,7 @@ class StreamResult:
     evaluations: int
     watermarks: tuple[TrackMark, ...]
     options: GenerateOptions
+    loudness: tuple[LoudnessReport, ...] = ()  # per track, measured on the final audio
 
 
 @dataclass(frozen=True)
@@ -174,18 +187,50 @@ class Pipeline:
         return replace(self, backend=replace(self.backend, sessions={**self.sessions, **sessions}))
 
     def resolve(self, options: GenerateOptions | None = None, **overrides) -> GenerateOptions:
-        """``options`` with ``overrides`` applied, bundle defaults filled in, and checked."""
+        """``options`` with ``overrides`` applied, bundle defaults filled in, and checked.
+
+        A named sampler (``sampler``, or the bundle's named default when none of solver,
+        steps and grid is given) fixes solver and steps (``grid`` stays None: its times are
+        the sampler's own); its cfg is the default guidance weight."""
         opts = replace(options or GenerateOptions(), **overrides)
         default = self.bundle.manifest.sampler
-        opts = replace(
-            opts,
-            steps=default.steps if opts.steps is None else opts.steps,
-            solver=default.solver if opts.solver is None else opts.solver,
-            grid=default.grid if opts.grid is None else opts.grid,
-            cfg=default.cfg if opts.cfg is None else opts.cfg,
-        )
+        fixed = (opts.solver, opts.steps, opts.grid) != (None, None, None)
+        name = default.name if opts.sampler is None and not fixed else opts.sampler
+        if name is not None:
+            if fixed:
+                raise ValueError(
+                    f"sampler {name!r} fixes the solver, steps and grid; give either the "
+                    "sampler or solver/steps/grid"
+                )
+            entry = self.named_sampler(name)
+            cfg = entry.cfg if opts.cfg is None else opts.cfg
+            opts = replace(opts, sampler=name, solver=entry.solver, steps=entry.steps, cfg=cfg)
+        else:
+            opts = replace(
+                opts,
+                steps=default.steps if opts.steps is None else opts.steps,
+                solver=default.solver if opts.solver is None else opts.solver,
+                grid=default.grid if opts.grid is None else opts.grid,
+                cfg=default.cfg if opts.cfg is None else opts.cfg,
+            )
         _check_options(opts)
         return opts
+
+    def named_sampler(self, name: str) -> NamedSampler:
+        """The bundle's sampler ``name``; ValueError naming the ones it has otherwise."""
+        samplers = self.bundle.manifest.samplers
+        if name not in samplers:
+            known = ", ".join(samplers) or "none (v2a-export tune-sampler adds them)"
+            raise ValueError(f"bundle {self.bundle.root} has no sampler {name!r}; it has: {known}")
+        return samplers[name]
+
+    def solve_plan(self, opts: GenerateOptions) -> tuple[np.ndarray, np.ndarray | None]:
+        """The time grid and the multistep weight table (None for a named solver) of resolved
+        ``opts``: a named sampler's own, or ``time_grid(grid, steps)``."""
+        if opts.sampler is not None:
+            entry = self.named_sampler(opts.sampler)
+            return entry.grid(), entry.table()
+        return sampling.time_grid(opts.grid, opts.steps), None
 
     def generate(
         self,
@@ -224,10 +269,15 @@ class Pipeline:
         float32 file in the directory ``spool`` ("" = the system's temporary directory; None =
         in memory), removed when the ``with`` block ends; the watermark's analysis passes read
         that file, and ``result.tracks`` render the marked tracks block by block for a writer
-        (:func:`v2a_runtime.media.mux`, :func:`~v2a_runtime.media.write_audio`)."""
+        (:func:`v2a_runtime.media.mux`, :func:`~v2a_runtime.media.write_audio`).
+
+        A truncated file stops at the last window that decodes (the cross-fade ends there).
+        With ``loudness`` set this falls back to the in-memory path: the gain needs each
+        whole track's loudness, so the joined audio is held in memory (no spool file) and the
+        tracks hand over blocks of the finished arrays."""
         opts = self.resolve(options, **overrides)
         m, started = self.bundle.manifest, time.perf_counter()
-        ts = sampling.time_grid(opts.grid, opts.steps)  # the one time grid of this call
+        plan = self.solve_plan(opts)  # the one time grid (and weights) of this call
         run = _Run(opts, callback)
         with run.stage("decode"):  # 1. the span's frame source (a file is decoded per window)
             source = frame_source(video, m.video, start=opts.start, duration=opts.duration)
@@ -241,33 +291,51 @@ class Pipeline:
         sr = m.audio.sample_rate
         offsets = [round(w.start * sr) for w in run.windows]
         joiner = Crossfader(offsets, round(source.duration * sr), opts.tracks)
-        if spool is None:
+        span = source.duration  # what the header says; a truncated file decodes less
+        if spool is None or opts.loudness is not None:  # loudness: the whole track in memory
             store = MemorySpool(opts.tracks, sr)
         else:
             store = Spool(opts.tracks, sr, spool or None)
         with store:
-            sampler, digest = self.backend.sampler(), b""
+            sampler, digest, done = self.backend.sampler(), b"", 0
             for i, window in enumerate(run.windows):
                 # 1. decode the window's frames
                 with run.stage("decode", i):
                     frames = source.window(window.start, window.duration)
                 digest = digest or hashlib.blake2b(frames.clip.tobytes(), digest_size=16).digest()
-                part = self._window(frames, text, ts, sampler, rngs, run, i)  # steps 2-5
+                part = self._window(frames, text, plan, sampler, rngs, run, i)  # steps 2-5
+                done = i + 1
+                if frames.duration < window.duration - TRUNCATED:
+                    span = window.start + frames.duration  # the video ends here (decode warned)
+                    joiner.end_at(round(span * sr))  # this part is the last one
                 store.append(np.clip(joiner.add(part), -1.0, 1.0))  # 6. joined as they come
+                if span < source.duration:
+                    break
             store.append(np.clip(joiner.finish(), -1.0, 1.0))  # (K, W) in all, trimmed to the span
-            with run.stage("watermark", len(run.windows) - 1):  # 6. every track
-                tracks, marks = self._watermark(store, opts, seeds, digest)
+            last = len(run.windows) - 1
+            if opts.loudness is None:
+                with run.stage("watermark", last):  # 6. every track, rendered as it is read
+                    tracks, marks = self._watermark(store, opts, seeds, digest)
+                levels: tuple[LoudnessReport, ...] = ()
+            else:  # the in-memory path: the gain needs each whole track's loudness
+                with run.stage("loudness", last):
+                    audio, levels = self._loudness(store.read(0, store.length), opts.loudness)
+                with run.stage("watermark", last):
+                    tracks, marks = self._watermark(ArraySignal(audio, sr), opts, seeds, digest)
+                    audio = np.concatenate([_join(t) for t in tracks], axis=0)
+                with run.stage("loudness"):
+                    audio, levels = self._final_levels(audio, opts.loudness, levels)
+                tracks = tuple(Track.from_array(a[None]) for a in audio)
             run.seconds["total"] = time.perf_counter() - started
             yield StreamResult(
-                tracks=tracks, sample_rate=sr, start=float(opts.start),
-                duration=source.duration, seeds=seeds, windows=run.windows,
-                timings=dict(run.seconds), evaluations=run.evaluations, watermarks=marks,
-                options=opts,
+                tracks=tracks, sample_rate=sr, start=float(opts.start), duration=span,
+                seeds=seeds, windows=run.windows[:done], timings=dict(run.seconds),
+                evaluations=run.evaluations, watermarks=marks, options=opts, loudness=levels,
             )  # fmt: skip
 
     def _window(
-        self, frames: Frames, text: np.ndarray, ts: np.ndarray, sampler: Sampler, rngs: list,
-        run: _Run, i: int,
+        self, frames: Frames, text: np.ndarray, plan: tuple[np.ndarray, np.ndarray | None],
+        sampler: Sampler, rngs: list, run: _Run, i: int,
     ) -> np.ndarray:  # fmt: skip
         """Steps 2-5 for one window: float32 (K, n) audio, n = round(duration * sample rate)."""
         m, opts = self.bundle.manifest, run.options
@@ -282,8 +350,8 @@ class Pipeline:
         ])  # fmt: skip  # (K, L, C)
         with run.stage("sample", i):  # 4. x0 -> x1 with the backend's sampler
             x, evaluations = self.sample(
-                noise, conditions, ts, cfg=opts.cfg, solver=opts.solver, sampler=sampler,
-                callback=lambda n, _t, _x: run.progress("sample", i, step=n + 1),
+                noise, conditions, plan[0], cfg=opts.cfg, solver=opts.solver, weights=plan[1],
+                sampler=sampler, callback=lambda n, _t, _x: run.progress("sample", i, step=n + 1),
             )  # fmt: skip
         run.evaluations += evaluations
         latents = unnormalise(x, m.audio)  # 5. decode the audio
@@ -322,6 +390,28 @@ class Pipeline:
             }
         )
 
+    def conditions(
+        self,
+        video: str | Path | Frames | VideoArray,
+        prompt: str = "",
+        negative_prompt: str = "",
+        *,
+        duration: float,
+    ) -> dict[str, np.ndarray]:
+        """The conditioner's outputs ([cond; uncond], 2 rows each) for the first ``duration``
+        seconds of ``video`` as one window, as generate computes them (steps 1-3): for callers
+        that drive the denoiser themselves (the sampler tuner, :mod:`v2a_runtime.tuning`)."""
+        source = frame_source(video, self.bundle.manifest.video, duration=duration)
+        if source.duration < duration - 1e-6:
+            raise ValueError(
+                f"{_name(video)} has {source.duration:.2f} s of video, {duration:g} s are needed"
+            )
+        frames = source.window(0.0, duration)
+        clip, sync = self.encode_video(frames)
+        text = self.encode_text(prompt, negative_prompt)
+        latent = self.bundle.manifest.rates.lengths(duration).latent
+        return self.condition(clip, sync, text, latent)
+
     def sample(
         self,
         noise: np.ndarray,
@@ -330,17 +420,45 @@ class Pipeline:
         *,
         cfg: float,
         solver: str,
+        weights: np.ndarray | None = None,
         sampler: Sampler | None = None,
         callback=None,
     ) -> tuple[np.ndarray, int]:
         """x₀ = ``noise`` (K, L, C) to x₁ over the grid ``ts``: the conditions batched for
         [cond × K; uncond × K] (only the inputs the manifest gives a batch axis), then the
-        backend's sampler (or ``sampler``). Returns (x₁ normalised, denoiser evaluations)."""
+        backend's sampler (or ``sampler``). ``weights``: the table of the multistep solver
+        (a named sampler's). Returns (x₁ normalised, denoiser evaluations)."""
         batched = self.bundle.manifest.components["denoiser"].batched_inputs()
         rows = guidance.condition_rows(noise.shape[0], guidance.is_guided(cfg))
         feeds = guidance.batch_conditions(conditions, batched, rows)
         sampler = sampler or self.backend.sampler()
-        return sampler(SampleRequest(noise, feeds, ts, cfg, solver, callback))
+        return sampler(SampleRequest(noise, feeds, ts, cfg, solver, callback, weights))
+
+    def _loudness(
+        self, audio: np.ndarray, target: Loudness | None
+    ) -> tuple[np.ndarray, tuple[LoudnessReport, ...]]:
+        """Every track (K, W) brought to ``target`` (none: unchanged, no reports)."""
+        if target is None:
+            return audio, ()
+        sr = self.bundle.manifest.audio.sample_rate
+        done = [normalize(track, sr, target) for track in audio]
+        return np.stack([a for a, _ in done]), tuple(r for _, r in done)
+
+    def _final_levels(
+        self, audio: np.ndarray, target: Loudness | None, reports: tuple[LoudnessReport, ...]
+    ) -> tuple[np.ndarray, tuple[LoudnessReport, ...]]:
+        """After the watermark: the true peak trimmed back under the ceiling, and each
+        track's loudness and true peak measured on the audio as returned."""
+        if target is None:
+            return audio, reports
+        sr = self.bundle.manifest.audio.sample_rate
+        out = np.stack([trim_peak(track, sr, target.true_peak) for track in audio])
+        final = []
+        for track, r in zip(out, reports, strict=True):
+            after = integrated_loudness(track, sr)
+            gain = after - r.before if math.isfinite(r.before) else 0.0
+            final.append(replace(r, after=after, true_peak=true_peak(track, sr), gain_db=gain))
+        return out, tuple(final)
 
     def _watermark(
         self, store: Signal, opts: GenerateOptions, seeds: tuple[int, ...], digest: bytes
@@ -348,7 +466,7 @@ class Pipeline:
         """Per track: the watermark's analysis passes now, the marked blocks when read."""
         if not opts.watermark:
             return tuple(Track.of(store.channel(k)) for k in range(len(seeds))), ()
-        model_id = self.bundle.manifest.model.model_id
+        model_id = self.bundle.manifest.mark_id  # this bundle's weights, not its variant
         tracks, marks = [], []
         for k, seed in enumerate(seeds):
             gid = (
@@ -414,14 +532,21 @@ def _join(track: Track) -> np.ndarray:
 def _generation_id(opts: GenerateOptions, seed: int, digest: bytes) -> int:
     """24-bit id of one track's request: the options, its seed and the frames' digest."""
     request = {**asdict(opts), "seed": seed, "tracks": None, "generation_id": None}
+    if request["sampler"] is None:  # requests without a named sampler keep their old ids
+        del request["sampler"]
     h = hashlib.blake2b(json.dumps(request, sort_keys=True).encode(), digest_size=3, key=digest)
     return int.from_bytes(h.digest(), "big")
 
 
+def _name(video) -> str:
+    return str(video) if isinstance(video, (str, Path)) else type(video).__name__
+
+
 def _check_options(o: GenerateOptions) -> None:
-    sampling.get_solver(o.solver)
-    sampling.get_grid(o.grid)
-    sampling.check_steps(o.steps)
+    if o.sampler is None:  # a named sampler was checked with the bundle
+        sampling.get_solver(o.solver)
+        sampling.get_grid(o.grid)
+        sampling.check_steps(o.steps)
     if isinstance(o.seed, bool) or not isinstance(o.seed, int) or not 0 <= o.seed < 2**63:
         raise ValueError(f"seed must be an integer in [0, 2**63), got {o.seed!r}")
     if isinstance(o.tracks, bool) or not isinstance(o.tracks, int) or o.tracks < 1:
@@ -430,5 +555,7 @@ def _check_options(o: GenerateOptions) -> None:
         raise ValueError(f"cfg must be a finite number >= 0, got {o.cfg!r}")
     if not (isinstance(o.overlap, (int, float)) and o.overlap >= 0):
         raise ValueError(f"overlap must be >= 0 seconds, got {o.overlap!r}")
+    if o.loudness is not None and not isinstance(o.loudness, Loudness):
+        raise ValueError(f"loudness must be a Loudness or None, got {o.loudness!r}")
     if o.generation_id is not None and not 0 <= o.generation_id < 2**24:
         raise ValueError(f"generation_id must be in [0, 2**24), got {o.generation_id!r}")

@@ -282,6 +282,79 @@ def steps_for_evaluations(solver: str, nfe: int) -> int:
     return (int(nfe) + saved) // per_step
 
 
+def multistep(
+    velocity_fn: VelocityFn,
+    x: np.ndarray,
+    ts: np.ndarray,
+    *,
+    weights: np.ndarray,
+    callback: Callback | None = None,
+) -> np.ndarray:
+    """Explicit linear multistep method with per-step weights on every past evaluation.
+
+    Step i is x ← x + Σ_{m ≤ i} weights[i][m]·v_m with v_m = v(x_m, ts[m]): a lower-triangular
+    (N, N) table for N steps, e.g. fitted by least squares on reference trajectories
+    (:mod:`v2a_runtime.tuning.fit`; the idea of Shaul et al. 2023's bespoke solvers, forward
+    only). Euler is the diagonal ``h_i``; :func:`multistep_weights` gives a solver's table.
+    One evaluation per step, never at ts[-1]: N.
+    """
+    t = _times(ts)
+    w = np.asarray(weights, dtype=np.float64)
+    n = len(t) - 1
+    if w.shape != (n, n) or np.any(np.triu(w, 1)) or not np.all(np.isfinite(w)):
+        raise ValueError(
+            f"multistep weights must be a finite lower-triangular ({n}, {n}) table for a grid "
+            f"of {n} steps, got shape {w.shape}"
+        )
+    history = []
+    for i in range(n):
+        history.append(velocity_fn(x, t[i]))
+        step = sum(float(w[i, m]) * history[m] for m in range(i + 1) if w[i, m] != 0.0)
+        x = x + step  # (B, L, C)
+        if callback is not None:
+            callback(i, t[i + 1], x)
+    return x
+
+
+MULTISTEP = "multistep"  # the solver name of :func:`multistep` (a table of weights, no default)
+
+
+def integrate(
+    velocity_fn: VelocityFn,
+    x: np.ndarray,
+    ts: np.ndarray,
+    *,
+    solver: str,
+    weights: np.ndarray | None = None,
+    callback: Callback | None = None,
+) -> np.ndarray:
+    """One solve over ``ts``: a solver of :data:`SOLVERS` by name, or :data:`MULTISTEP` with its
+    (N, N) ``weights`` table (a tuned named sampler's, :mod:`v2a_runtime.named_sampler`)."""
+    if solver == MULTISTEP:
+        if weights is None:
+            raise ValueError(f"solver {MULTISTEP!r} needs its weights table")
+        return multistep(velocity_fn, x, ts, weights=weights, callback=callback)
+    if weights is not None:
+        raise ValueError(f"weights are given only with solver {MULTISTEP!r}, not {solver!r}")
+    return get_solver(solver)(velocity_fn, x, ts, callback=callback)
+
+
+def multistep_weights(solver: str, ts: np.ndarray) -> np.ndarray:
+    """The (N, N) :func:`multistep` table that reproduces ``euler`` or ``ab2`` on ``ts``."""
+    t = _times(ts)
+    n = len(t) - 1
+    w = np.zeros((n, n))
+    for i in range(n):
+        h = t[i + 1] - t[i]
+        if solver == "euler" or i == 0:
+            w[i, i] = h
+        elif solver == "ab2":
+            w[i, i], w[i, i - 1] = _ab2_weights(h, t[i] - t[i - 1])
+        else:
+            raise ValueError(f"solver {solver!r} has no multistep table; known: euler, ab2")
+    return w
+
+
 # --- time grids ----------------------------------------------------------------------------
 
 

@@ -1,7 +1,9 @@
 """Long videos in overlapping windows, and the equal-power cross-fade that joins them.
 
-A span no longer than the model's trained duration is one window. A longer span is covered by
-windows of the trained duration (the last one up to one ``unit`` longer, so the windows end
+A span no longer than the model's ``max_duration`` (what its graphs accept; the trained duration
+plus one ``unit`` when not given) is one window: a 9 s clip costs one 9 s window, not two of
+8 s. A longer span is covered by windows of the trained duration (the last one up to one
+``unit`` longer, so the windows end
 exactly at the end of the span) whose starts are whole multiples of ``unit`` (1 s): at the
 model's frame rates (8 and 25 fps) and sample rates, a whole second is a whole number of clip
 frames, sync frames and audio samples, so a window cut from decoded frames is exactly the
@@ -37,7 +39,7 @@ def plan_windows(
     max_duration: float | None = None,
     unit: float = UNIT,
 ) -> tuple[Window, ...]:
-    """Windows covering ``[0, duration)``; one window when ``duration <= window``."""
+    """Windows covering ``[0, duration)``; one window when ``duration <= max_duration``."""
     if not duration > 0:
         raise ValueError(f"duration must be > 0 s, got {duration!r}")
     if not 0 <= overlap <= window - unit:
@@ -45,9 +47,9 @@ def plan_windows(
             f"overlap must be between 0 and window - {unit:g} s = {window - unit:g} s, "
             f"got {overlap!r}"
         )
-    if duration <= window + 1e-9:
-        return (Window(0.0, float(duration)),)
     max_duration = window + unit if max_duration is None else max_duration
+    if duration <= max(window, max_duration) + 1e-9:
+        return (Window(0.0, float(duration)),)
     last = math.floor((duration - window) / unit + 1e-9)  # in units
     if duration - last * unit > max_duration + 1e-9:
         last += 1  # the last window would be too long: start it later, make it shorter
@@ -112,6 +114,11 @@ class Crossfader:
             ]  # (K, n)
         self.end, self.i = end, i + 1
         return self._take(self.total if nxt is None else min(nxt, self.total))
+
+    def end_at(self, total: int) -> None:
+        """The next part is the last one and the result ends at ``total`` samples (a truncated
+        file): as if :func:`crossfade` had been given only the parts up to it."""
+        self.offsets, self.total = self.offsets[: self.i + 1], total
 
     def finish(self) -> np.ndarray:
         self._grow(self.total)

@@ -17,17 +17,20 @@ pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def _parity_jsons(fixtures_dir):
-    # every network fixture (tokenizer.json is ids for the runtime tokenizer, not a network)
-    return sorted(p for p in (fixtures_dir / "parity").glob("*.json") if p.stem != "tokenizer")
+    # the README's glob: every network fixture and tokenizer.json (ids for the runtime's
+    # tokenizer, checked against it)
+    return sorted((fixtures_dir / "parity").glob("*.json"))
 
 
 def test_every_parity_fixture_passes(fixtures_dir):
     paths = _parity_jsons(fixtures_dir)
-    assert len(paths) == 8
+    assert len(paths) == 9
     res = CliRunner().invoke(main, ["check-fixture", *map(str, paths)])
     assert res.exit_code == 0, res.output
     assert res.output.count("  PASS: ") == len(paths)
     assert "FAIL" not in res.output
+    assert "vae_16k (" in res.output and "vae_44k (" in res.output  # after the tokenizer
+    assert "tokenizer (tokenizer, " in res.output
 
 
 def _copy_fixture(fixtures_dir, tmp_path, name):
@@ -57,17 +60,22 @@ def test_tampered_constructor_is_a_one_line_error(fixtures_dir, tmp_path):
     res = CliRunner().invoke(main, ["check-fixture", str(path)])
     assert res.exit_code == EXIT_BAD_INPUT, res.output
     lines = res.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: ") and "Traceback" not in res.output
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in res.output
     assert "wrongly shaped key(s) (latent_mean: file [1, 1, 20] vs expected [1, 1, 24]" in lines[0]
 
 
 def test_missing_fixture_files_are_one_line_errors(fixtures_dir, tmp_path):
     path = _copy_fixture(fixtures_dir, tmp_path, "clip")
     path.with_suffix(".npz").unlink()
-    for target in (path, tmp_path / "absent.json", fixtures_dir / "parity" / "tokenizer.json"):
+    for target in (path, tmp_path / "absent.json"):
         res = CliRunner().invoke(main, ["check-fixture", str(target)])
         assert res.exit_code == EXIT_BAD_INPUT, res.output
         assert len(res.output.strip().splitlines()) == 1, res.output
+    # an unrunnable fixture does not stop the others: its error line, their reports, exit 2
+    tokens = fixtures_dir / "parity" / "tokenizer.json"
+    res = CliRunner().invoke(main, ["check-fixture", str(tmp_path / "absent.json"), str(tokens)])
+    assert res.exit_code == EXIT_BAD_INPUT
+    assert res.stderr.startswith("error: ") and "PASS: 8/8" in res.stdout
 
 
 def test_inspect_weights_names_network_and_variant(fixtures_dir, tmp_path):
@@ -104,4 +112,4 @@ def test_inspect_weights_names_network_and_variant(fixtures_dir, tmp_path):
     assert "strict load: FAILS" in res.output and "fused_blocks.1.linear1.bias" in res.output
 
     res = CliRunner().invoke(main, ["inspect-weights", str(tmp_path / "nothing.pth")])
-    assert res.exit_code == EXIT_BAD_INPUT and res.output.startswith("Error: ")
+    assert res.exit_code == EXIT_BAD_INPUT and res.output.startswith("error: ")

@@ -210,7 +210,9 @@ FAILURES = {
         ["-o", "{tmp}/m.flac", "--tracks", "2"],
         r"m-2.flac: already exists \(use --force to overwrite\)",
     ),
-    "input is a directory": (lambda _v, d: d, [], r"work: not a regular file"),
+    "input is a directory without videos": (
+        lambda _v, d: d, [], r"work: no video files \(by extension\) in this directory"
+    ),
     "unreadable bundle": (
         lambda v, _d: v["h264_mp4_25fps_audio"],
         ["--bundle", "{tmp}"],
@@ -286,5 +288,7 @@ def test_output_carries_the_watermark_printed_in_the_summary(videos, tmp_path):
     printed = re.search(r"watermark id ([0-9a-f]{6})", result.stdout).group(1)
     audio, rate = read_audio(out)  # through AAC
     found = detect(audio, rate, load_key())
-    assert found.present and found.model_id == 1
+    from v2a_runtime.bundle import load_bundle
+
+    assert found.present and found.model_id == load_bundle(TEST_BUNDLE).manifest.mark_id
     assert f"{found.generation_id:06x}" == printed

@@ -453,7 +453,7 @@ def test_build_engines_without_tensorrt_is_one_line_with_the_install_hint(bundle
     result = CliRunner().invoke(main, ["build-engines", str(bundle_copy)])
     assert result.exit_code == 2
     line = _one_line_error(result)
-    assert line.startswith("Error: v2a-export build-engines cannot run here: tensorrt is not "
+    assert line.startswith("error: v2a-export build-engines cannot run here: tensorrt is not "
                            "installed")  # fmt: skip
     assert "pip install 'v2a-export[tensorrt]'" in line
     assert not (bundle_copy / "engines").exists()  # nothing written

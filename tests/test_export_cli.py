@@ -30,7 +30,7 @@ def _run(*args):
 def _one_line_error(code: int, out: str, *words: str) -> None:
     assert code == 2, out
     lines = out.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), out
+    assert len(lines) == 1 and lines[0].startswith("error: "), out
     assert "Traceback" not in out
     for w in words:
         assert w in lines[0], (w, out)

@@ -136,6 +136,9 @@ def test_crossfade_is_equal_power():
     [
         (3.0, [(0, 3.0)]),
         (8.5, [(0, 8.5)]),
+        (9.0, [(0, 9.0)]),  # up to max_duration: one window, not two of 8 s
+        (10.0, [(0, 10.0)]),
+        (10.5, [(0, 8), (2, 8.5)]),
         (15.0, [(0, 8), (7, 8)]),
         (23.7, [(0, 8), (5, 8), (10, 8), (15, 8.7)]),
     ],
@@ -187,7 +190,7 @@ def test_watermark_carries_model_and_generation_id(pipe):
     r = pipe.generate(moving_video(3.0), steps=4, tracks=2)
     assert len(r.watermarks) == 2
     for k, mark in enumerate(r.watermarks):
-        assert mark.model_id == pipe.bundle.manifest.model.model_id and mark.demo_key
+        assert mark.model_id == pipe.bundle.manifest.mark_id and mark.demo_key
         found = detect(r.audio[k], SR, pipe.key)
         assert found.present and found.payload == mark.payload
     assert r.watermarks[0].generation_id != r.watermarks[1].generation_id
@@ -227,14 +230,14 @@ def test_too_short_video_is_a_media_error(pipe):
 def test_long_file_is_decoded_per_window_like_slices(pipe, tmp_path):
     from media_videos import write_video
 
-    path = write_video(tmp_path / "long.avi", codec="mjpeg", pix_fmt="yuvj420p", frames=250,
+    path = write_video(tmp_path / "long.avi", codec="mjpeg", pix_fmt="yuvj420p", frames=300,
                        size=(48, 32), gop=25)  # fmt: skip
     from_file = pipe.generate(path, steps=2, watermark=False)  # windows decoded with a seek
-    assert [(w.start, w.duration) for w in from_file.windows] == [(0, 8), (2, 8)]
+    assert [(w.start, w.duration) for w in from_file.windows] == [(0, 8), (4, 8)]
     frames = read_frames(path, clip_size=64, sync_size=64)  # decoded once, sliced
     from_frames = pipe.generate(frames, steps=2, watermark=False)
     np.testing.assert_array_equal(from_file.audio, from_frames.audio)
-    assert from_file.audio.shape == (1, 10 * SR)
+    assert from_file.audio.shape == (1, 12 * SR)
 
 
 def test_generate_with_start_and_mux_put_the_sound_where_the_span_begins(pipe, tmp_path):

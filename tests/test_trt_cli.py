@@ -77,7 +77,7 @@ def test_check_trt_bad_input_is_one_line(target, words):
     path = Path(__file__).parents[1] / target if target != "nope" else Path("/nope")
     code, out, err = _run("check-trt", path)
     assert code == 2 and out == ""
-    assert err.count("\n") == 1 and err.startswith("Error: ") and words in err
+    assert err.count("\n") == 1 and err.startswith("error: ") and words in err
 
 
 def test_export_refuses_a_graph_tensorrt_would_not_parse(tmp_path, monkeypatch):
@@ -99,7 +99,7 @@ def test_export_refuses_a_graph_tensorrt_would_not_parse(tmp_path, monkeypatch):
         "runs cast_inputs_first for Shape nodes"
     )
     assert lines[-1] == (
-        "Error: clip_visual: TensorRT 10.1 and 10.15 would not parse this graph: node "
+        "error: clip_visual: TensorRT 10.1 and 10.15 would not parse this graph: node "
         "'node_Shape_0' (Shape): uint8: reads the uint8 graph input 'frames'; fix: cast the "
         "input first (x.float()) and read only the cast tensor; export runs cast_inputs_first "
         "for Shape nodes; nothing was written (--allow-trt-incompatible writes it anyway)"
@@ -132,7 +132,7 @@ def test_convert_precision_refuses_then_warns(tmp_path, monkeypatch):
     assert stderr.splitlines() == [
         "  sync_visual: node 'node_permute' (Transpose): uint8: reads the uint8 graph input; "
         "fix: cast",
-        "Error: sync_visual: TensorRT 10.1 and 10.15 would not parse this graph: node "
+        "error: sync_visual: TensorRT 10.1 and 10.15 would not parse this graph: node "
         "'node_permute' (Transpose): uint8: reads the uint8 graph input; fix: cast; nothing was "
         "written (--allow-trt-incompatible writes it anyway)",
     ]

@@ -18,7 +18,8 @@ from v2a_runtime.oracles import clips
 
 FIELDS = {"file", "present", "z", "p_value_bound", "threshold_z", "payload", "crc_ok",
           "model_id", "generation_id", "offset_samples", "speed", "tempo", "per_second_z",
-          "search", "n_hypotheses", "key_id", "payload_hex", "p_value_empirical"}
+          "search", "n_hypotheses", "key_id", "payload_hex", "p_value_empirical", "track",
+          "tracks"}
 
 
 def _sha(path: Path) -> str:

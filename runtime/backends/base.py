@@ -50,8 +50,10 @@ class SampleRequest:
     conditions: Mapping[str, np.ndarray]
     ts: np.ndarray  # the time grid, 0 … 1 (v2a_runtime.sampling.time_grid)
     cfg: float  # w in v = w·v_cond + (1 − w)·v_uncond
-    solver: str  # a name from v2a_runtime.sampling.SOLVERS
+    solver: str  # a name from v2a_runtime.sampling.SOLVERS, or sampling.MULTISTEP
     callback: StepCallback | None = None  # after step i: (i, t, x), x None if on the device
+    # the (N, N) weight table of the multistep solver (a tuned named sampler's), else None
+    weights: np.ndarray | None = None
 
 
 class Sampler(Protocol):

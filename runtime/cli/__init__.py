@@ -7,7 +7,8 @@
     v2a serve REPO ...                      :mod:`.serve`
     v2a bench [BUNDLE ...] [--scenario S]   :mod:`.bench` (the ``bench`` extra)
 
-Every user mistake is one ``error: ...`` line on stderr and exit status 2 (:mod:`.common`).
+Every user mistake, click's usage errors included, is one ``error: ...`` line on stderr and exit
+status 2; Ctrl-C exits 130 (:mod:`.common`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import click
 
 from .. import __version__
 from .bench import bench
+from .common import OneLineGroup
 from .demo import demo
 from .generate import generate
 from .info import info
@@ -23,7 +25,7 @@ from .serve import serve
 from .watermark import watermark
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=OneLineGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="v2a")
 def main() -> None:
     """Generate synchronized soundtracks for videos (torch-free runtime of v2a-export)."""

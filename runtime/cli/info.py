@@ -44,7 +44,20 @@ def info(bundle: Path | None, as_json: bool) -> None:
         f"durations   {m.rates.min_duration:g}-{q.max_duration:g} s per window, "
         f"trained {q.trained_duration:g} s"
     )
-    click.echo(f"sampler     {s.solver}, {s.steps} steps, {s.grid} grid, cfg {s.cfg:g}")
+    if s.name is None:
+        click.echo(f"sampler     {s.solver}, {s.steps} steps, {s.grid} grid, cfg {s.cfg:g}")
+    else:
+        click.echo(f"sampler     {s.name} (named, below), cfg {s.cfg:g}")
+    for name, n in m.samplers.items():
+        c = n.calibration
+        gate = "" if c is None else (
+            f", held-out error {c.held_out_error / c.held_out_euler25_error:.2f}x 25-step "
+            f"euler ({c.held_out_conditions} conditions), tuned on {c.conditions}: {c.source}"
+        )  # fmt: skip
+        mark = "*" if name == s.name else " "
+        times = " ".join(f"{t:.3f}" for t in n.times)
+        click.echo(f"  {mark} {name:<10} {n.solver} {n.evaluations} evaluations{gate}")
+        click.echo(f"    {'':<10} t = {times}")
     for name, c in m.components.items():
         click.echo(
             f"  {name:<12} {c.file:<24} {c.precision:<5} opset {c.opset or '-':<3} "

@@ -2,16 +2,25 @@
 
     v2a watermark embed IN OUT [--key-file F] [--payload HEX | --model-id N --generation-id N]
     v2a watermark verify FILE... [--key-file F] [--search auto|offset|full] [--null-keys N]
-                                 [--json]
+                                 [--bundle DIR]... [--json]
     v2a watermark keygen PATH
 
-``verify`` reads audio files (anything soundfile reads) and the first audio track of videos
-and other media (PyAV). Exit status: 0 every file is marked, 1 some file is not marked, 2 an
-error (bad input or key), which is one ``error:`` line on stderr, never a traceback.
-``--json`` prints one JSON object per file (JSON lines) with the ``Detection`` fields.
-``embed`` writes WAV/FLAC/OGG atomically (temporary file + rename); inputs are only read. It
-works block by block (the decoded input waits in a temporary file next to OUT), so its memory
-does not grow with the length of the file.
+``verify`` reads audio files (anything soundfile reads) and every audio track of videos and
+other media (PyAV), and reports each track (``FILE [track k/n]`` when there are several). A
+file counts as marked when any of its tracks is (a muxed video may keep an unmarked original
+track). Exit status: 0 every file is marked, 1 some file is not marked, 2 an error (bad input
+or key), which is one ``error:`` line on stderr, never a traceback. ``--json`` prints one JSON
+object per track (JSON lines) with the ``Detection`` fields, ``track`` and ``tracks``. With
+``--bundle DIR`` (repeatable) each marked track also names the given bundles whose weights'
+fingerprint (``Manifest.mark_id``, the payload's model id) matches: which bundle made it (two
+bundles share an 8-bit id 1 time in 256; then both are named).
+``embed`` writes WAV/FLAC/OGG atomically (temporary file + rename) after checking that the
+mark can be read back from the written file (silence, a pure tone or a lossy codec can make
+it unrecoverable: then nothing is written and the exit status is 2); inputs are only read.
+It works block by block (the decoded input waits in a temporary file next to OUT), so its
+memory does not grow with the length of the file; the read-back check decodes the written
+file 30 s at a time (``READBACK``; the whole file when shorter) and passes at the first excerpt
+that yields the payload.
 """
 
 from __future__ import annotations
@@ -37,9 +46,10 @@ from ..watermark import (
     split_payload,
     write_audio_atomic,
 )
-from ..watermark.audio_io import audio_subtype, spool_audio
+from ..watermark.audio_io import audio_subtype, read_audio_tracks, spool_audio
 
 EXIT_MARKED, EXIT_NOT_MARKED, EXIT_ERROR = 0, 1, 2
+READBACK = 30  # seconds of the written file per read-back excerpt (embed's check)
 KEY_HELP = "key file (64 hex digits); default: $V2A_WATERMARK_KEY, then $V2A_WATERMARK_KEY_FILE"
 
 
@@ -99,18 +109,48 @@ def embed_cmd(src, dst, key_file, payload_hex, model_id, generation_id, force) -
         _fail(f"{dst}: directory {dst_p.parent} does not exist")
     payload = _payload(payload_hex, model_id, generation_id)
     key = _key(key_file)
+    def recoverable(written: Path) -> None:
+        d = _read_back(written, key)
+        if not (d.present and d.crc_ok and d.payload == payload):
+            found = "not detected" if not d.present else "detected but its payload unreadable"
+            raise ValueError(
+                f"{dst}: the mark would not be recoverable from the output ({found}, z "
+                f"{d.z:.1f}): the audio is too quiet, too simple (a pure tone) or the format "
+                "too lossy to carry it; nothing was written"
+            )
+
     try:  # block by block: the input waits in a temporary file next to OUT, not in memory
         with spool_audio(src_p, dst_p.parent) as audio:
             marked = mark(audio, key, payload)
             subtype = audio_subtype(src_p) if src_p.suffix.lower() == dst_p.suffix.lower() else None
             track = Track(audio.channels, audio.length,
                           lambda: (b.astype(np.float32) for b in marked.blocks()))  # fmt: skip
-            write_audio_atomic(dst_p, track, audio.rate, subtype=subtype)
+            write_audio_atomic(dst_p, track, audio.rate, subtype=subtype, check=recoverable)
     except (ValueError, OSError) as e:
         _fail(str(e))
     model, gen = split_payload(payload)
     click.echo(f"{dst}: embedded payload {payload:08x} (model {model}, generation {gen}) "
-               f"with key {key.key_id}")
+               f"with key {key.key_id}; verified in the written file")
+
+
+def _read_back(written: Path, key: WatermarkKey) -> Detection:
+    """The mark found in ``written``, READBACK seconds at a time (bounded memory): the first
+    excerpt whose payload reads back, else the strongest excerpt's detection."""
+    import soundfile as sf
+
+    best = None
+    with sf.SoundFile(str(written)) as f:
+        step = READBACK * f.samplerate
+        for start in range(0, max(f.frames, 1), step):
+            f.seek(start)
+            excerpt = f.read(step, dtype="float32", always_2d=True).T  # (channels, n)
+            if excerpt.shape[1] < f.samplerate and start > 0:
+                break  # a short tail after a full excerpt: too little to judge alone
+            d = detect(excerpt, f.samplerate, key)
+            if d.present and d.crc_ok:
+                return d
+            best = d if best is None or d.z > best.z else best
+    return best
 
 
 def _line(path: str, d: Detection) -> str:
@@ -136,17 +176,20 @@ def _line(path: str, d: Detection) -> str:
               show_default=True, help="auto: speed/tempo search only if the offset search fails")
 @click.option("--null-keys", type=click.IntRange(0, 100000), default=0,
               help="also rank z among N random keys (empirical p-value cross-check)")
-@click.option("--json", "as_json", is_flag=True, help="one JSON object per file")
-def verify_cmd(files, key_file, search, null_keys, as_json) -> None:
+@click.option("--bundle", "bundles", multiple=True, type=click.Path(file_okay=False),
+              help="a bundle directory that may have made FILE (repeatable): name the match")
+@click.option("--json", "as_json", is_flag=True, help="one JSON object per track")
+def verify_cmd(files, key_file, search, null_keys, bundles, as_json) -> None:
     """Check FILE... (audio files or videos) for the watermark of the key.
 
     Exit status 0 if all are marked, 1 if any is not, 2 on any error."""
     key = _key(key_file)
+    ids = _bundle_ids(bundles)
     status = EXIT_MARKED
     for path in files:
         try:
-            audio, sr = read_audio(path)
-            d = detect(audio, sr, key, search=search, null_keys=null_keys)
+            tracks = read_audio_tracks(path)
+            found = [detect(a, sr, key, search=search, null_keys=null_keys) for a, sr in tracks]
         except (ValueError, OSError) as e:
             message = " ".join(str(e).split())
             if as_json:
@@ -154,13 +197,32 @@ def verify_cmd(files, key_file, search, null_keys, as_json) -> None:
             click.echo(f"error: {message}", err=True)
             status = EXIT_ERROR
             continue
-        if as_json:
-            click.echo(json.dumps({"file": path, **d.to_dict()}))
-        else:
-            click.echo(_line(path, d))
-        if not d.present and status == EXIT_MARKED:
+        for k, d in enumerate(found):
+            name = path if len(found) == 1 else f"{path} [track {k + 1}/{len(found)}]"
+            made_by = [b for b, i in ids.items() if d.crc_ok and d.model_id == i]
+            if as_json:
+                extra = {"bundles": made_by} if ids else {}
+                click.echo(json.dumps({"file": path, "track": k + 1, "tracks": len(found),
+                                       **d.to_dict(), **extra}))  # fmt: skip
+            else:
+                line = _line(name, d)
+                if ids and d.crc_ok:
+                    line += ("; made by " + " or ".join(made_by) if made_by
+                             else "; made by none of the given bundles")  # fmt: skip
+                click.echo(line)
+        if not any(d.present for d in found) and status == EXIT_MARKED:
             status = EXIT_NOT_MARKED
     sys.exit(status)
+
+
+def _bundle_ids(bundles) -> dict[str, int]:
+    """{bundle dir: its mark id}, from each manifest (the sha256s it lists; no file hashed)."""
+    from ..bundle import load_bundle
+
+    try:
+        return {b: load_bundle(b, verify=False).manifest.mark_id for b in bundles}
+    except ValueError as e:
+        _fail(str(e))
 
 
 @watermark.command("keygen")

@@ -21,8 +21,12 @@ message naming the file and the problem; programming errors such as a bad array 
         video packets copied, audio encoded per container (see ``mux``), atomic; tracks are
         arrays or Tracks (encoded block by block as the video packets are copied).
     check_output(path, *, input_path=None, overwrite=False, allowed=...) -> Path
-        the output-path rules (extension, not the input, directory exists, no overwrite
-        without ``overwrite``), for a CLI to call before it generates anything.
+        the output-path rules (extension, not the input, directory exists and is writable, no
+        overwrite without ``overwrite``), for a CLI to call before it generates anything.
+    preflight(video_path, out_path, *, tracks=1, sample_rate=16000,
+              keep_original_audio=False, overwrite=False) -> Path
+        ``check_output`` plus a one-second dry run of ``mux`` into a scratch file: codec and
+        container compatibility and bitstream problems show before any work.
 
 Output extensions: .mp4 .m4v .mov (AAC), .mkv .webm (Opus), .avi (16-bit PCM) for ``mux``;
 .flac .wav for ``write_audio``.
@@ -35,7 +39,7 @@ runs the pipeline on decoded frames there, docs/gpu.md).
 from .audio import write_audio
 from .decode import Frames, read_frames, sync_segments
 from .files import AUDIO_FORMATS, VIDEO_CONTAINERS, MediaError, check_output
-from .mux import mux
+from .mux import mux, preflight
 from .probe import VideoInfo, probe
 
 __all__ = [
@@ -46,6 +50,7 @@ __all__ = [
     "VideoInfo",
     "check_output",
     "mux",
+    "preflight",
     "probe",
     "read_frames",
     "sync_segments",

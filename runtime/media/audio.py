@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from fractions import Fraction
+from pathlib import Path
 
 import numpy as np
 
@@ -45,19 +46,37 @@ def write_audio(
     Samples are clipped to [-1, 1]; ``title`` goes into the file's tags. An existing file is
     replaced only with ``overwrite=True``.
     """
-    import soundfile as sf
     path = check_output(path, overwrite=overwrite, allowed=tuple(AUDIO_FORMATS))
+    with atomic_output(path) as tmp:
+        write_audio_file(tmp, audio, sample_rate, title=title, name=path)
+
+
+def write_audio_file(
+    path: Path, audio: np.ndarray | Track, sample_rate: int, *, title: str,
+    name: Path | None = None,
+) -> None:  # fmt: skip
+    """Write ``path`` directly (a temporary path of ``atomic_output``), block by block; the
+    format goes by its extension; ``name``: the final path, for messages."""
+    import soundfile as sf
+
     track = as_track(audio)
     check_rate(sample_rate)
-    with atomic_output(path) as tmp:
-        fmt = AUDIO_FORMATS[path.suffix.lower()]
-        try:
-            with sf.SoundFile(tmp, "w", sample_rate, track.channels, SUBTYPE, format=fmt) as f:
-                f.title = title
-                for block in track.blocks():
-                    f.write(np.clip(checked(block), -1.0, 1.0).T)  # (n, C), soundfile's layout
-        except (sf.LibsndfileError, RuntimeError) as e:
-            raise MediaError(f"{path}: cannot write {fmt} ({e})") from e
+    fmt = AUDIO_FORMATS[Path(path).suffix.lower()]
+    try:
+        with sf.SoundFile(path, "w", sample_rate, track.channels, SUBTYPE, format=fmt) as f:
+            f.title = title
+            for block in track.blocks():
+                f.write(np.clip(checked(block), -1.0, 1.0).T)  # (n, C), soundfile's layout
+    except (sf.LibsndfileError, RuntimeError) as e:
+        raise MediaError(f"{name or path}: cannot write {fmt} ({_reason(path, e)})") from e
+
+
+def _reason(path: Path, error: Exception) -> str:
+    """libsndfile says "System error." for OS failures; name the directory's state instead."""
+    folder = Path(path).parent
+    if not os.access(folder, os.W_OK):
+        return f"directory {str(folder)!r} is not writable"
+    return " ".join(str(error).replace(str(path), "").split()) or type(error).__name__
 
 
 def as_track(audio: np.ndarray | Track, name: str = "audio") -> Track:

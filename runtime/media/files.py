@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ class Container:
     format: str  # FFmpeg muxer name
     audio_codec: str  # encoder of the generated tracks
     audio_rate: int | None = None  # forced encoder sample rate (None = the model's rate)
+    bitrate: int | None = None  # bits/s per generated track (None = 96 kb/s per channel)
 
 
 # Generated audio per container: AAC where players expect it (MP4 family), Opus for the
@@ -40,6 +42,9 @@ VIDEO_CONTAINERS = {
     ".avi": Container("avi", "pcm_s16le"),
 }
 AUDIO_FORMATS = {".flac": "FLAC", ".wav": "WAV"}  # soundfile format names
+# ``--audio-codec`` names -> FFmpeg encoders for the generated tracks of a video output.
+AUDIO_CODECS = {"aac": "aac", "opus": "libopus", "flac": "flac", "pcm": "pcm_s16le"}
+LOSSLESS = ("flac", "pcm_s16le")  # no bitrate to set
 
 
 def check_input(path: str | os.PathLike) -> Path:
@@ -72,11 +77,25 @@ def check_output(
         raise MediaError(f"{path}: output path is the input file; choose another output path")
     if not path.parent.is_dir():
         raise MediaError(f"{path}: directory {str(path.parent)!r} does not exist")
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        raise MediaError(f"{path}: directory {str(path.parent)!r} is not writable")
     if path.is_dir():
         raise MediaError(f"{path}: is a directory")
     if path.exists() and not overwrite:
         raise MediaError(f"{path}: already exists (use --force to overwrite)")
     return path
+
+
+def check_space(path: str | os.PathLike, needed: int) -> None:
+    """MediaError when the file system of ``path``'s directory has less than ``needed`` bytes
+    free (the estimate of what will be written there)."""
+    path = Path(path)
+    free = shutil.disk_usage(path.parent).free
+    if free < needed:
+        raise MediaError(
+            f"{path}: not enough free space in {str(path.parent)!r} "
+            f"({free / 1e6:.1f} MB free, about {needed / 1e6:.1f} MB needed)"
+        )
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -95,6 +114,18 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp
         os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+@contextlib.contextmanager
+def scratch_output(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` (same suffix) for a dry run; always deleted."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.{secrets.token_hex(4)}.check{path.suffix}")
+    try:
+        yield tmp
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()

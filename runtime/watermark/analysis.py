@@ -149,9 +149,11 @@ def decode(a: Analysis, layout: Layout, config: WatermarkConfig) -> tuple[int, b
 
 
 def per_second_z(a: Analysis, layout: Layout, config: WatermarkConfig,
-                 to_input_seconds) -> list[float]:
+                 to_input_seconds, n_seconds: int | None = None) -> list[float]:
     """Pilot z of each second of the input at the alignment (0.0 where nothing is audible).
-    ``to_input_seconds`` maps analysed-signal sample positions to input seconds."""
+    ``to_input_seconds`` maps analysed-signal sample positions to input seconds;
+    ``n_seconds`` (the input's length, rounded up) caps the count: a frame centred past the
+    end (padding) counts in the last second, so an 8.000 s file has 8 seconds, not 9."""
     n_frames = len(a.feats)
     rows = (np.arange(n_frames) + a.phase) % config.block_frames
     q = (layout.pilot * layout.chips)[rows]  # (F, C)
@@ -159,6 +161,8 @@ def per_second_z(a: Analysis, layout: Layout, config: WatermarkConfig,
     den = (layout.pilot[rows] * a.feats ** 2).sum(axis=1)
     second = np.floor(to_input_seconds(a.starts + config.n_fft / 2)).astype(np.int64)
     second = np.maximum(second, 0)
+    if n_seconds is not None:
+        second = np.minimum(second, max(n_seconds, 1) - 1)
     n_sec = int(second.max()) + 1 if n_frames else 0
     nums = np.bincount(second, weights=num, minlength=n_sec)
     dens = np.bincount(second, weights=den, minlength=n_sec)

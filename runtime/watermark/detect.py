@@ -82,7 +82,8 @@ def _to_mono16(audio: np.ndarray, sample_rate: int, config: WatermarkConfig) -> 
 
 
 def _result(a: Analysis, found: Found | None, threshold: float, n_hyp: int, bound_scale: int,
-            stage: str, layout, key: WatermarkKey, sample_rate: int, config) -> Detection:
+            stage: str, layout, key: WatermarkKey, sample_rate: int, config,
+            n_seconds: int) -> Detection:
     kind = found.kind if found is not None else None
     # a pitch shift p is a speed change p followed by a tempo change 1/p
     speed = found.factor if kind in ("speed", "pitch") else 1.0
@@ -102,7 +103,7 @@ def _result(a: Analysis, found: Found | None, threshold: float, n_hyp: int, boun
         p_value_bound=min(1.0, bound_scale * p_value_bound(a.z, n_hyp)),
         threshold_z=float(threshold), payload=accepted, crc_ok=bool(crc_ok),
         model_id=ids[0], generation_id=ids[1], offset_samples=offset, speed=speed, tempo=tempo,
-        per_second_z=tuple(per_second_z(a, layout, config, to_seconds)), search=stage,
+        per_second_z=tuple(per_second_z(a, layout, config, to_seconds, n_seconds)), search=stage,
         n_hypotheses=n_hyp, key_id=key.key_id)
 
 
@@ -141,7 +142,8 @@ def detect_analysis(audio: np.ndarray, sample_rate: int, key: WatermarkKey, *,
     if a is None:
         raise ValueError(f"audio too short to analyse: {len(x16) / config.sample_rate:.3f} s "
                          f"(need ≥ {(config.n_fft + config.hop) / config.sample_rate:.3f} s)")
-    args = (layout, key, sample_rate, config)
+    n_seconds = math.ceil(as_channels(audio).shape[1] / sample_rate - 1e-6)
+    args = (layout, key, sample_rate, config, n_seconds)
     if search == "offset":
         return _result(a, None, threshold_z(alpha, k_offset), k_offset, 1, "offset", *args), a
     if search == "auto":

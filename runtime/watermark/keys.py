@@ -101,6 +101,10 @@ def generate_key_file(path: str | os.PathLike) -> WatermarkKey:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError as e:
         raise ValueError(f"refusing to overwrite existing key file {path}") from e
+    except OSError as e:
+        folder = os.path.dirname(os.path.abspath(path))
+        why = "does not exist" if not os.path.isdir(folder) else (e.strerror or "cannot write")
+        raise ValueError(f"{path}: cannot create the key file (directory {folder!r}: {why})") from e
     with os.fdopen(fd, "w") as f:
         f.write(text)
     return key

@@ -1,7 +1,9 @@
 """``v2a-export check-fixture`` and ``v2a-export inspect-weights``.
 
 - ``check-fixture PATH.json ...``: run reference fixtures, print per-array errors, exit 1 on any
-  array outside its tolerance;
+  array outside its tolerance; the tokenizer fixture (``tokenizer.json``: prompt -> token ids)
+  is checked against the runtime's tokenizer; a fixture that cannot be run is one ``error:``
+  line and the others still run (exit 2 at the end);
 - ``inspect-weights PATH ...``: say which network and variant a weight file holds and whether it
   loads strictly.
 """
@@ -14,7 +16,7 @@ from pathlib import Path
 
 import click
 
-from .common import EXIT_FAILED, InputError
+from .common import EXIT_BAD_INPUT, EXIT_FAILED, InputError
 
 
 def _fmt(x: float) -> str:
@@ -30,15 +32,19 @@ def check_fixture_cmd(paths: tuple[Path, ...], failures_only: bool) -> None:
     from v2a_export.checkpoints import CheckpointError
     from v2a_export.fixtures import FixtureError, check_fixture
 
-    failed = []
+    failed, errors = [], 0
     for path in paths:
         try:
-            report = check_fixture(path)
+            report = _tokens_report(path) or check_fixture(path)
         except (FixtureError, CheckpointError, OSError) as e:
-            raise InputError(str(e)) from e
+            errors += 1
+            click.echo(f"error: {' '.join(str(e).split())}", err=True)
+            continue
         except (ValueError, KeyError, RuntimeError, ImportError) as e:
+            errors += 1
             msg = f"fixture {path} could not be run: {type(e).__name__}: {e}"
-            raise InputError(msg.splitlines()[0]) from e
+            click.echo(f"error: {msg.splitlines()[0]}", err=True)
+            continue
         click.echo(f"{report.name} ({report.kind}, {path})")
         if report.failures or not failures_only:
             click.echo(f"  {'array':<36} {'max_abs':>9} {'bound':>9} {'rel_l2':>9} {'bound':>9}")
@@ -61,7 +67,35 @@ def check_fixture_cmd(paths: tuple[Path, ...], failures_only: bool) -> None:
             failed.append(report.name)
     if failed:
         click.echo(f"failed: {', '.join(failed)}", err=True)
+    if errors:
+        raise SystemExit(EXIT_BAD_INPUT)
+    if failed:
         raise SystemExit(EXIT_FAILED)
+
+
+def _tokens_report(path: Path):
+    """The tokenizer fixture ({prompt: [77 token ids]}, no reference class) checked against
+    v2a_runtime's tokenizer, one exact comparison per prompt; None for any other fixture."""
+    import numpy as np
+    from v2a_runtime.tokenizer import Tokenizer
+
+    from v2a_export.fixtures import ArrayResult, FixtureReport, Tolerance
+
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    if not isinstance(data, dict) or "reference" in data or not all(
+        isinstance(v, list) and all(isinstance(i, int) for i in v) for v in data.values()
+    ):
+        return None
+    tokenizer = Tokenizer.load(context_length=max(len(v) for v in data.values()))
+    got = tokenizer(list(data))  # (N, T)
+    results = []
+    for row, (prompt, want) in zip(got, data.items(), strict=True):
+        diff = float(np.abs(row[: len(want)] - np.asarray(want)).max())
+        tol = Tolerance(max_abs=0.0, rel_l2=0.0)
+        key = f"ids[{prompt[:28]!r}]"
+        results.append(ArrayResult(key, "output", diff, 0.0 if diff == 0 else 1.0, tol,
+                                   diff == 0.0, ""))  # fmt: skip
+    return FixtureReport(Path(path).stem, "tokenizer", tuple(results))
 
 
 @click.command("inspect-weights")

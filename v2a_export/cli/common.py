@@ -15,7 +15,7 @@ EXIT_BAD_INPUT = 2  # bad input: unreadable file, unknown network, ...
 
 
 class InputError(click.ClickException):
-    """A user mistake: printed as one ``Error:`` line, exit status 2, no traceback."""
+    """A user mistake: printed as one ``error:`` line, exit status 2, no traceback."""
 
     exit_code = EXIT_BAD_INPUT
 

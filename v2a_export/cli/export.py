@@ -62,12 +62,14 @@ from .trt import allow_trt_option, check_bundle_or_fail, refused, warn_incompati
 @parity_options
 @precision_options()
 @allow_trt_option
+@click.option("-f", "--force", is_flag=True,
+              help="Replace an earlier bundle or export in OUT (a full export).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 def export_cmd(
     variant, config_file, weights_dir, weights_file, seed, out, max_duration, components,
     model_id, packaged_tokenizer, parity_durations, parity_batches, encoder_durations,
     e2e_duration, e2e_steps, threads, precision, io_dtype, calibration_durations,
-    calibration_steps, keep_fp32, allow_trt_incompatible, quiet,
+    calibration_steps, keep_fp32, allow_trt_incompatible, force, quiet,
 ) -> None:  # fmt: skip
     """Export every component of a model to ONNX, gate each against PyTorch, write a bundle.
     With --precision fp16|bf16 the gated fp32 bundle is then converted in place (measured fp32
@@ -81,6 +83,10 @@ def export_cmd(
     config = _config(variant, config_file)
     source = weight_source(weights_dir, weights_file, seed)
     names = tuple(c.strip() for group in components for c in group.split(",") if c.strip())
+    earlier = out.is_dir() and any((out / f).exists() for f in ("manifest.json", "reports"))
+    if earlier and not force and (not names or set(names) == set(COMPONENTS)):
+        raise InputError(f"{out}: holds an earlier bundle or export; pass --force to replace it "
+                         "(or --components to re-export some of its components)")  # fmt: skip
     policy = None
     if precision != "fp32":
         policy = make_policy(precision, io_dtype, keep_fp32)

@@ -140,14 +140,16 @@ class DeviceSampler:
     def __call__(self, r: SampleRequest) -> tuple[np.ndarray, int]:
         """The :class:`~v2a_runtime.backends.base.Sampler` contract. The Euler path calls
         ``callback(i, t, None)``: the state stays on the device."""
-        solve = sampling.get_solver(r.solver)  # ValueError naming the solvers
+        if r.solver != sampling.MULTISTEP:
+            sampling.get_solver(r.solver)  # ValueError naming the solvers
         t = [float(v) for v in np.asarray(r.ts, dtype=np.float64)]
         w = r.cfg if is_guided(r.cfg) else None
         loop = _Loop(self, np.ascontiguousarray(r.x, dtype=np.float32), r.conditions, w)
-        if r.solver == "euler":
+        if r.solver == "euler" and r.weights is None:
             out = loop.euler(t, r.callback)
         else:
-            out = solve(loop.velocity, r.x, r.ts, callback=r.callback)
+            out = sampling.integrate(loop.velocity, r.x, r.ts, solver=r.solver,
+                                     weights=r.weights, callback=r.callback)  # fmt: skip
         return out, loop.evaluations
 
 
