@@ -131,7 +131,8 @@ def test_json_record_matches_the_written_file(clips, tmp_path):
     (record,) = json_lines(result.stdout)
     assert record["status"] == "ok" and record["outputs"] == [str(out)]
     assert record["seeds"] == [3, 4] and record["tracks"] == 2 and record["sample_rate"] == 16000
-    assert record["sampler"] == {"solver": "euler", "steps": 2, "grid": "uniform", "cfg": 4.5}
+    assert record["sampler"] == {"name": None, "solver": "euler", "steps": 2, "grid": "uniform",
+                                 "cfg": 4.5}
     assert record["bundle"]["variant"] == "test" and record["bundle"]["weights"] == "random"
     assert set(record["seconds"]) == {*STAGES, "write", "total"}
     assert record["windows"] == [[0.0, 2.0]] and record["evaluations"] == 2

@@ -333,7 +333,7 @@ def test_unusable_calibration_is_refused_with_one_line(tmp_path, args, message):
     run = _tune(bundle, *(subst.get(a, a) for a in args), "-q")
     assert run.exit_code == 2, run.output
     lines = run.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: ") and message in lines[0], run.output
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], run.output
     assert "Traceback" not in run.output
     assert (bundle / "manifest.json").read_bytes() == before
 
