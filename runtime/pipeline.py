@@ -314,9 +314,10 @@ class Pipeline:
             store.append(np.clip(joiner.finish(), -1.0, 1.0))  # (K, W) in all, trimmed to the span
             last = len(run.windows) - 1
             if opts.loudness is None:
+                with run.stage("loudness", last):  # announced as always; nothing to do
+                    levels: tuple[LoudnessReport, ...] = ()
                 with run.stage("watermark", last):  # 6. every track, rendered as it is read
                     tracks, marks = self._watermark(store, opts, seeds, digest)
-                levels: tuple[LoudnessReport, ...] = ()
             else:  # the in-memory path: the gain needs each whole track's loudness
                 with run.stage("loudness", last):
                     audio, levels = self._loudness(store.read(0, store.length), opts.loudness)

@@ -81,6 +81,9 @@ class ArraySignal:
         return _window(self.channels, self.length, start, stop,
                        lambda a, b: self.data[:, a:b].astype(np.float64))  # fmt: skip
 
+    def channel(self, k: int) -> ChannelOf:
+        return ChannelOf(self, k)
+
 
 class Spool:
     """float32 (channels, length) kept in a temporary file: append blocks, then read them.
