@@ -26,6 +26,7 @@ from media_videos import (
 )
 from scipy.signal import resample_poly
 from v2a_runtime.frames import frame_source
+from v2a_runtime.loudness import Loudness, normalize, trim_peak
 from v2a_runtime.media import mux, write_audio
 from v2a_runtime.pipeline import Pipeline, unnormalise
 from v2a_runtime.signals import ArraySignal, Resampled, Spool, Track, blocks, ratio
@@ -113,6 +114,25 @@ def test_crossfader_equals_crossfade(duration):
     np.testing.assert_allclose(joined, expected, atol=1e-6)
 
 
+def test_crossfader_end_at_equals_crossfade_of_the_decoded_parts():
+    """A truncated file: the window that decodes short is the last part, and the stream ends
+    where it ends, as crossfade() of the parts up to it (main's in-memory stop)."""
+    rate, rng = 100, np.random.default_rng(6)
+    windows = plan_windows(30.0, 8.0, overlap=1.0, max_duration=10.0)
+    offsets, cut = [round(w.start * rate) for w in windows], 2  # window 2 decodes 7.5 s
+    parts = [rng.standard_normal((1, round(w.duration * rate))).astype(np.float32)
+             for w in windows[:cut]]  # fmt: skip
+    parts.append(rng.standard_normal((1, 750)).astype(np.float32))  # past the next start
+    total = offsets[cut] + 750
+    joiner = Crossfader(offsets, 30 * rate, 1)
+    pieces = [joiner.add(p) for p in parts[:cut]]
+    joiner.end_at(total)
+    pieces += [joiner.add(parts[cut]), joiner.finish()]
+    joined = np.concatenate(pieces, axis=1)
+    assert len(windows) > cut + 1 and joined.shape == (1, total)
+    np.testing.assert_array_equal(joined, crossfade(parts, offsets[: cut + 1], total))
+
+
 def test_watermark_in_blocks_equals_the_whole_clip_embedder():
     """``tests/data/watermark_golden.npz``: the in-memory embedder before streaming
     (``python tests/make_watermark_golden.py``): the block-wise one gives the same mark
@@ -184,6 +204,21 @@ def test_stream_equals_window_by_window_generation(pipe, films, tmp_path):
     assert result.watermarks == s.watermarks
     np.testing.assert_array_equal(result.audio[0], embed(expected[0], SR, pipe.key,
                                                          s.watermarks[0].payload))  # fmt: skip
+
+
+def test_stream_with_loudness_is_the_in_memory_path(pipe, films, tmp_path):
+    """Loudness needs whole tracks: no spool file; the tracks equal the steps done by hand on
+    the unmarked audio (gain, then the watermark, then the true-peak trim)."""
+    target = Loudness(-9.0, -1.0)  # loud: the limiter works, the final trim too
+    with pipe.stream(films[8], steps=1, tracks=2, loudness=target, spool=tmp_path) as s:
+        assert list(tmp_path.iterdir()) == []
+        audio = np.concatenate([np.concatenate(list(t.blocks()), axis=1) for t in s.tracks])
+    plain = pipe.generate(films[8], steps=1, tracks=2, watermark=False).audio
+    for k, track in enumerate(plain):
+        gained, _ = normalize(track, SR, target)
+        marked = embed(gained, SR, pipe.key, s.watermarks[k].payload)
+        np.testing.assert_array_equal(audio[k], trim_peak(np.ravel(marked), SR, target.true_peak))
+    assert len(s.loudness) == 2 and all(abs(r.after - target.target) < 1.0 for r in s.loudness)
 
 
 def test_mux_and_write_audio_of_tracks_equal_the_array_path(films, tmp_path):
