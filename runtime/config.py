@@ -57,7 +57,8 @@ NETWORK_OF = {
     "vae_decoder": "vae",
     "vocoder": "vocoder",
 }
-PRECISIONS = ("fp32", "fp16", "bf16")  # a graph's compute; fp32 is the exported reference
+FLOAT_PRECISIONS = ("fp32", "fp16", "bf16")  # a graph's float compute; fp32 is the reference
+PRECISIONS = (*FLOAT_PRECISIONS, "int8")  # int8: MatMul/Conv weights int8, the rest fp32
 ENGINE_PRECISIONS = ("fp32", "tf32", "fp16", "bf16")  # tf32: fp32 graphs with TF32 matmuls
 DTYPES = ("float32", "float16", "bfloat16", "float64", "int64", "int32", "uint8", "int8", "bool")
 WEIGHTS = ("random", "trained", "official")
@@ -407,6 +408,7 @@ __all__ = [
     "MANIFEST",
     "NETWORKS",
     "NETWORK_OF",
+    "FLOAT_PRECISIONS",
     "PRECISIONS",
     "REBUILD",
     "SCHEMA_VERSION",

@@ -171,4 +171,7 @@ def test_session_options_are_explicit():
     assert options.intra_op_num_threads == 1 and options.inter_op_num_threads == 1
     assert options.graph_optimization_level.name == "ORT_ENABLE_BASIC"
     assert options.use_deterministic_compute
+    # idle workers sleep: spinning ones took the cores the computing thread needed on a shared
+    # machine (docs/benchmarks.md, thread settings)
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
     assert session.session.get_providers() == ["CPUExecutionProvider"]

@@ -70,6 +70,12 @@ def session_options(options: OrtOptions) -> ort.SessionOptions:
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.intra_op_num_threads = options.threads or 0  # 0 = onnxruntime picks (one per core)
     so.inter_op_num_threads = 1
+    # Idle intra-op workers sleep instead of busy-waiting for the next op (onnxruntime's
+    # default spins). On a CPU shared with other jobs the spinning workers take the cores the
+    # computing thread needs: measured on a 2-core machine under load, two spinning threads
+    # were slower than one and two sleeping ones as fast or faster (docs/benchmarks.md,
+    # benchmarks/cpu.py --sections threads).
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     # Same seed, same backend -> same output (DESIGN.md §8), also on CUDA, whose fastest
     # kernels may otherwise pick run-dependent algorithms; the CPU kernels are deterministic.
     so.use_deterministic_compute = True

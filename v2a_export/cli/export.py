@@ -88,6 +88,11 @@ def export_cmd(
         raise InputError(f"{out}: holds an earlier bundle or export; pass --force to replace it "
                          "(or --components to re-export some of its components)")  # fmt: skip
     policy = None
+    if precision == "int8":
+        raise InputError(
+            "--precision int8 is gated against the fp32 graphs: export fp32, then run "
+            "v2a-export convert-precision BUNDLE --precision int8 --out DIR"
+        )
     if precision != "fp32":
         policy = make_policy(precision, io_dtype, keep_fp32)
         calibration = make_calibration(calibration_durations, calibration_steps, seed)
@@ -156,7 +161,13 @@ def validate_cmd(
     source, plan = source_and_plan(weights_dir, weights_file, parity_durations, parity_batches,
                                    encoder_durations, e2e_duration, e2e_steps)  # fmt: skip
     names = tuple(c.strip() for group in components for c in group.split(",") if c.strip())
-    if _low_precision(bundle):  # fp16/bf16 graphs: precision-aware gate
+    if _precisions(bundle) & {"int8"}:
+        raise InputError(
+            f"{bundle} has int8 graphs: they are gated when made, against the fp32 graphs on "
+            "held-out real inputs (v2a-export convert-precision --precision int8; "
+            "reports/precision.json)"
+        )
+    if _precisions(bundle) & {"fp16", "bf16"}:  # fp16/bf16 graphs: precision-aware gate
         from v2a_export.export.precision.bundle import validate_precision_bundle
 
         validate_bundle = validate_precision_bundle  # noqa: F811
@@ -181,16 +192,16 @@ def validate_cmd(
         raise SystemExit(EXIT_FAILED)
 
 
-def _low_precision(bundle: Path) -> bool:
-    """Whether the bundle has fp16/bf16 components (unreadable: leave it to the validator)."""
+def _precisions(bundle: Path) -> set[str]:
+    """The bundle's component precisions (unreadable: empty, left to the validator)."""
     from v2a_runtime.bundle import load_bundle
     from v2a_runtime.config import BundleError
 
     try:
         manifest = load_bundle(bundle, verify=False).manifest
     except BundleError:
-        return False
-    return any(c.precision != "fp32" for c in manifest.components.values())
+        return set()
+    return {c.precision for c in manifest.components.values()}
 
 
 def _config(variant: str | None, config_file: Path | None):

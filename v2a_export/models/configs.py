@@ -315,9 +315,9 @@ TINY = ModelConfig(
     # to 0.32 s away from the frames the tokens saw (segments overlap by half, the resize
     # assumes they tile). The "frames" alignment (v2a_runtime.sequence) reads the token whose
     # own frames show each instant instead: with oracle sync features a 2000-step flow lands
-    # 0.83 of the onsets within ±40 ms (docs/default_model.md). The shipped weights were
-    # trained with MMAudio's "nearest".
-    streams=VideoSpec(clip_fps=25.0, clip_size=64, sync_size=64),
+    # 0.83 of the onsets within ±40 ms (docs/default_model.md). tiny is trained with it;
+    # MMAudio's checkpoints keep "nearest".
+    streams=VideoSpec(clip_fps=25.0, clip_size=64, sync_size=64, sync_alignment="frames"),
 )
 
 VARIANTS: dict[str, ModelConfig] = {

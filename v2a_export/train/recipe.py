@@ -48,7 +48,7 @@ class VocoderRecipe:
 
 @dataclass(frozen=True)
 class EncoderRecipe:
-    steps: int = 5000
+    steps: int = 2500
     clips: int = 4  # scenes per step
     frames: int = 32  # clip frames per scene per step (half near contacts)
     segments: int = 8  # sync segments per scene per step (half with a contact)
@@ -59,7 +59,7 @@ class EncoderRecipe:
 
 @dataclass(frozen=True)
 class FlowRecipe:
-    steps: int = 10000
+    steps: int = 2500
     batch: int = 8
     lr: float = 1e-3
     crops: tuple[int, ...] = (8, 12, 16)  # window lengths in sync segments, one drawn per step

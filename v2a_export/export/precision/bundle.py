@@ -118,14 +118,16 @@ def convert_bundle(
         for name in COMPONENTS:
             spec = manifest.components[name]
             if name not in components:
-                _copy(src, work, spec)
+                copy_component(src, work, spec)
                 continue
             emit(Event(name, "convert", 0, 1))
             model = onnx.load(str(bundle.path(name)))
             converted, reports[name] = convert_graph(
                 model, policy, feeds=feeds[name], threads=threads
             )
-            specs[name] = _save(work, spec, converted, policy, reports[name])
+            specs[name] = save_component(
+                work, spec, converted, policy.target.value, reports[name].manifest_lines()
+            )
             emit(Event(name, "convert", 1, 1))
         recorded = dict(manifest.parity or {})
         recorded.update(
@@ -146,14 +148,19 @@ def convert_bundle(
     return PrecisionResult(out, policy, reports, calibration, seconds, trt_violations=trt)
 
 
-def _copy(src: Path, work: Path, spec: ComponentSpec) -> None:
+def copy_component(src: Path, work: Path, spec: ComponentSpec) -> None:
+    """Copy one component's files unchanged from bundle ``src`` to ``work``."""
     files = [spec.file] + ([spec.external_data.file] if spec.external_data else [])
     for rel in files:
         (work / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src / rel, work / rel)
 
 
-def _save(work: Path, spec: ComponentSpec, model, policy, report: GraphPrecision):
+def save_component(
+    work: Path, spec: ComponentSpec, model, precision: str, fp32_nodes: tuple[str, ...]
+) -> ComponentSpec:
+    """Write ``model`` as the component's file under ``work`` (external data over 2 GB); its
+    spec with the new hash, size, boundary types, ``precision`` and ``fp32_nodes`` lines."""
     path = work / spec.file
     data = path.with_name(path.name + ".data")
     external = model.ByteSize() > EXTERNAL_DATA_THRESHOLD
@@ -180,8 +187,8 @@ def _save(work: Path, spec: ComponentSpec, model, policy, report: GraphPrecision
         bytes=fs.bytes,
         inputs=tuple(io_type(t) for t in spec.inputs),
         outputs=tuple(io_type(t) for t in spec.outputs),
-        precision=policy.target.value,
-        fp32_nodes=report.manifest_lines(),
+        precision=precision,
+        fp32_nodes=fp32_nodes,
         external_data=ext,
     )
 
@@ -342,5 +349,7 @@ __all__ = [
     "PRECISION_REPORT",
     "PrecisionResult",
     "convert_bundle",
+    "copy_component",
+    "save_component",
     "validate_precision_bundle",
 ]

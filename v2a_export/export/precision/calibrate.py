@@ -61,6 +61,7 @@ class CalibrationPlan:
     # ~0.5 TFLOP per frame, and every intermediate of a vocoder at 8 s is gigabytes).
     encoder_items: int | None = 4  # frames (clip) / segments (sync) per feed; None: all
     decoder_seconds: float | None = 2.0  # latent/mel span per feed; None: all
+    videos: tuple[str, ...] = ()  # the user's own videos instead of rendered world scenes
 
     def __post_init__(self) -> None:
         if not self.durations or min(self.durations) <= 0:
@@ -72,32 +73,86 @@ class CalibrationPlan:
 def calibration_inputs(
     bundle_dir: str | Path, plan: CalibrationPlan = CalibrationPlan(), *, threads: int | None = None
 ) -> dict[str, list[dict[str, np.ndarray]]]:
-    """{component: [feeds, ...]} recorded from the runtime pipeline on the fp32 bundle."""
+    """{component: [feeds, ...]} recorded from the runtime pipeline on the fp32 bundle: on
+    rendered world clips of ``plan.durations``, or on the user's ``plan.videos``."""
     from v2a_runtime.pipeline import Pipeline
 
     pipe = Pipeline.load(bundle_dir, threads=threads)
-    recorders = {name: RecordingSession(pipe.sessions[name]) for name in COMPONENTS}
-    recording = pipe.with_sessions(**recorders)
-    video = pipe.bundle.manifest.video
-    for k, duration in enumerate(plan.durations):
-        prompt, negative = plan.prompts[k % len(plan.prompts)]
-        frames = rendered_frames(plan.seed + k, duration, video)
-        recording.generate(
-            frames,
-            prompt=prompt,
-            negative_prompt=negative,
-            seed=plan.seed + k,
-            steps=plan.steps,
-            solver="euler",
-            grid="uniform",
-            cfg=plan.cfg,
-            watermark=False,
-        )
+    clips = plan_clips(plan, pipe.bundle.manifest)
+    feeds, _ = record_pipeline(pipe, clips, steps=plan.steps, cfg=plan.cfg)
     rate = pipe.bundle.manifest.audio.latent_rate
     return {
-        name: [_trim(name, f, plan, rate) for f in _spread(r.feeds, plan.max_feeds)]
-        for name, r in recorders.items()
+        name: [_trim(name, f, plan, rate) for f in _spread(recorded, plan.max_feeds)]
+        for name, recorded in feeds.items()
     }
+
+
+@dataclass(frozen=True)
+class Clip:
+    """One input of a recording run: both frame streams, the prompts, the noise seed."""
+
+    frames: object  # v2a_runtime.media.Frames
+    prompt: str
+    negative: str
+    seed: int
+
+
+def plan_clips(plan: CalibrationPlan, manifest) -> list[Clip]:
+    """The plan's clips: the user's videos (decoded at the bundle's rates and sizes, up to the
+    longest of ``plan.durations``), else rendered world scenes, one per duration."""
+    video = manifest.video
+    if plan.videos:
+        from v2a_runtime.media import read_frames
+
+        clips = []
+        longest = min(max(plan.durations), manifest.sequence.max_duration)
+        for k, path in enumerate(plan.videos):
+            frames = read_frames(path, duration=None, clip_fps=video.clip_fps,
+                                 clip_size=video.clip_size, sync_fps=video.sync_fps,
+                                 sync_size=video.sync_size)  # fmt: skip
+            frames = _first_seconds(frames, longest)
+            prompt, negative = plan.prompts[k % len(plan.prompts)]
+            clips.append(Clip(frames, prompt, negative, plan.seed + k))
+        return clips
+    out = []
+    for k, duration in enumerate(plan.durations):
+        prompt, negative = plan.prompts[k % len(plan.prompts)]
+        out.append(Clip(rendered_frames(plan.seed + k, duration, video), prompt, negative,
+                        plan.seed + k))  # fmt: skip
+    return out
+
+
+def _first_seconds(frames, seconds: float):
+    from v2a_runtime.media import Frames
+
+    if frames.duration <= seconds:
+        return frames
+    n_clip = int(round(len(frames.clip) * seconds / frames.duration))
+    n_sync = int(round(len(frames.sync) * seconds / frames.duration))
+    return Frames(clip=frames.clip[:n_clip], sync=frames.sync[:n_sync], start=frames.start,
+                  duration=float(seconds))  # fmt: skip
+
+
+def record_pipeline(pipe, clips, *, steps: int, cfg: float):
+    """Run ``pipe`` (Euler, uniform grid, CFG, no watermark) on every clip, recording what each
+    component is fed: ({component: [feeds, ...]}, [waveform (W,) per clip])."""
+    recorders = {name: RecordingSession(pipe.sessions[name]) for name in COMPONENTS}
+    recording = pipe.with_sessions(**recorders)
+    audio = []
+    for clip in clips:
+        result = recording.generate(
+            clip.frames,
+            prompt=clip.prompt,
+            negative_prompt=clip.negative,
+            seed=clip.seed,
+            steps=steps,
+            solver="euler",
+            grid="uniform",
+            cfg=cfg,
+            watermark=False,
+        )
+        audio.append(result.audio[0])
+    return {name: r.feeds for name, r in recorders.items()}, audio
 
 
 def _trim(name: str, feed: dict, plan: CalibrationPlan, latent_rate: float) -> dict:
@@ -289,7 +344,10 @@ __all__ = [
     "chain_run",
     "cpu_session",
     "CalibrationPlan",
+    "Clip",
     "calibration_inputs",
+    "plan_clips",
+    "record_pipeline",
     "measure_ranges",
     "rendered_frames",
 ]

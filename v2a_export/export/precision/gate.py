@@ -15,6 +15,13 @@ tiny numbers are ~100× inside). End to end: the runtime pipeline on the twin gr
 PyTorch fp32 reference pipeline on the same frames, prompt and x0; waveform relative L2 is
 reported, the log-mel spectrogram error of the final audio (mean |Δ| in dB over time-frequency
 bins above −80 dB of the reference peak) is gated at ≤ :data:`MEL_DB_GATE`.
+
+int8 graphs run for real on a CPU (no twin needed) and are gated against the fp32 graph they
+were made from, on **held-out real inputs** (:func:`int8_checks`): random tensors would say
+nothing about activations quantized from their own range. Per output: finite, cosine ≥
+:data:`INT8_MIN_COSINE`, relative L2 ≤ :data:`INT8_REL_L2`; the encoders' features also per
+feature vector (one frame, one sync token, one text token): cosine ≥
+:data:`INT8_FEATURE_COSINE`. End to end the same log-mel gate, int8 bundle vs fp32 bundle.
 """
 
 from __future__ import annotations
@@ -161,7 +168,81 @@ def is_low(precision: str) -> bool:
     return precision in ("fp16", "bf16")
 
 
+# --- int8: held-out real inputs against the fp32 graph ---------------------------------------
+
+INT8_MIN_COSINE = 0.995  # every output, whole tensor
+INT8_REL_L2 = 0.1  # every output: twice the default budget the pass spends on calibration inputs
+INT8_FEATURE_COSINE = 0.99  # the encoders' features, per frame / segment token / text token
+FEATURE_OUTPUTS = ("clip_features", "sync_features", "text_features")
+
+
+@dataclass(frozen=True)
+class Int8Check:
+    """One output of an int8 graph against its fp32 graph, worst over the held-out feeds."""
+
+    name: str
+    rel_l2: float
+    cosine: float
+    max_abs: float
+    row_cosine: float | None  # features only: the smallest cosine of one feature vector
+    row_cosine_mean: float | None
+    finite: bool
+
+    def failures(self) -> tuple[str, ...]:
+        if not self.finite:
+            return (f"{self.name}: NaN/Inf in the int8 output",)
+        out = []
+        if not self.cosine >= INT8_MIN_COSINE:
+            out.append(f"{self.name}: cosine {self.cosine:.5f} < {INT8_MIN_COSINE}")
+        if not self.rel_l2 <= INT8_REL_L2:
+            out.append(f"{self.name}: rel_l2 {self.rel_l2:.2e} > {INT8_REL_L2:g}")
+        if self.row_cosine is not None and not self.row_cosine >= INT8_FEATURE_COSINE:
+            out.append(f"{self.name}: feature cosine {self.row_cosine:.5f} < "
+                       f"{INT8_FEATURE_COSINE}")  # fmt: skip
+        return tuple(out)
+
+
+def int8_checks(ref, session, feeds) -> tuple[Int8Check, ...]:
+    """Every output of ``session`` (the int8 graph) against ``ref`` (its fp32 graph), both
+    onnxruntime sessions, worst over ``feeds`` (held-out real inputs)."""
+    names = [o.name for o in ref.get_outputs()]
+    worst: dict[str, Int8Check] = {}
+    for feed in feeds:
+        want = ref.run(names, dict(feed))
+        got = session.run(names, dict(feed))
+        for name, g, w in zip(names, got, want, strict=True):
+            c = _int8_check(name, g, w)
+            old = worst.get(name)
+            if old is None or _int8_worse(c, old):
+                worst[name] = c
+    return tuple(worst[n] for n in names)
+
+
+def _int8_check(name: str, got: np.ndarray, want: np.ndarray) -> Int8Check:
+    m = Metrics.of(got, want)
+    rows = rows_mean = None
+    if name in FEATURE_OUTPUTS and m.finite:
+        g = np.asarray(got, np.float64).reshape(-1, got.shape[-1])  # (rows, D)
+        w = np.asarray(want, np.float64).reshape(-1, want.shape[-1])
+        norms = np.linalg.norm(g, axis=1) * np.linalg.norm(w, axis=1)
+        cos = np.where(norms > 0, (g * w).sum(axis=1) / np.maximum(norms, 1e-30), 1.0)
+        rows, rows_mean = float(cos.min()), float(cos.mean())
+    return Int8Check(name, m.rel_l2, m.cosine, m.max_abs, rows, rows_mean, m.finite)
+
+
+def _int8_worse(a: Int8Check, b: Int8Check) -> bool:
+    if a.finite != b.finite:
+        return not a.finite
+    return a.rel_l2 > b.rel_l2 or (a.row_cosine or 1.0) < (b.row_cosine or 1.0)
+
+
 __all__ = [
+    "FEATURE_OUTPUTS",
+    "INT8_FEATURE_COSINE",
+    "INT8_MIN_COSINE",
+    "INT8_REL_L2",
+    "Int8Check",
+    "int8_checks",
     "LOW_REL_L2",
     "MEL_DB_GATE",
     "MIN_COSINE",

@@ -11,7 +11,7 @@ from enum import Enum
 
 import numpy as np
 from onnx import TensorProto
-from v2a_runtime.config import PRECISIONS
+from v2a_runtime.config import FLOAT_PRECISIONS
 
 FP16_MAX = 65504.0  # largest finite float16
 FP16_TINY = 2.0**-24  # smallest float16 subnormal; nonzero values below it flush to 0
@@ -19,8 +19,8 @@ FP16_NORMAL = 2.0**-14  # smallest normal float16; below it precision degrades
 
 
 class Precision(str, Enum):
-    """Numeric format of a graph's compute (the runtime's :data:`PRECISIONS`, typed). ``fp32``
-    is the exported reference."""
+    """Float format of a graph's compute (the runtime's :data:`FLOAT_PRECISIONS`, typed).
+    ``fp32`` is the exported reference; int8 has its own pass (:class:`Int8Policy`)."""
 
     FP32 = "fp32"
     FP16 = "fp16"
@@ -47,7 +47,7 @@ class Precision(str, Enum):
         return 4096.0 if self is Precision.FP16 else 1e30
 
 
-assert tuple(Precision) == PRECISIONS, "Precision must list the runtime's precision names"
+assert tuple(Precision) == FLOAT_PRECISIONS, "Precision must list the runtime's float precisions"
 
 
 class GraphIO(str, Enum):
@@ -141,7 +141,8 @@ REASONS = {
 
 @dataclass(frozen=True)
 class Fp32Node:
-    """One node kept in fp32: its name, op type, reason key (:data:`REASONS`) and detail."""
+    """One node kept in fp32: its name, op type, reason key (:data:`REASONS`, or
+    :data:`INT8_REASONS` for a heavy node an int8 graph keeps float) and detail."""
 
     name: str
     op: str
@@ -149,7 +150,7 @@ class Fp32Node:
     detail: str = ""
 
     def describe(self) -> str:
-        text = REASONS[self.reason]
+        text = REASONS.get(self.reason) or INT8_REASONS[self.reason]
         return f"{self.name}: {text}" + (f" ({self.detail})" if self.detail else "")
 
 
@@ -178,14 +179,107 @@ class Range:
         return cls(float(a.max(initial=0.0)), float(nz.min()) if nz.size else float("inf"), nan)
 
 
+# --- int8 ------------------------------------------------------------------------------------
+
+
+class WeightFormat(str, Enum):
+    """How int8 weights are stored. Activations are always uint8 (onnxruntime's
+    DynamicQuantizeLinear; QDQ activations likewise), so this chooses the kernel family.
+
+    - ``u8``: U8U8, uint8 weights with a symmetric per-channel scale (zero point 128). On AVX2
+      onnxruntime widens both operands to 16 bits (VPMADDWD): no intermediate saturation.
+    - ``s8-7bit``: U8S8 with 7-bit weights (onnxruntime's ``reduce_range``), the documented
+      mitigation for AVX2 and AVX-512 without VNNI.
+    - ``s8``: U8S8 with full 8-bit weights. VPMADDUBSW adds two u8·s8 products into a saturating
+      int16 (255·127·2 > 32767): on AVX2 the measured output error is ~10x that of the other
+      two (docs/precision.md); on VNNI CPUs (VPDPBUSD, int32 accumulation) it is exact.
+
+    S8S8 is not offered: onnxruntime's s8s8 MatMulInteger ran 4-9x slower than u8s8 here
+    (benchmarks/cpu.py, GEMM peaks).
+    """
+
+    U8 = "u8"
+    S8_7BIT = "s8-7bit"
+    S8 = "s8"
+
+    @classmethod
+    def parse(cls, name: str | WeightFormat) -> WeightFormat:
+        try:
+            return cls(name)
+        except ValueError:
+            allowed = ", ".join(f.value for f in cls)
+            raise ValueError(
+                f"unknown int8 weight format {name!r}; choose from {allowed}"
+            ) from None
+
+
+@dataclass(frozen=True)
+class Int8Policy:
+    """What the int8 pass quantizes, and the error each component may spend.
+
+    Quantized are the heavy nodes with a constant weight: MatMul/Gemm **dynamically** (weights
+    int8 per output channel, activations quantized per run from their own min/max: no
+    calibrated activation range to go stale), and, with ``conv``, Conv **statically** (QDQ:
+    activation ranges calibrated on real inputs, so only where activations allow: a node whose
+    calibrated range clips shows a large measured error and stays float). Everything else
+    (norms, softmax, the attention core QKᵀ/PV whose both inputs are activations, Sin/Cos,
+    elementwise) computes in fp32.
+
+    - ``budget``: relative L2 error of each graph output, on the calibration inputs, that the
+      component may spend; a node stays float when its own measured error exceeds its share
+      (budget / sqrt(nodes): independent errors add in power), and the share is halved until
+      the whole graph meets the budget (:mod:`.quantize`);
+    - ``rounds``: how many halvings before the component stays fp32;
+    - ``require_speedup``: a component whose int8 graph is not at least ``min_speedup`` times as
+      fast as its fp32 graph (timed interleaved on a held-out input, one thread, CPU time)
+      stays fp32: int8 spends accuracy, and a tie within timing noise buys nothing;
+    - ``keep_float``: node names forced to stay float.
+    """
+
+    weights: WeightFormat = WeightFormat.U8
+    per_channel: bool = True
+    conv: bool = False
+    budget: float = 0.05
+    rounds: int = 5
+    require_speedup: bool = True
+    min_speedup: float = 1.1
+    keep_float: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "weights", WeightFormat.parse(self.weights))
+        if not 0 < self.budget < 1:
+            raise ValueError(f"int8 budget must be a relative error in (0, 1), got {self.budget}")
+        if self.rounds < 1:
+            raise ValueError(f"int8 rounds must be >= 1, got {self.rounds}")
+        if not self.min_speedup >= 1:
+            raise ValueError(f"int8 min_speedup must be >= 1, got {self.min_speedup}")
+
+    @property
+    def target(self) -> str:
+        return "int8"
+
+
+# Why a heavy node of an int8 graph stays float. The manifest lists "<node>: <reason text>".
+INT8_REASONS = {
+    "activation": "both inputs are activations (attention core; no constant weight)",
+    "budget": "measured error above its share of the error budget",
+    "op": "op not quantized by this policy",
+    "weight": "weight is not a constant of the graph",
+    "user": "requested",
+}
+
+
 __all__ = [
     "FP16_MAX",
     "FP16_NORMAL",
     "FP16_TINY",
+    "INT8_REASONS",
+    "Int8Policy",
     "REASONS",
     "Fp32Node",
     "GraphIO",
     "Precision",
     "PrecisionPolicy",
     "Range",
+    "WeightFormat",
 ]
