@@ -10,10 +10,11 @@
         files. MediaError (one line naming the output and the cause) before any decoding.
     save(result, output, video=None, *, keep_original_audio=False, overwrite=False,
          title=..., audio_codec=None, bitrate=None, sample_rate=None) -> list[Path]
-        what ``v2a generate`` writes: muxed into a copy of ``video`` (the picture's packets
-        copied; ``audio_codec`` aac|opus|flac|pcm, ``bitrate`` in bits/s), or one 16-bit
-        FLAC/WAV per track; ``sample_rate`` resamples first (polyphase, scipy); all files or
-        none (atomic).
+        what ``v2a generate`` writes (a GenerateResult, or a StreamResult block by block):
+        muxed into a copy of ``video`` (the picture's packets copied; ``audio_codec``
+        aac|opus|flac|pcm, ``bitrate`` in bits/s), or one 16-bit FLAC/WAV per track;
+        ``sample_rate`` resamples first (polyphase, scipy; a StreamResult is then joined in
+        memory); all files or none (atomic).
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ import numpy as np
 from .media import AUDIO_FORMATS, VIDEO_CONTAINERS, MediaError, check_output, mux, preflight
 from .media.audio import BITRATE_PER_CHANNEL, check_rate, write_audio_file
 from .media.files import atomic_output, check_space
-from .pipeline import GenerateResult
+from .pipeline import GenerateResult, StreamResult
+from .signals import Track
 
 FALLBACK = ".mkv"  # Matroska carries nearly every video codec, and Opus
 MARGIN = 1.1  # free-space estimate: 10 % over the payload for container overhead
@@ -99,7 +101,7 @@ def check_outputs(
 
 
 def save(
-    result: GenerateResult,
+    result: GenerateResult | StreamResult,
     output: str | os.PathLike,
     video: str | os.PathLike | None = None,
     *,
@@ -110,10 +112,19 @@ def save(
     bitrate: int | None = None,
     sample_rate: int | None = None,
 ) -> list[Path]:
-    """Write ``result`` as ``v2a generate`` does; returns the paths written."""
+    """Write ``result`` as ``v2a generate`` does; returns the paths written. A
+    :class:`StreamResult` (inside its ``with`` block) is written block by block; with
+    ``sample_rate`` set its tracks are first joined in memory (the in-memory path)."""
     output = Path(output)
-    paths = track_paths(output, len(result.audio))
-    audio, rate = resample(result.audio, result.sample_rate, sample_rate)
+    if isinstance(result, StreamResult):
+        if sample_rate is None or sample_rate == result.sample_rate:
+            audio, rate = list(result.tracks), result.sample_rate
+        else:
+            joined = np.concatenate([_join(t) for t in result.tracks], axis=0)
+            audio, rate = resample(joined, result.sample_rate, sample_rate)
+    else:
+        audio, rate = resample(result.audio, result.sample_rate, sample_rate)
+    paths = track_paths(output, len(audio))
     if output.suffix.lower() in VIDEO_CONTAINERS:
         if video is None:
             raise ValueError(f"{output}: a video output needs the input video (video=...)")
@@ -127,6 +138,10 @@ def save(
         for path, temp, track in zip(checked, temps, audio, strict=True):
             write_audio_file(temp, track, rate, title=title, name=path)
     return checked
+
+
+def _join(track: Track) -> np.ndarray:
+    return np.concatenate([np.zeros((track.channels, 0), np.float32), *track.blocks()], axis=1)
 
 
 def resample(audio: np.ndarray, rate: int, to: int | None) -> tuple[np.ndarray, int]:

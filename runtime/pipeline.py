@@ -14,14 +14,20 @@ duration):
    (1 − w)·v_uncond (:mod:`v2a_runtime.guidance`), over one time grid built per call (or
    the bundle's named sampler: its stored grid and weights, :mod:`v2a_runtime.named_sampler`);
 5. decode audio: un-normalise (:func:`unnormalise`), ``vae_decoder``, ``vocoder``;
-6. watermark: windows cross-faded (equal power, :mod:`v2a_runtime.windows`), trimmed to the
-   span; with ``loudness`` set, each track is brought to the integrated-loudness target under
-   the true-peak ceiling (:mod:`v2a_runtime.loudness`, EBU R128); then every track gets the
-   keyed watermark (payload: model id + generation id), after the gain so that it survives,
-   and a last static trim keeps the true peak under the ceiling.
+6. watermark: windows cross-faded (equal power, :mod:`v2a_runtime.windows`) as they
+   complete, trimmed to the span; with ``loudness`` set, each track is brought to the
+   integrated-loudness target under the true-peak ceiling (:mod:`v2a_runtime.loudness`, EBU
+   R128); then every track gets the keyed watermark (payload: model id + generation id),
+   after the gain so that it survives, and a last static trim keeps the true peak under the
+   ceiling.
 
 Step 7 (write) belongs to the caller: :func:`v2a_runtime.media.mux` with the result's
 ``start`` places the audio where the span starts in the video.
+
+Memory is bounded by one window: the joined audio goes, window after window, to a spool (a
+temporary float32 file; :mod:`v2a_runtime.signals`), the watermark's passes read it in blocks
+(:mod:`v2a_runtime.watermark.stream`), and :meth:`Pipeline.stream` hands the marked tracks to
+the writer block by block. :meth:`Pipeline.generate` reads them into one array.
 
 Seeds: track k draws its noise from ``np.random.default_rng(seed + k)``, window after window,
 so track k of a K-track run equals a 1-track run with seed ``seed + k`` (up to float rounding
@@ -40,6 +46,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -51,10 +58,11 @@ from .config import AudioSpec
 from .frames import VideoArray, frame_source
 from .loudness import Loudness, LoudnessReport, integrated_loudness, normalize, trim_peak, true_peak
 from .media import Frames, sync_segments
+from .signals import ArraySignal, MemorySpool, Signal, Spool, Track
 from .named_sampler import NamedSampler
 from .tokenizer import Tokenizer
-from .watermark import WatermarkKey, embed, load_key, make_payload
-from .windows import Window, crossfade, plan_windows
+from .watermark import WatermarkKey, load_key, make_payload, mark
+from .windows import Crossfader, Window, plan_windows
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -121,6 +129,24 @@ class GenerateResult:
     evaluations: int  # denoiser calls
     watermarks: tuple[TrackMark, ...]  # empty when options.watermark is False
     options: GenerateOptions  # with the bundle's defaults filled in
+    loudness: tuple[LoudnessReport, ...] = ()  # per track, measured on the final audio
+
+
+@dataclass(frozen=True)
+class StreamResult:
+    """:class:`GenerateResult` with the audio as tracks read in blocks (:meth:`Pipeline.stream`);
+    valid inside the ``with`` block only."""
+
+    tracks: tuple[Track, ...]  # per track: (1, n) float32 blocks, W samples in all
+    sample_rate: int
+    start: float
+    duration: float
+    seeds: tuple[int, ...]
+    windows: tuple[Window, ...]
+    timings: dict[str, float]  # the watermark's rendering happens as the tracks are read
+    evaluations: int
+    watermarks: tuple[TrackMark, ...]
+    options: GenerateOptions
     loudness: tuple[LoudnessReport, ...] = ()  # per track, measured on the final audio
 
 
@@ -215,7 +241,40 @@ class Pipeline:
         **overrides,
     ) -> GenerateResult:
         """Soundtracks for ``video``: a file path, :class:`Frames` at the bundle's rates and
-        sizes, or :class:`VideoArray` pixels. Keyword overrides set GenerateOptions fields."""
+        sizes, or :class:`VideoArray` pixels. Keyword overrides set GenerateOptions fields.
+        The whole result in memory; :meth:`stream` hands it over in blocks instead."""
+        started = time.perf_counter()
+        with self.stream(video, options, callback=callback, spool=None, **overrides) as s:
+            t0 = time.perf_counter()  # the watermark is rendered while the tracks are read
+            audio = np.concatenate([_join(t) for t in s.tracks], axis=0)  # (K, W)
+            timings = dict(s.timings)
+            timings["watermark"] += time.perf_counter() - t0
+        timings["total"] = time.perf_counter() - started
+        fields = {f: getattr(s, f) for f in StreamResult.__dataclass_fields__ if f != "tracks"}
+        return GenerateResult(audio=audio, **{**fields, "timings": timings})
+
+    @contextmanager
+    def stream(
+        self,
+        video: str | Path | Frames | VideoArray,
+        options: GenerateOptions | None = None,
+        *,
+        callback: Callable[[Progress], None] | None = None,
+        spool: str | Path | None = "",
+        **overrides,
+    ) -> Iterator[StreamResult]:
+        """:meth:`generate` for long inputs: memory bounded by one window, not by the video.
+
+        Each window's audio is cross-faded and appended, as it completes, to a temporary
+        float32 file in the directory ``spool`` ("" = the system's temporary directory; None =
+        in memory), removed when the ``with`` block ends; the watermark's analysis passes read
+        that file, and ``result.tracks`` render the marked tracks block by block for a writer
+        (:func:`v2a_runtime.media.mux`, :func:`~v2a_runtime.media.write_audio`).
+
+        A truncated file stops at the last window that decodes (the cross-fade ends there).
+        With ``loudness`` set this falls back to the in-memory path: the gain needs each
+        whole track's loudness, so the joined audio is held in memory (no spool file) and the
+        tracks hand over blocks of the finished arrays."""
         opts = self.resolve(options, **overrides)
         m, started = self.bundle.manifest, time.perf_counter()
         plan = self.solve_plan(opts)  # the one time grid (and weights) of this call
@@ -229,35 +288,51 @@ class Pipeline:
             text = self.encode_text(opts.prompt, opts.negative_prompt)
         seeds = tuple(opts.seed + k for k in range(opts.tracks))
         rngs = [np.random.default_rng(s) for s in seeds]  # track k: seed + k, window after window
-        sampler, parts, digest = self.backend.sampler(), [], b""
+        sr = m.audio.sample_rate
+        offsets = [round(w.start * sr) for w in run.windows]
+        joiner = Crossfader(offsets, round(source.duration * sr), opts.tracks)
         span = source.duration  # what the header says; a truncated file decodes less
-        for i, window in enumerate(run.windows):
-            # 1. decode the window's frames
-            with run.stage("decode", i):
-                frames = source.window(window.start, window.duration)
-            digest = digest or hashlib.blake2b(frames.clip.tobytes(), digest_size=16).digest()
-            parts.append(self._window(frames, text, plan, sampler, rngs, run, i))  # steps 2-5
-            if frames.duration < window.duration - TRUNCATED:
-                span = window.start + frames.duration  # the video ends here (decode warned)
-                break
-        # 6. join the windows, trim to the span, watermark every track
-        offsets = [round(w.start * m.audio.sample_rate) for w in run.windows[: len(parts)]]
-        total = round(span * m.audio.sample_rate)
-        audio = np.clip(crossfade(parts, offsets, total), -1.0, 1.0)  # (K, W)
-        last = len(run.windows) - 1
-        with run.stage("loudness", last):
-            audio, levels = self._loudness(audio, opts.loudness)
-        with run.stage("watermark", last):
-            audio, marks = self._watermark(audio, opts, seeds, digest)
-        with run.stage("loudness"):
-            audio, levels = self._final_levels(audio, opts.loudness, levels)
-        run.seconds["total"] = time.perf_counter() - started
-        return GenerateResult(
-            audio=audio, sample_rate=m.audio.sample_rate, start=float(opts.start),
-            duration=span, seeds=seeds, windows=run.windows[: len(parts)],
-            timings=dict(run.seconds), evaluations=run.evaluations, watermarks=marks,
-            options=opts, loudness=levels,
-        )  # fmt: skip
+        if spool is None or opts.loudness is not None:  # loudness: the whole track in memory
+            store = MemorySpool(opts.tracks, sr)
+        else:
+            store = Spool(opts.tracks, sr, spool or None)
+        with store:
+            sampler, digest, done = self.backend.sampler(), b"", 0
+            for i, window in enumerate(run.windows):
+                # 1. decode the window's frames
+                with run.stage("decode", i):
+                    frames = source.window(window.start, window.duration)
+                digest = digest or hashlib.blake2b(frames.clip.tobytes(), digest_size=16).digest()
+                part = self._window(frames, text, plan, sampler, rngs, run, i)  # steps 2-5
+                done = i + 1
+                if frames.duration < window.duration - TRUNCATED:
+                    span = window.start + frames.duration  # the video ends here (decode warned)
+                    joiner.end_at(round(span * sr))  # this part is the last one
+                store.append(np.clip(joiner.add(part), -1.0, 1.0))  # 6. joined as they come
+                if span < source.duration:
+                    break
+            store.append(np.clip(joiner.finish(), -1.0, 1.0))  # (K, W) in all, trimmed to the span
+            last = len(run.windows) - 1
+            if opts.loudness is None:
+                with run.stage("loudness", last):  # announced as always; nothing to do
+                    levels: tuple[LoudnessReport, ...] = ()
+                with run.stage("watermark", last):  # 6. every track, rendered as it is read
+                    tracks, marks = self._watermark(store, opts, seeds, digest)
+            else:  # the in-memory path: the gain needs each whole track's loudness
+                with run.stage("loudness", last):
+                    audio, levels = self._loudness(store.read(0, store.length), opts.loudness)
+                with run.stage("watermark", last):
+                    tracks, marks = self._watermark(ArraySignal(audio, sr), opts, seeds, digest)
+                    audio = np.concatenate([_join(t) for t in tracks], axis=0)
+                with run.stage("loudness"):
+                    audio, levels = self._final_levels(audio, opts.loudness, levels)
+                tracks = tuple(Track.from_array(a[None]) for a in audio)
+            run.seconds["total"] = time.perf_counter() - started
+            yield StreamResult(
+                tracks=tracks, sample_rate=sr, start=float(opts.start), duration=span,
+                seeds=seeds, windows=run.windows[:done], timings=dict(run.seconds),
+                evaluations=run.evaluations, watermarks=marks, options=opts, loudness=levels,
+            )  # fmt: skip
 
     def _window(
         self, frames: Frames, text: np.ndarray, plan: tuple[np.ndarray, np.ndarray | None],
@@ -387,13 +462,13 @@ class Pipeline:
         return out, tuple(final)
 
     def _watermark(
-        self, audio: np.ndarray, opts: GenerateOptions, seeds: tuple[int, ...], digest: bytes
-    ) -> tuple[np.ndarray, tuple[TrackMark, ...]]:
+        self, store: Signal, opts: GenerateOptions, seeds: tuple[int, ...], digest: bytes
+    ) -> tuple[tuple[Track, ...], tuple[TrackMark, ...]]:
+        """Per track: the watermark's analysis passes now, the marked blocks when read."""
         if not opts.watermark:
-            return audio, ()
+            return tuple(Track.of(store.channel(k)) for k in range(len(seeds))), ()
         model_id = self.bundle.manifest.mark_id  # this bundle's weights, not its variant
-        sr = self.bundle.manifest.audio.sample_rate
-        out, marks = np.empty_like(audio), []
+        tracks, marks = [], []
         for k, seed in enumerate(seeds):
             gid = (
                 _generation_id(opts, seed, digest)
@@ -401,9 +476,10 @@ class Pipeline:
                 else opts.generation_id
             )
             payload = make_payload(model_id, gid)
-            out[k] = embed(audio[k], sr, self.key, payload)
+            marked = mark(store.channel(k), self.key, payload)
+            tracks.append(Track(1, store.length, partial(_float32, marked.blocks)))
             marks.append(TrackMark(k, payload, model_id, gid, self.key.key_id, self.key.is_demo))
-        return out, tuple(marks)
+        return tuple(tracks), tuple(marks)
 
 
 def unnormalise(x: np.ndarray, audio: AudioSpec) -> np.ndarray:
@@ -443,6 +519,15 @@ class _Run:
         if self.callback is not None:
             event = Progress(stage, window, len(self.windows), step, self.options.steps or 0)
             self.callback(event)
+
+
+def _float32(blocks: Callable[[], Iterator[np.ndarray]]) -> Iterator[np.ndarray]:
+    return (b.astype(np.float32) for b in blocks())
+
+
+def _join(track: Track) -> np.ndarray:
+    parts = list(track.blocks())
+    return np.concatenate(parts, axis=1) if parts else np.zeros((track.channels, 0), np.float32)
 
 
 def _generation_id(opts: GenerateOptions, seed: int, digest: bytes) -> int:

@@ -73,21 +73,69 @@ def crossfade(parts: list[np.ndarray], offsets: list[int], total: int) -> np.nda
     """
     if len(parts) != len(offsets) or not parts:
         raise ValueError(f"need one offset per part, got {len(parts)} parts, {len(offsets)}")
-    k = parts[0].shape[0]
-    out = np.zeros((k, total), dtype=np.float32)
-    ends = [o + p.shape[1] for o, p in zip(offsets, parts, strict=True)]
-    for i, (part, offset) in enumerate(zip(parts, offsets, strict=True)):
+    joiner = Crossfader(offsets, total, parts[0].shape[0])
+    return np.concatenate([joiner.add(part) for part in parts] + [joiner.finish()], axis=1)
+
+
+class Crossfader:
+    """:func:`crossfade` as the parts come: :meth:`add` takes part i (its offset is
+    ``offsets[i]``) and returns the samples that no later part touches, (K, n) float32 in
+    order; :meth:`finish` returns the rest up to ``total``. Only the overlap with the next part
+    is kept in between, and the result equals :func:`crossfade` bit for bit."""
+
+    def __init__(self, offsets: list[int], total: int, channels: int):
+        if any(b < a for a, b in zip(offsets[:-1], offsets[1:], strict=True)):
+            raise ValueError(f"offsets must not decrease, got {offsets}")
+        self.offsets, self.total = list(offsets), total
+        self.done = 0  # samples returned so far
+        self.pending = np.zeros((channels, 0), np.float32)  # samples [done, done + n)
+        self.end = None  # where the previous part ended
+        self.i = 0
+
+    def add(self, part: np.ndarray) -> np.ndarray:
+        if self.i >= len(self.offsets):
+            raise ValueError(f"more parts than offsets ({len(self.offsets)})")
+        i, offset = self.i, self.offsets[self.i]
+        end = offset + part.shape[1]
         gain = np.ones(part.shape[1], dtype=np.float32)
-        if i > 0 and ends[i - 1] > offset:  # fade in over the overlap with the previous part
-            n = min(ends[i - 1] - offset, part.shape[1])
+        if self.end is not None and self.end > offset:  # fade in over the previous overlap
+            n = min(self.end - offset, part.shape[1])
             gain[:n] *= np.sin(_ramp(n))
-        if i + 1 < len(parts) and ends[i] > offsets[i + 1]:  # fade out before the next part
-            n = min(ends[i] - offsets[i + 1], part.shape[1])
+        nxt = self.offsets[i + 1] if i + 1 < len(self.offsets) else None
+        if nxt is not None and end > nxt:  # fade out before the next part
+            n = min(end - nxt, part.shape[1])
             gain[part.shape[1] - n :] *= np.cos(_ramp(n))
-        stop = min(ends[i], total)
+        stop = min(end, self.total)
+        self._grow(stop)
         if stop > offset:
-            out[:, offset:stop] += part[:, : stop - offset] * gain[: stop - offset]  # (K, n)
-    return out
+            cut = offset - self.done
+            self.pending[:, cut : cut + stop - offset] += part[:, : stop - offset] * gain[
+                : stop - offset
+            ]  # (K, n)
+        self.end, self.i = end, i + 1
+        return self._take(self.total if nxt is None else min(nxt, self.total))
+
+    def end_at(self, total: int) -> None:
+        """The next part is the last one and the result ends at ``total`` samples (a truncated
+        file): as if :func:`crossfade` had been given only the parts up to it."""
+        self.offsets, self.total = self.offsets[: self.i + 1], total
+
+    def finish(self) -> np.ndarray:
+        self._grow(self.total)
+        return self._take(self.total)
+
+    def _grow(self, stop: int) -> None:
+        have = self.done + self.pending.shape[1]
+        if stop > have:
+            pad = np.zeros((self.pending.shape[0], stop - have), np.float32)
+            self.pending = np.concatenate([self.pending, pad], axis=1)
+
+    def _take(self, stop: int) -> np.ndarray:
+        self._grow(stop)
+        n = max(stop - self.done, 0)
+        out, self.pending = self.pending[:, :n], self.pending[:, n:]
+        self.done += n
+        return out
 
 
 def _ramp(n: int) -> np.ndarray:

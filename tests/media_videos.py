@@ -126,9 +126,9 @@ def frame_times(path: Path) -> list[Fraction]:
     """Exact presentation times (s) of the video stream's packets, sorted, from the file."""
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
-        start = stream.start_time or 0
+        start, time_base = stream.start_time or 0, stream.time_base  # not after closing
         pts = [p.pts for p in container.demux(stream) if p.size and p.pts is not None]
-    return sorted(Fraction(t - start) * stream.time_base for t in pts)
+    return sorted(Fraction(t - start) * time_base for t in pts)
 
 
 def expected_indices(times: list[Fraction], start: float, fps: float, count: int) -> list[int]:

@@ -117,7 +117,14 @@ class OrtSession:
     ) -> OrtSession:
         options = OrtOptions(device=device, threads=threads, graph_optimization=graph_optimization)
         path = Path(path)
-        session = create_session(path, session_options(options), providers(device))
+        so = session_options(options)
+        if device == "cpu":
+            # Memory patterns plan one block per set of input shapes from a session's second
+            # run and keep it: +100 MB on the default bundle as soon as a second window runs,
+            # for nothing on the CPU, whose arena already reuses its buffers. Off, a long
+            # video's peak memory is one window's (issue 21; benchmarks/memory.py).
+            so.enable_mem_pattern = False
+        session = create_session(path, so, providers(device))
         _LOGGER.debug("loaded %s on %s", path.name, session.get_providers())
         return cls(session, path, options, *graph_io(session))
 

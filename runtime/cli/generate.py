@@ -7,7 +7,12 @@
 
 Every output is checked before any decoding (path rules, a one-second dry run of the muxer,
 free space); the model is loaded once for all inputs. Outputs are written to a temporary file
-and renamed, so nothing partial is ever left behind, and the inputs are only read.
+and renamed, so nothing partial is ever left behind, and the inputs are only read. Without
+loudness normalisation (``--loudness off``, or audio-file outputs) memory is bounded by one
+window, not by the video: the generated tracks wait in a hidden temporary file next to the
+output (4 bytes per sample and track) and are watermarked and encoded block by block
+(``Pipeline.stream``); loudness needs each whole track, so it keeps the audio in memory (as
+does ``--sample-rate``).
 
 One input: any problem is one ``error:`` line and exit status 2. Several inputs (arguments, a
 directory's videos, ``--from-list``): a failed input gets its ``error:`` line and the batch goes
@@ -32,7 +37,7 @@ from ..loudness import Loudness
 from ..media import AUDIO_FORMATS, VIDEO_CONTAINERS, probe
 from ..media.files import AUDIO_CODECS, check_input
 from ..outputs import check_outputs, default_output, save
-from ..pipeline import STAGES, GenerateResult, Pipeline
+from ..pipeline import STAGES, GenerateResult, Pipeline, StreamResult
 from ..sequence import min_duration
 from .common import (
     EXIT_ERROR,
@@ -380,22 +385,29 @@ def _run(pipe: Pipeline | str, item: Item, s: Settings, batch: Batch) -> None:
     extra = [] if served else _prompt_notes(pipe, s.request)
     for line in (*plan.notes, *extra):
         batch.note(item, line)
-    if served:
-        result, variant = served_result(pipe, item.video, s.request)
-    else:
-        variant = pipe.bundle.manifest.model.variant
-    with ProgressBar(enabled=not (batch.quiet or served), prefix=batch.prefix(item)) as bar:
-        if not served:
-            result = pipe.generate(item.video, callback=bar.update, loudness=plan.loudness,
-                                   **s.request)  # fmt: skip
-        bar.stage("write")
+    enc = s.encoding
+
+    def write(result, variant: str) -> float:
         t0 = time.perf_counter()
-        enc = s.encoding
         save(result, plan.output, item.video, keep_original_audio=s.keep_original_audio,
              overwrite=s.force, title=f"v2a generated ({variant})",
              audio_codec=enc.codec if plan.is_video else None, bitrate=enc.bitrate,
              sample_rate=enc.sample_rate)  # fmt: skip
-        write_s = time.perf_counter() - t0
+        return time.perf_counter() - t0
+
+    if served:
+        result, variant = served_result(pipe, item.video, s.request)
+        write_s = write(result, variant)
+    else:
+        variant = pipe.bundle.manifest.model.variant
+        # Streamed (memory bounded by a window; the tracks wait in a hidden spool file next to
+        # the output); with loudness, Pipeline.stream itself keeps the audio in memory.
+        with ProgressBar(enabled=not batch.quiet, prefix=batch.prefix(item)) as bar, pipe.stream(
+            item.video, callback=bar.update, spool=plan.outputs[0].parent,
+            loudness=plan.loudness, **s.request,
+        ) as result:  # fmt: skip
+            bar.stage("write")
+            write_s = write(result, variant)  # includes rendering the watermark
     total_s = time.perf_counter() - started
     said = [*plan.notes, *extra]
     if result.duration < plan.duration - 0.01:  # a truncated file: what decodes counts
@@ -480,7 +492,7 @@ class Batch:
         return EXIT_SOME_FAILED if self.failed else 0
 
 
-def _record(pipe: Pipeline | str, item: Item, r: GenerateResult, write_s: float,
+def _record(pipe: Pipeline | str, item: Item, r: GenerateResult | StreamResult, write_s: float,
             total_s: float, said: list[str], rate: int, variant: str) -> dict:  # fmt: skip
     """The summary as one JSON object (``pipe``: a URL for a served input)."""
     o = r.options
@@ -522,7 +534,8 @@ def _record(pipe: Pipeline | str, item: Item, r: GenerateResult, write_s: float,
 
 
 def _summary(
-    outputs: list[Path], r: GenerateResult, write_s: float, total_s: float, rate: int
+    outputs: list[Path], r: GenerateResult | StreamResult, write_s: float, total_s: float,
+    rate: int,
 ) -> str:
     o = r.options
     names = outputs[0] if len(outputs) == 1 else f"{outputs[0]} … {outputs[-1].name}"

@@ -14,10 +14,12 @@ message naming the file and the problem; programming errors such as a bad array 
         like MMAudio; shorter than one sync segment (0.64 s) -> MediaError.
     sync_segments(sync) -> (S, 16, Hs, Hs, 3) view, stride 8
     write_audio(path, audio, sample_rate, *, overwrite=False, title=...) -> None
-        .flac / .wav, 16-bit, atomic.
-    mux(video_path, out_path, tracks, sample_rate, *, keep_original_audio=False,
+        .flac / .wav, 16-bit, atomic; ``audio`` an array or a ``v2a_runtime.signals.Track``
+        (written block by block).
+    mux(video_path, out_path, tracks, sample_rate, *, start=0.0, keep_original_audio=False,
         title="v2a generated", overwrite=False) -> None
-        video packets copied, audio encoded per container (see ``mux``), atomic.
+        video packets copied, audio encoded per container (see ``mux``), atomic; tracks are
+        arrays or Tracks (encoded block by block as the video packets are copied).
     check_output(path, *, input_path=None, overwrite=False, allowed=...) -> Path
         the output-path rules (extension, not the input, directory exists and is writable, no
         overwrite without ``overwrite``), for a CLI to call before it generates anything.

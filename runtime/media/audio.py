@@ -1,13 +1,16 @@
-"""Audio arrays: validation, writing FLAC/WAV (soundfile) and encoding tracks for ``mux``."""
+"""Audio arrays and tracks (block by block): validation, writing FLAC/WAV (soundfile) and
+encoding tracks for ``mux``."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 
+from ..signals import Track
 from .files import AUDIO_FORMATS, MediaError, atomic_output, check_output
 
 SUBTYPE = "PCM_16"  # FLAC and WAV are written as 16-bit PCM (what every player reads)
@@ -31,13 +34,14 @@ def as_channels(audio: np.ndarray, name: str = "audio") -> np.ndarray:
 
 def write_audio(
     path: str | os.PathLike,
-    audio: np.ndarray,
+    audio: np.ndarray | Track,
     sample_rate: int,
     *,
     overwrite: bool = False,
     title: str = "v2a generated",
 ) -> None:
-    """Write (W,) or (C, W) float audio to .flac/.wav (16-bit), atomically.
+    """Write (W,) or (C, W) float audio, or a :class:`~v2a_runtime.signals.Track` (written
+    block by block), to .flac/.wav (16-bit), atomically.
 
     Samples are clipped to [-1, 1]; ``title`` goes into the file's tags. An existing file is
     replaced only with ``overwrite=True``.
@@ -48,19 +52,21 @@ def write_audio(
 
 
 def write_audio_file(
-    path: Path, audio: np.ndarray, sample_rate: int, *, title: str, name: Path | None = None
-) -> None:
-    """Write ``path`` directly (a temporary path of ``atomic_output``); the format goes by its
-    extension; ``name``: the final path, for messages."""
+    path: Path, audio: np.ndarray | Track, sample_rate: int, *, title: str,
+    name: Path | None = None,
+) -> None:  # fmt: skip
+    """Write ``path`` directly (a temporary path of ``atomic_output``), block by block; the
+    format goes by its extension; ``name``: the final path, for messages."""
     import soundfile as sf
 
-    data = np.clip(as_channels(audio), -1.0, 1.0).T  # (W, C), soundfile's layout
+    track = as_track(audio)
     check_rate(sample_rate)
     fmt = AUDIO_FORMATS[Path(path).suffix.lower()]
     try:
-        with sf.SoundFile(path, "w", sample_rate, data.shape[1], SUBTYPE, format=fmt) as f:
+        with sf.SoundFile(path, "w", sample_rate, track.channels, SUBTYPE, format=fmt) as f:
             f.title = title
-            f.write(data)
+            for block in track.blocks():
+                f.write(np.clip(checked(block), -1.0, 1.0).T)  # (n, C), soundfile's layout
     except (sf.LibsndfileError, RuntimeError) as e:
         raise MediaError(f"{name or path}: cannot write {fmt} ({_reason(path, e)})") from e
 
@@ -73,32 +79,69 @@ def _reason(path: Path, error: Exception) -> str:
     return " ".join(str(error).replace(str(path), "").split()) or type(error).__name__
 
 
-def encode_track(stream, audio: np.ndarray, sample_rate: int, first_sample: int) -> list:
-    """Encode (C, W) float32 into packets of the output audio ``stream`` (already configured).
+def as_track(audio: np.ndarray | Track, name: str = "audio") -> Track:
+    """A Track as it is (its blocks are checked as they come), or a checked array's blocks."""
+    if isinstance(audio, Track):
+        if audio.channels not in (1, 2) or audio.length == 0:
+            raise ValueError(f"{name} must have 1 or 2 channels and samples, got "
+                             f"({audio.channels}, {audio.length})")  # fmt: skip
+        return audio
+    return Track.from_array(as_channels(audio, name))
+
+
+def checked(block: np.ndarray, name: str = "audio") -> np.ndarray:
+    """A block of a Track as float32, finite."""
+    if not np.isfinite(block).all():
+        raise ValueError(f"{name} contains NaN or Inf")
+    return block.astype(np.float32, copy=False)
+
+
+def encode_track(stream, chunks: Iterator[np.ndarray], sample_rate: int, first_sample: int):
+    """Encode (C, n) float32 chunks into packets of the output audio ``stream`` (already
+    configured), lazily: packets come out as the chunks are consumed.
 
     ``first_sample`` is the start time in samples (the video's first frame). The encoder's own
     resampler converts sample format, and rate where the codec needs another one (Opus).
     """
     import av
-    packets = []
-    layout = "mono" if audio.shape[0] == 1 else "stereo"
-    for offset in range(0, audio.shape[1], ENCODE_CHUNK):
-        chunk = np.ascontiguousarray(audio[:, offset : offset + ENCODE_CHUNK])  # (C, n)
-        frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout=layout)
+
+    offset = 0
+    for chunk in chunks:
+        layout = "mono" if chunk.shape[0] == 1 else "stereo"
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(chunk), format="fltp",
+                                           layout=layout)  # fmt: skip
         frame.sample_rate = sample_rate
         frame.time_base = Fraction(1, sample_rate)
         frame.pts = first_sample + offset
-        packets.extend(stream.encode(frame))
-    packets.extend(stream.encode(None))  # flush
-    return packets
+        offset += chunk.shape[1]
+        yield from stream.encode(frame)
+    yield from stream.encode(None)  # flush
 
 
-def fit_length(audio: np.ndarray, samples: int) -> np.ndarray:
-    """Cut (C, W) to ``samples``, or pad it with silence (the model's W is not trimmed to the
-    video; a track from a clamped span may be a little short)."""
-    if audio.shape[1] >= samples:
-        return audio[:, :samples]
-    return np.pad(audio, ((0, 0), (0, samples - audio.shape[1])))
+def fitted_chunks(track: Track, lead: int, samples: int, size: int = ENCODE_CHUNK):
+    """``lead`` samples of silence, then the track, cut or padded with silence to ``samples``
+    in all (the model's W is not trimmed to the video; a track from a clamped span may be a
+    little short), as (C, size) float32 chunks (the last one shorter)."""
+    channels = track.channels
+
+    def source() -> Iterator[np.ndarray]:
+        yield np.zeros((channels, lead), np.float32)
+        yield from (checked(b, "track") for b in track.blocks())
+
+    blocks, buf, pos = source(), np.zeros((channels, 0), np.float32), 0
+    for done in range(0, samples, size):
+        n = min(size, samples - done)
+        if buf.shape[1] - pos < n:  # refill: the rest of the buffer and the next blocks
+            parts, have = [buf[:, pos:]], buf.shape[1] - pos
+            while have < n:
+                block = next(blocks, None)
+                if block is None:
+                    block = np.zeros((channels, n - have), np.float32)
+                parts.append(block)
+                have += block.shape[1]
+            buf, pos = np.concatenate(parts, axis=1), 0
+        yield buf[:, pos : pos + n]
+        pos += n
 
 
 def check_rate(sample_rate) -> None:

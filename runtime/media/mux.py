@@ -21,15 +21,18 @@ generation work, as one MediaError naming the output and the cause.
 
 from __future__ import annotations
 
+import heapq
 import logging
 import math
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from .audio import BITRATE_PER_CHANNEL, as_channels, check_rate, encode_track, fit_length
+from ..signals import Track
+from .audio import BITRATE_PER_CHANNEL, as_track, check_rate, encode_track, fitted_chunks
 from .files import (
     AUDIO_CODECS,
     LOSSLESS,
@@ -56,7 +59,7 @@ PREFLIGHT_SECONDS = 1.0
 def mux(
     video_path: str | os.PathLike,
     out_path: str | os.PathLike,
-    tracks: np.ndarray | list[np.ndarray],
+    tracks: np.ndarray | list[np.ndarray] | list[Track],
     sample_rate: int,
     *,
     start: float = 0.0,
@@ -69,12 +72,15 @@ def mux(
     """Write ``out_path``: the input's video packets plus one audio stream per track.
 
     ``tracks``: a (K, W) array (K mono tracks, e.g. ``GenerateResult.audio``) or a list of K
-    arrays (W,) or (C, W), float at ``sample_rate``. The audio starts ``start`` seconds after
-    the video's first frame (silence before: ``GenerateResult.start`` for a span that does not
-    begin at 0). Atomic: nothing is left at ``out_path`` on failure; an existing file is
-    replaced only with ``overwrite=True``. ``audio_codec`` (a key of ``AUDIO_CODECS``: aac,
-    opus, flac, pcm; default: the container's) and ``bitrate`` (bits/s per track; default
-    96 kb/s per channel; lossy codecs only) choose how the tracks are encoded.
+    arrays (W,) or (C, W), float at ``sample_rate``, or a list of K
+    :class:`~v2a_runtime.signals.Track` (``StreamResult.tracks``: encoded block by block as
+    the video packets are copied, so nothing is held for the whole file; arrays go the same
+    way). The audio starts ``start`` seconds after the video's first frame (silence before:
+    ``GenerateResult.start`` for a span that does not begin at 0). Atomic: nothing is left at
+    ``out_path`` on failure; an existing file is replaced only with ``overwrite=True``.
+    ``audio_codec`` (a key of ``AUDIO_CODECS``: aac, opus, flac, pcm; default: the
+    container's) and ``bitrate`` (bits/s per track; default 96 kb/s per channel; lossy codecs
+    only) choose how the tracks are encoded.
     """
     video_path = check_input(video_path)
     out_path = check_output(
@@ -88,10 +94,10 @@ def mux(
         raise ValueError(f"start must be a finite number of seconds >= 0, got {start!r}")
     check_rate(sample_rate)
     lead = round(start * sample_rate)  # samples of silence before the generated audio
-    channels = (as_channels(t, f"track {k}") for k, t in enumerate(tracks))
     job = _Job(
         spec=_spec(out_path, audio_codec, bitrate),
-        tracks=tuple(np.pad(a, ((0, 0), (lead, 0))) for a in channels),  # (C, lead + W)
+        tracks=tuple(as_track(t, f"track {k}") for k, t in enumerate(tracks)),
+        lead=lead,
         sample_rate=int(sample_rate),
         title=title,
         keep_original_audio=keep_original_audio,
@@ -122,8 +128,8 @@ def preflight(
     check_rate(sample_rate)
     silence = np.zeros((1, round(PREFLIGHT_SECONDS * sample_rate)), np.float32)
     spec = _spec(out_path, audio_codec, bitrate)
-    job = _Job(spec, (silence,) * tracks, int(sample_rate), "preflight", keep_original_audio,
-               out_path, PREFLIGHT_SECONDS)  # fmt: skip
+    job = _Job(spec, (Track.from_array(silence),) * tracks, 0, int(sample_rate), "preflight",
+               keep_original_audio, out_path, PREFLIGHT_SECONDS)  # fmt: skip
     with scratch_output(out_path) as tmp:
         _run(video_path, tmp, job)
     return out_path
@@ -172,7 +178,8 @@ def _run(video_path: Path, tmp: Path, job: _Job) -> None:
 @dataclass(frozen=True)
 class _Job:
     spec: Container
-    tracks: tuple[np.ndarray, ...]  # (C, W) float32 each
+    tracks: tuple[Track, ...]  # (C, n) float blocks each
+    lead: int  # samples of silence before each track
     sample_rate: int
     title: str
     keep_original_audio: bool
@@ -203,36 +210,38 @@ def _write(source, video, tmp: Path, job: _Job) -> None:
         out.metadata["comment"] = f"audio tracks 1-{len(generated)}: {job.title}{kept}"
         samples = round(length * job.sample_rate)
         first = round(start_time(video) * job.sample_rate)  # audio starts with the picture
-        pending = []  # encoded generated packets, in time order
-        for stream, audio in zip(generated, job.tracks, strict=True):
-            if audio.shape[1] < samples - 0.1 * job.sample_rate:
+        encoded = []  # per generated track: its packets in time order, encoded when pulled
+        for stream, track in zip(generated, job.tracks, strict=True):
+            if job.lead + track.length < samples - 0.1 * job.sample_rate:
                 log.warning(
                     "%s: a track is %.2f s long, the video %.2f s; padding with silence",
                     job.out_path,
-                    audio.shape[1] / job.sample_rate,
+                    (job.lead + track.length) / job.sample_rate,
                     length,
                 )
-            pending.extend(encode_track(stream, fit_length(audio, samples), job.sample_rate, first))
-        pending.sort(key=_packet_time)
+            chunks = fitted_chunks(track, job.lead, samples)
+            encoded.append(encode_track(stream, chunks, job.sample_rate, first))
         end = None if job.limit is None else start_time(video) + job.limit
+        pending = heapq.merge(*encoded, key=_packet_time)
         _interleave(out, source, copies, pending, filters, end)
 
 
-def _interleave(out, source, copies, pending, filters, end: float | None) -> None:
-    """Copy the input's packets in file order, slipping each generated packet in before the
-    first copied packet that is later than it (MP4, Matroska and AVI readers stream better
-    from interleaved files). ``filters``: a bitstream filter per input stream index; ``end``:
-    stop copying after this time (preflight)."""
-    i = 0
+def _interleave(out, source, copies, pending: Iterator, filters, end: float | None) -> None:
+    """Copy the input's packets in file order, slipping each generated packet (``pending``,
+    in time order, produced as they are needed) in before the first copied packet that is
+    later than it (MP4, Matroska and AVI readers stream better from interleaved files).
+    ``filters``: a bitstream filter per input stream index; ``end``: stop copying after this
+    time (preflight)."""
+    nxt = next(pending, None)
     for packet in source.demux(*(source.streams[index] for index in copies)):
         if packet.size == 0:  # demuxer's flush packets
             continue
         t = _packet_time(packet)
         if end is not None and t > end:
             break
-        while i < len(pending) and _packet_time(pending[i]) <= t:
-            out.mux(pending[i])
-            i += 1
+        while nxt is not None and _packet_time(nxt) <= t:
+            out.mux(nxt)
+            nxt = next(pending, None)
         stream, bsf = copies[packet.stream_index], filters.get(packet.stream_index)
         for p in bsf.filter(packet) if bsf is not None else (packet,):
             p.stream = stream
@@ -241,7 +250,9 @@ def _interleave(out, source, copies, pending, filters, end: float | None) -> Non
         for p in bsf.filter(None):
             p.stream = copies[index]
             out.mux(p)
-    out.mux(pending[i:])
+    while nxt is not None:
+        out.mux(nxt)
+        nxt = next(pending, None)
 
 
 def _annex_b_filters(video, copy, job: _Job) -> dict:
@@ -269,9 +280,9 @@ def _add_tracks(out, job: _Job) -> list:
         name = job.title if len(job.tracks) == 1 else f"{job.title} {k + 1}/{len(job.tracks)}"
         rate = job.spec.audio_rate or _encoder_rate(job.spec.audio_codec, job.sample_rate)
         stream = out.add_stream(job.spec.audio_codec, rate=rate)
-        stream.layout = "mono" if audio.shape[0] == 1 else "stereo"
+        stream.layout = "mono" if audio.channels == 1 else "stereo"
         if job.spec.audio_codec not in LOSSLESS:
-            stream.bit_rate = job.spec.bitrate or BITRATE_PER_CHANNEL * audio.shape[0]
+            stream.bit_rate = job.spec.bitrate or BITRATE_PER_CHANNEL * audio.channels
         stream.metadata["title"] = name
         stream.metadata["handler_name"] = name  # what MP4/MOV players show
         default = av.stream.Disposition.default

@@ -6,6 +6,8 @@ Public API (stable; the runtime pipeline and the ``v2a watermark`` CLI use only 
                                          # $V2A_WATERMARK_KEY_FILE → public DEMO key (is_demo)
     payload = make_payload(model_id, generation_id)      # 8 + 24 bits → 32-bit int
     marked = embed(audio, sample_rate, key, payload)     # (W,) or (channels, W) float32
+    blocks = mark(signal, key, payload).blocks()         # the same, for a v2a_runtime.signals
+                                                         # Signal, in blocks (long files)
     det = detect(marked, sample_rate, key, search="auto")  # "auto" | "offset" | "full"
     det.present, det.z, det.p_value_bound, det.payload, det.model_id, det.per_second_z
     det.to_dict()                                         # JSON-ready
@@ -26,7 +28,6 @@ Detection) · audio_io (soundfile/PyAV reading, atomic writing).
 from .audio_io import read_audio, write_audio_atomic
 from .coding import make_payload, split_payload
 from .detect import ALPHA, Detection, detect, p_value_bound, threshold_z
-from .embed import embed
 from .keys import (
                    ENV_KEY,
                    ENV_KEY_FILE,
@@ -37,10 +38,11 @@ from .keys import (
                    read_key_file,
 )
 from .layout import DEFAULT_CONFIG, WatermarkConfig
+from .stream import embed, embed_blocks, mark
 
 __all__ = [
     "ALPHA", "DEFAULT_CONFIG", "Detection", "ENV_KEY", "ENV_KEY_FILE", "WatermarkConfig",
-    "WatermarkKey", "demo_key", "detect", "embed", "generate_key_file", "load_key",
-    "make_payload", "p_value_bound", "read_audio", "read_key_file", "split_payload",
-    "threshold_z", "write_audio_atomic",
+    "WatermarkKey", "demo_key", "detect", "embed", "embed_blocks", "generate_key_file",
+    "load_key", "make_payload", "mark", "p_value_bound", "read_audio", "read_key_file",
+    "split_payload", "threshold_z", "write_audio_atomic",
 ]

@@ -44,7 +44,12 @@ def stft(x: np.ndarray, config: WatermarkConfig) -> np.ndarray:
     need = (n_frames + 1) * config.hop
     padded = np.zeros(max(need, config.n_fft))
     padded[: len(x)] = x
-    frames = np.lib.stride_tricks.sliding_window_view(padded, config.n_fft)[::config.hop]
+    return stft_frames(padded, n_frames, config)
+
+
+def stft_frames(x: np.ndarray, n_frames: int, config: WatermarkConfig) -> np.ndarray:
+    """The first ``n_frames`` frames at t·hop of ``x`` (at least (n_frames + 1)·hop long)."""
+    frames = np.lib.stride_tricks.sliding_window_view(x, config.n_fft)[::config.hop]
     frames = frames[:n_frames]  # (F, N)
     return np.fft.rfft(frames * window(config.n_fft), axis=1)
 
@@ -109,27 +114,66 @@ def features(power: np.ndarray, active: np.ndarray) -> np.ndarray:
     The host's log spectrum is predicted from each cell's 12 neighbours by least squares fitted
     on this very clip (per sub-band), so sustained tones (time neighbours), formants and noise
     (frequency neighbours) are all removed as far as they are predictable; the residual is
-    normalised per frame (median, MAD) and clipped.
+    normalised per frame (median, MAD) and clipped. The two statistics of the whole clip (the
+    per-cell level and the predictor) are sums over frames, so a long file can be processed in
+    blocks of frames (``watermark.stream``): see :func:`log_energy`, :func:`predictor_sums`,
+    :func:`solve_predictor` and :func:`whitened`.
     """
-    n_frames, n_cells = power.shape
-    feats = np.zeros((n_frames, n_cells))
     if active.sum() < 3:
-        return feats
-    log_e = 10 * np.log10(power + 10 ** (FLOOR_DB / 10))  # (F, C)
-    log_e = log_e - log_e.mean(axis=1, keepdims=True)  # level per frame (gain, compressors)
+        return np.zeros(power.shape)
+    log_e = log_energy(power)
     log_e = log_e - log_e[active].mean(axis=0, keepdims=True)  # level per cell (EQ)
+    shifted = neighbours(log_e)
+    coef = solve_predictor(predictor_sums(log_e, shifted, active))
+    return whitened(log_e, shifted, coef, active)
+
+
+def log_energy(power: np.ndarray) -> np.ndarray:
+    """(F, C) → (F, C) log energies minus each frame's mean (gain, compressors); per frame."""
+    log_e = 10 * np.log10(power + 10 ** (FLOOR_DB / 10))
+    return log_e - log_e.mean(axis=1, keepdims=True)
+
+
+def neighbours(log_e: np.ndarray) -> np.ndarray:
+    """(F, C) → (F, C, J): each cell's 12 neighbours (edge-padded at the ends)."""
+    n_frames, n_cells = log_e.shape
     padded = np.pad(log_e, PAD, mode="edge")  # (F + 4, C + 4)
-    shifted = np.stack([padded[PAD + dt: PAD + dt + n_frames, PAD + dc: PAD + dc + n_cells]
-                        for dt, dc in NEIGHBOURS], axis=-1)  # (F, C, J)
-    residual = np.empty_like(log_e)
+    return np.stack([padded[PAD + dt: PAD + dt + n_frames, PAD + dc: PAD + dc + n_cells]
+                     for dt, dc in NEIGHBOURS], axis=-1)  # (F, C, J)
+
+
+def _bands(n_cells: int) -> list[tuple[int, int]]:
     edges = np.linspace(0, n_cells, SUB_BANDS + 1).astype(int)
-    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+    return list(zip(edges[:-1], edges[1:], strict=True))
+
+
+def predictor_sums(log_e: np.ndarray, shifted: np.ndarray, active: np.ndarray) -> np.ndarray:
+    """Normal equations of the predictor over the active frames, per sub-band:
+    (SUB_BANDS, J, J + 1) = [design.T @ design | design.T @ target]; sums over frames."""
+    out = np.empty((SUB_BANDS, len(NEIGHBOURS), len(NEIGHBOURS) + 1))
+    for b, (lo, hi) in enumerate(_bands(log_e.shape[1])):
         design = shifted[active, lo:hi].reshape(-1, len(NEIGHBOURS))  # (n, J)
         target = log_e[active, lo:hi].reshape(-1)  # (n,)
-        gram = design.T @ design  # (J, J): normal equations, far cheaper than an SVD here
-        coef = np.linalg.solve(gram + 1e-6 * np.trace(gram) * np.eye(len(gram)),
-                               design.T @ target)
-        residual[:, lo:hi] = log_e[:, lo:hi] - shifted[:, lo:hi] @ coef
+        out[b, :, :-1] = design.T @ design  # far cheaper than an SVD here
+        out[b, :, -1] = design.T @ target
+    return out
+
+
+def solve_predictor(sums: np.ndarray) -> np.ndarray:
+    """(SUB_BANDS, J, J + 1) normal equations → (SUB_BANDS, J) coefficients (ridge 1e-6)."""
+    coefs = []
+    for normal in sums:
+        gram, rhs = normal[:, :-1], normal[:, -1]
+        coefs.append(np.linalg.solve(gram + 1e-6 * np.trace(gram) * np.eye(len(gram)), rhs))
+    return np.stack(coefs)
+
+
+def whitened(log_e: np.ndarray, shifted: np.ndarray, coef: np.ndarray,
+             active: np.ndarray) -> np.ndarray:
+    """The residual of the predictor ``coef``, normalised per frame and clipped; per frame."""
+    residual = np.empty_like(log_e)
+    for b, (lo, hi) in enumerate(_bands(log_e.shape[1])):
+        residual[:, lo:hi] = log_e[:, lo:hi] - shifted[:, lo:hi] @ coef[b]
     residual -= np.median(residual, axis=1, keepdims=True)
     mad = np.median(np.abs(residual), axis=1, keepdims=True)
     feats = np.clip(residual / np.maximum(mad, 1e-3), -CLIP, CLIP)

@@ -47,11 +47,18 @@ def snr_capped(limits: np.ndarray, power: np.ndarray, host_energy: float,
                config: WatermarkConfig) -> np.ndarray:
     """Scale ``limits`` down so that the rendered mark stays ``target_snr_db`` under
     ``host_energy`` (Σx² of the 16 kHz host)."""
+    return limits * cap_factor(mark_energy(limits, power, config), host_energy, config)
+
+
+def mark_energy(limits: np.ndarray, power: np.ndarray, config: WatermarkConfig) -> float:
+    """Predicted energy of the rendered mark of ``limits``; a sum over frames."""
     # energy of the rendered change per dB² of gain: Parseval (2/N, one-sided spectrum) ·
     # (ln 10 / 20)² · the share that survives overlap-add
     per_db2 = (2 / config.n_fft) * (np.log(10) / 20) ** 2 * RETAINED
-    mark_energy = per_db2 * np.sum(power * limits ** 2)
+    return per_db2 * np.sum(power * limits ** 2)
+
+
+def cap_factor(energy: float, host_energy: float, config: WatermarkConfig) -> float:
+    """The factor (≤ 1) that brings a mark of ``energy`` to ``target_snr_db`` under the host."""
     allowed = host_energy * 10 ** (-config.target_snr_db / 10)
-    if mark_energy <= allowed:
-        return limits
-    return limits * np.sqrt(allowed / mark_energy)
+    return 1.0 if energy <= allowed else float(np.sqrt(allowed / energy))
