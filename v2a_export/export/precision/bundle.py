@@ -97,13 +97,8 @@ def convert_bundle(
     src, out = Path(src), Path(out)
     emit = callback or (lambda _e: None)
     check_components(components)
-    bundle = load_bundle(src)
+    bundle = load_fp32_bundle(src, "convert")
     manifest = bundle.manifest
-    already = {n: c.precision for n, c in manifest.components.items() if c.precision != "fp32"}
-    if already:
-        raise ValueError(
-            f"bundle {src} is not an fp32 bundle ({already}); convert the fp32 export instead"
-        )
     if out.exists() and out != src and any(out.iterdir()):
         raise ValueError(f"output {out} exists and is not empty; choose a new directory")
     emit(Event("calibration", "calibrate", 0, 1))
@@ -146,6 +141,19 @@ def convert_bundle(
         shutil.rmtree(work, ignore_errors=True)
     seconds = time.perf_counter() - started
     return PrecisionResult(out, policy, reports, calibration, seconds, trt_violations=trt)
+
+
+def load_fp32_bundle(src: Path, verb: str):
+    """The bundle at ``src``, which every precision conversion starts from: ValueError when
+    any of its components is already below fp32."""
+    bundle = load_bundle(src)
+    already = {n: c.precision for n, c in bundle.manifest.components.items()
+               if c.precision != "fp32"}  # fmt: skip
+    if already:
+        raise ValueError(
+            f"bundle {src} is not an fp32 bundle ({already}); {verb} the fp32 export instead"
+        )
+    return bundle
 
 
 def copy_component(src: Path, work: Path, spec: ComponentSpec) -> None:

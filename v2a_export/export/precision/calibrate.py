@@ -289,7 +289,7 @@ def measure_ranges(
     start, size = 0, chunk
     while start < len(tensors):
         part = tensors[start : start + size]
-        session = _session_with_outputs(model, idx, part, threads)
+        session = session_with_outputs(model, idx, part, threads)
         held = 0
         for feed in feeds:
             values = session.run(part, dict(feed))
@@ -305,7 +305,8 @@ def measure_ranges(
     return ranges
 
 
-def _session_with_outputs(model, idx: GraphIndex, names: list[str], threads):
+def session_with_outputs(model, idx: GraphIndex, names: list[str], threads):
+    """A CPU session of ``model`` that also returns the tensors ``names``."""
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
     have = {v.name for v in probe.graph.output}

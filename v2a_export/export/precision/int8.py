@@ -46,6 +46,7 @@ from v2a_export.export.precision.bundle import (
     PRECISION_REPORT,
     Callback,
     copy_component,
+    load_fp32_bundle,
     save_component,
 )
 from v2a_export.export.precision.calibrate import (
@@ -147,13 +148,8 @@ def convert_bundle_int8(
     src, out = Path(src), Path(out)
     emit = callback or (lambda _e: None)
     check_components(components)
-    bundle = load_bundle(src)
+    bundle = load_fp32_bundle(src, "quantize")
     manifest = bundle.manifest
-    already = {n: c.precision for n, c in manifest.components.items() if c.precision != "fp32"}
-    if already:
-        raise ValueError(
-            f"bundle {src} is not an fp32 bundle ({already}); quantize the fp32 export instead"
-        )
     if out.exists() and out.resolve() == src.resolve():
         raise ValueError("int8 gates against the fp32 graphs: --out must be a new directory")
     if out.exists() and any(out.iterdir()):

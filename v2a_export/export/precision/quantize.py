@@ -42,10 +42,9 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 from onnx import helper, numpy_helper
 
-from v2a_export.export.precision.calibrate import cpu_session
+from v2a_export.export.precision.calibrate import cpu_session, session_with_outputs
 from v2a_export.export.precision.convert import OutputError, output_error
 from v2a_export.export.precision.graph import GraphIndex, normalize
 from v2a_export.export.precision.policy import Fp32Node, Int8Policy, WeightFormat
@@ -196,7 +195,7 @@ def prepare(model: onnx.ModelProto, feed: Mapping[str, np.ndarray], threads=None
         and node.input[1] not in idx.initializers and idx.is_constant(node.input[1])
     })  # fmt: skip
     if fold:
-        session = _session_with_outputs(base, idx, fold, threads)
+        session = session_with_outputs(base, idx, fold, threads)
         values = session.run(fold, dict(feed))
         for name, value in zip(fold, values, strict=True):
             base.graph.initializer.append(numpy_helper.from_array(np.asarray(value), name))
@@ -320,7 +319,7 @@ def _captures(model, idx, names, feeds, threads) -> Iterator[dict[str, list[np.n
     start, size = 0, 16
     while start < len(tensors):
         part = tensors[start : start + size]
-        session = _session_with_outputs(model, idx, part, threads)
+        session = session_with_outputs(model, idx, part, threads)
         got: dict[str, list[np.ndarray]] = {t: [] for t in part}
         held = 0
         for feed in feeds:
@@ -332,16 +331,6 @@ def _captures(model, idx, names, feeds, threads) -> Iterator[dict[str, list[np.n
         start += len(part)
         per_tensor = max(1, held // len(part))
         size = int(min(max(CAPTURE_BUDGET_BYTES // per_tensor, 1), 256))
-
-
-def _session_with_outputs(model, idx: GraphIndex, names, threads):
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    have = {v.name for v in probe.graph.output}
-    for name in names:
-        if name not in have:
-            probe.graph.output.append(helper.make_tensor_value_info(name, idx.types[name], None))
-    return cpu_session(probe, threads, optimization=ort.GraphOptimizationLevel.ORT_ENABLE_BASIC)
 
 
 def _own_error(model, idx, node, acts, samples, policy, threads) -> float:
