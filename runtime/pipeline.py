@@ -44,7 +44,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -56,10 +56,10 @@ from .backends import Backend, Sampler, SampleRequest, Session, load_backend
 from .bundle import Bundle, load_bundle
 from .config import AudioSpec
 from .frames import VideoArray, frame_source
-from .loudness import Loudness, LoudnessReport, integrated_loudness, normalize, trim_peak, true_peak
+from .loudness import Loudness, LoudnessReport, integrated, normalized, signal_true_peak, trimmed
 from .media import Frames, sync_segments
-from .signals import ArraySignal, MemorySpool, Signal, Spool, Track
 from .named_sampler import NamedSampler
+from .signals import MemorySpool, Signal, Spool, Track, spooled, spooled_track
 from .tokenizer import Tokenizer
 from .watermark import WatermarkKey, load_key, make_payload, mark
 from .windows import Crossfader, Window, plan_windows
@@ -272,9 +272,11 @@ class Pipeline:
         (:func:`v2a_runtime.media.mux`, :func:`~v2a_runtime.media.write_audio`).
 
         A truncated file stops at the last window that decodes (the cross-fade ends there).
-        With ``loudness`` set this falls back to the in-memory path: the gain needs each
-        whole track's loudness, so the joined audio is held in memory (no spool file) and the
-        tracks hand over blocks of the finished arrays."""
+        With ``loudness`` set, each track is measured and brought to the target in passes over
+        the spool (:func:`v2a_runtime.loudness.normalized`: the limiter's rounds write float64
+        spools, 8 bytes/sample, one at a time), the result written to a float32 spool that the
+        watermark reads, and the marked track rendered once into another for the final
+        true-peak trim; all of them are removed when the ``with`` block ends."""
         opts = self.resolve(options, **overrides)
         m, started = self.bundle.manifest, time.perf_counter()
         plan = self.solve_plan(opts)  # the one time grid (and weights) of this call
@@ -292,11 +294,9 @@ class Pipeline:
         offsets = [round(w.start * sr) for w in run.windows]
         joiner = Crossfader(offsets, round(source.duration * sr), opts.tracks)
         span = source.duration  # what the header says; a truncated file decodes less
-        if spool is None or opts.loudness is not None:  # loudness: the whole track in memory
-            store = MemorySpool(opts.tracks, sr)
-        else:
-            store = Spool(opts.tracks, sr, spool or None)
-        with store:
+        store = (MemorySpool(opts.tracks, sr) if spool is None
+                 else Spool(opts.tracks, sr, spool or None))  # fmt: skip
+        with store, ExitStack() as scratch:  # scratch: the loudness steps' spools
             sampler, digest, done = self.backend.sampler(), b"", 0
             for i, window in enumerate(run.windows):
                 # 1. decode the window's frames
@@ -312,21 +312,15 @@ class Pipeline:
                 if span < source.duration:
                     break
             store.append(np.clip(joiner.finish(), -1.0, 1.0))  # (K, W) in all, trimmed to the span
-            last = len(run.windows) - 1
-            if opts.loudness is None:
-                with run.stage("loudness", last):  # announced as always; nothing to do
-                    levels: tuple[LoudnessReport, ...] = ()
-                with run.stage("watermark", last):  # 6. every track, rendered as it is read
-                    tracks, marks = self._watermark(store, opts, seeds, digest)
-            else:  # the in-memory path: the gain needs each whole track's loudness
-                with run.stage("loudness", last):
-                    audio, levels = self._loudness(store.read(0, store.length), opts.loudness)
-                with run.stage("watermark", last):
-                    tracks, marks = self._watermark(ArraySignal(audio, sr), opts, seeds, digest)
-                    audio = np.concatenate([_join(t) for t in tracks], axis=0)
+            last, signals = len(run.windows) - 1, [store.channel(k) for k in range(opts.tracks)]
+            with run.stage("loudness", last):  # nothing to do without a target
+                signals, levels = self._loudness(signals, opts.loudness, spool, scratch)
+            with run.stage("watermark", last):  # 6. every track, rendered as it is read
+                tracks, marks = self._watermark(signals, opts, seeds, digest)
+            if opts.loudness is not None:
                 with run.stage("loudness"):
-                    audio, levels = self._final_levels(audio, opts.loudness, levels)
-                tracks = tuple(Track.from_array(a[None]) for a in audio)
+                    tracks, levels = self._final_levels(tracks, opts.loudness, levels, spool,
+                                                        scratch)  # fmt: skip
             run.seconds["total"] = time.perf_counter() - started
             yield StreamResult(
                 tracks=tracks, sample_rate=sr, start=float(opts.start), duration=span,
@@ -436,37 +430,45 @@ class Pipeline:
         return sampler(SampleRequest(noise, feeds, ts, cfg, solver, callback, weights))
 
     def _loudness(
-        self, audio: np.ndarray, target: Loudness | None
-    ) -> tuple[np.ndarray, tuple[LoudnessReport, ...]]:
-        """Every track (K, W) brought to ``target`` (none: unchanged, no reports)."""
+        self, signals: list[Signal], target: Loudness | None, spool, scratch: ExitStack
+    ) -> tuple[list[Signal], tuple[LoudnessReport, ...]]:
+        """Every track brought to ``target`` (none: unchanged, no reports), each written to a
+        float32 spool (``spool`` as in :meth:`stream`) that lives as long as ``scratch``."""
         if target is None:
-            return audio, ()
-        sr = self.bundle.manifest.audio.sample_rate
-        done = [normalize(track, sr, target) for track in audio]
-        return np.stack([a for a, _ in done]), tuple(r for _, r in done)
+            return signals, ()
+        out, reports = [], []
+        for signal in signals:
+            with normalized(signal, target, spool=spool) as (gained, report):
+                out.append(scratch.enter_context(spooled(gained, spool)))
+            reports.append(report)
+        return out, tuple(reports)
 
     def _final_levels(
-        self, audio: np.ndarray, target: Loudness | None, reports: tuple[LoudnessReport, ...]
-    ) -> tuple[np.ndarray, tuple[LoudnessReport, ...]]:
-        """After the watermark: the true peak trimmed back under the ceiling, and each
-        track's loudness and true peak measured on the audio as returned."""
-        if target is None:
-            return audio, reports
+        self, tracks: tuple[Track, ...], target: Loudness, reports: tuple[LoudnessReport, ...],
+        spool, scratch: ExitStack,
+    ) -> tuple[tuple[Track, ...], tuple[LoudnessReport, ...]]:  # fmt: skip
+        """After the watermark: each marked track rendered once into a spool, its true peak
+        trimmed back under the ceiling (float32 arithmetic, as on the array), and its loudness
+        and true peak measured on the audio as returned."""
         sr = self.bundle.manifest.audio.sample_rate
-        out = np.stack([trim_peak(track, sr, target.true_peak) for track in audio])
-        final = []
-        for track, r in zip(out, reports, strict=True):
-            after = integrated_loudness(track, sr)
+        out, final = [], []
+        for track, r in zip(tracks, reports, strict=True):
+            marked = scratch.enter_context(spooled_track(track, sr, spool))
+            trimmed_signal, _ = trimmed(marked, target.true_peak, dtype="float32")
+            after = integrated(trimmed_signal)
             gain = after - r.before if math.isfinite(r.before) else 0.0
-            final.append(replace(r, after=after, true_peak=true_peak(track, sr), gain_db=gain))
-        return out, tuple(final)
+            peak = signal_true_peak(trimmed_signal)
+            final.append(replace(r, after=after, true_peak=peak, gain_db=gain))
+            out.append(Track.of(trimmed_signal))
+        return tuple(out), tuple(final)
 
     def _watermark(
-        self, store: Signal, opts: GenerateOptions, seeds: tuple[int, ...], digest: bytes
+        self, signals: list[Signal], opts: GenerateOptions, seeds: tuple[int, ...], digest: bytes
     ) -> tuple[tuple[Track, ...], tuple[TrackMark, ...]]:
-        """Per track: the watermark's analysis passes now, the marked blocks when read."""
+        """Per track (a one-channel signal each): the watermark's analysis passes now, the
+        marked blocks when read."""
         if not opts.watermark:
-            return tuple(Track.of(store.channel(k)) for k in range(len(seeds))), ()
+            return tuple(Track.of(s) for s in signals), ()
         model_id = self.bundle.manifest.mark_id  # this bundle's weights, not its variant
         tracks, marks = [], []
         for k, seed in enumerate(seeds):
@@ -476,8 +478,8 @@ class Pipeline:
                 else opts.generation_id
             )
             payload = make_payload(model_id, gid)
-            marked = mark(store.channel(k), self.key, payload)
-            tracks.append(Track(1, store.length, partial(_float32, marked.blocks)))
+            marked = mark(signals[k], self.key, payload)
+            tracks.append(Track(1, signals[k].length, partial(_float32, marked.blocks)))
             marks.append(TrackMark(k, payload, model_id, gid, self.key.key_id, self.key.is_demo))
         return tuple(tracks), tuple(marks)
 

@@ -24,6 +24,7 @@ import math
 import os
 import tempfile
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -88,13 +89,17 @@ class ArraySignal:
 class Spool:
     """float32 (channels, length) kept in a temporary file: append blocks, then read them.
 
-    The file holds frames of ``channels`` interleaved samples (4 bytes each); the data lives
+    The file holds frames of ``channels`` interleaved samples (4 bytes each; 8 with
+    ``dtype=np.float64``, for intermediate results that must stay exact); the data lives
     on disk, not in this process's memory. Use as a context manager (the file is removed on
     exit)."""
 
-    def __init__(self, channels: int, rate: int, directory: str | os.PathLike | None = None):
+    def __init__(self, channels: int, rate: int, directory: str | os.PathLike | None = None,
+                 dtype=np.float32):
         self.channels, self.rate, self.length = int(channels), int(rate), 0
-        fd, name = tempfile.mkstemp(prefix=".v2a-spool-", suffix=".f32", dir=directory)
+        self.dtype = np.dtype(dtype)  # float32 (4 bytes a sample) or float64 (exact)
+        suffix = f".f{8 * self.dtype.itemsize}"
+        fd, name = tempfile.mkstemp(prefix=".v2a-spool-", suffix=suffix, dir=directory)
         self.path = Path(name)
         self._file = os.fdopen(fd, "w+b")
 
@@ -103,16 +108,17 @@ class Spool:
         if block.ndim != 2 or block.shape[0] != self.channels:
             raise ValueError(f"expected ({self.channels}, n) samples, got {block.shape}")
         self._file.seek(0, os.SEEK_END)
-        self._file.write(np.ascontiguousarray(block.T, dtype=np.float32).tobytes())
+        self._file.write(np.ascontiguousarray(block.T, dtype=self.dtype).tobytes())
         self.length += block.shape[1]
 
     def read(self, start: int, stop: int) -> np.ndarray:
         return _window(self.channels, self.length, start, stop, self._read)
 
     def _read(self, start: int, stop: int) -> np.ndarray:
-        self._file.seek(start * self.channels * 4)
-        raw = self._file.read((stop - start) * self.channels * 4)
-        frames = np.frombuffer(raw, np.float32).reshape(stop - start, self.channels)
+        size = self.channels * self.dtype.itemsize
+        self._file.seek(start * size)
+        raw = self._file.read((stop - start) * size)
+        frames = np.frombuffer(raw, self.dtype).reshape(stop - start, self.channels)
         return frames.T.astype(np.float64)
 
     def channel(self, k: int) -> ChannelOf:
@@ -132,19 +138,20 @@ class Spool:
 class MemorySpool:
     """:class:`Spool` in memory (float32 blocks, joined on the first read)."""
 
-    def __init__(self, channels: int, rate: int):
+    def __init__(self, channels: int, rate: int, dtype=np.float32):
         self.channels, self.rate, self.length = int(channels), int(rate), 0
+        self.dtype = np.dtype(dtype)
         self._blocks: list[np.ndarray] = []
 
     def append(self, block: np.ndarray) -> None:
         if block.ndim != 2 or block.shape[0] != self.channels:
             raise ValueError(f"expected ({self.channels}, n) samples, got {block.shape}")
-        self._blocks.append(block.astype(np.float32))
+        self._blocks.append(block.astype(self.dtype))
         self.length += block.shape[1]
 
     def read(self, start: int, stop: int) -> np.ndarray:
         if len(self._blocks) != 1:
-            empty = np.zeros((self.channels, 0), np.float32)
+            empty = np.zeros((self.channels, 0), self.dtype)
             self._blocks = [np.concatenate([empty, *self._blocks], axis=1)]
         data = self._blocks[0]
         return _window(self.channels, self.length, start, stop,
@@ -161,6 +168,27 @@ class MemorySpool:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def spooled(signal: Signal, directory: str | os.PathLike | None = "", dtype=np.float32,
+            block: int = BLOCK):
+    """``signal`` written, block by block, into a :class:`Spool` in ``directory`` ("" = the
+    system's temporary directory; None = a :class:`MemorySpool`), removed on exit (a context
+    manager)."""
+    track = Track(signal.channels, signal.length, lambda: blocks(signal, block))
+    return spooled_track(track, signal.rate, directory, dtype)
+
+
+@contextmanager
+def spooled_track(track: Track, rate: int, directory: str | os.PathLike | None = "",
+                  dtype=np.float32) -> Iterator[Spool | MemorySpool]:
+    """:func:`spooled` for a :class:`Track` (its blocks, read once) at ``rate``."""
+    store = (MemorySpool(track.channels, rate, dtype) if directory is None
+             else Spool(track.channels, rate, directory or None, dtype))  # fmt: skip
+    with store:
+        for b in track.blocks():
+            store.append(b)
+        yield store
 
 
 @dataclass(frozen=True)

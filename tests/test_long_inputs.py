@@ -26,7 +26,7 @@ from media_videos import (
 )
 from scipy.signal import resample_poly
 from v2a_runtime.frames import frame_source
-from v2a_runtime.loudness import Loudness, normalize, trim_peak
+from v2a_runtime.loudness import Loudness, integrated_loudness, normalize, trim_peak
 from v2a_runtime.media import mux, write_audio
 from v2a_runtime.pipeline import Pipeline, unnormalise
 from v2a_runtime.signals import ArraySignal, Resampled, Spool, Track, blocks, ratio
@@ -206,13 +206,15 @@ def test_stream_equals_window_by_window_generation(pipe, films, tmp_path):
                                                          s.watermarks[0].payload))  # fmt: skip
 
 
-def test_stream_with_loudness_is_the_in_memory_path(pipe, films, tmp_path):
-    """Loudness needs whole tracks: no spool file; the tracks equal the steps done by hand on
-    the unmarked audio (gain, then the watermark, then the true-peak trim)."""
+def test_stream_with_loudness_equals_the_steps_on_arrays(pipe, films, tmp_path):
+    """Loudness is streamed too (its passes read spool files, removed at the end); the tracks
+    equal the steps done by hand on the unmarked arrays (gain, then the watermark, then the
+    true-peak trim)."""
     target = Loudness(-9.0, -1.0)  # loud: the limiter works, the final trim too
     with pipe.stream(films[8], steps=1, tracks=2, loudness=target, spool=tmp_path) as s:
-        assert list(tmp_path.iterdir()) == []
+        assert all(p.name.startswith(".v2a-spool-") for p in tmp_path.iterdir())
         audio = np.concatenate([np.concatenate(list(t.blocks()), axis=1) for t in s.tracks])
+    assert list(tmp_path.iterdir()) == []
     plain = pipe.generate(films[8], steps=1, tracks=2, watermark=False).audio
     for k, track in enumerate(plain):
         gained, _ = normalize(track, SR, target)
@@ -262,18 +264,38 @@ def _peak_rss_mb(args: list[str], cwd: Path) -> float:
     return kilobytes / 1024
 
 
-def test_generate_peak_rss_does_not_grow_with_the_input(films, tmp_path):
-    """8 s vs 3 min: main before streaming measured 239 vs 629 MB here (2.6×); now ≤ 1.25×."""
+@pytest.mark.parametrize("ext", [".wav", ".mp4"])
+def test_generate_peak_rss_does_not_grow_with_the_input(films, tmp_path, ext):
+    """8 s vs 3 min: main before streaming measured 239 vs 629 MB here (2.6×) into .wav, and
+    244 vs 675 MB (2.8×) into .mp4 before loudness (the default for video outputs: -23 LUFS)
+    was streamed; now ≤ 1.25× both."""
     peaks = {}
     for seconds in (8, 180):
-        out = tmp_path / f"out{seconds}.wav"
+        out = tmp_path / f"out{seconds}{ext}"
         args = ["generate", str(films[seconds]), "--bundle", str(TEST_BUNDLE), "--steps", "1",
                 "-o", str(out), "-q"]  # fmt: skip
         peaks[seconds] = _peak_rss_mb(args, tmp_path)
-        audio, rate = sf.read(out)
-        assert rate == SR and abs(len(audio) - seconds * SR) <= 0.2 * SR and audio.std() > 0
+        audio = _decoded(out)
+        assert abs(len(audio) - seconds * SR) <= 0.2 * SR and audio.std() > 0
+        if ext == ".mp4":  # the default loudness target, reached on the whole track
+            assert integrated_loudness(audio, SR) == pytest.approx(-23.0, abs=0.5)
     assert peaks[180] <= RSS_BOUND * peaks[8], peaks
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["out180.wav", "out8.wav"]  # no spool
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"out180{ext}", f"out8{ext}"]
+
+
+def _decoded(path: Path) -> np.ndarray:
+    """The first audio track of ``path`` as float64 mono at SR."""
+    if path.suffix == ".wav":
+        audio, rate = sf.read(path)
+        assert rate == SR
+        return audio
+    import av
+
+    with av.open(str(path)) as f:
+        stream = f.streams.audio[0]
+        resampler = av.AudioResampler(format="dbl", layout="mono", rate=SR)
+        parts = [p.to_ndarray()[0] for fr in f.decode(stream) for p in resampler.resample(fr)]
+    return np.concatenate(parts)
 
 
 def test_watermark_embed_peak_rss_does_not_grow_with_the_file(tmp_path):

@@ -1,6 +1,7 @@
 """EBU R128 loudness of generated audio: the target reached (pyloudnorm's BS.1770-4 meter), the
-true-peak ceiling kept (measured here at 16x oversampling, independently of the 4x in the
-module), silence left alone, and the gain applied before the watermark so that it verifies."""
+true-peak ceiling kept (measured here at 16x oversampling, independently of the 8x in the
+module), silence left alone, and the gain applied before the watermark so that it verifies;
+block by block (a spool file, small reads), every number and sample equals the array path."""
 
 from __future__ import annotations
 
@@ -10,7 +11,16 @@ import numpy as np
 import pyloudnorm
 import pytest
 from scipy.signal import resample_poly
-from v2a_runtime.loudness import Loudness, integrated_loudness, normalize, true_peak
+from v2a_runtime.loudness import (
+    Loudness,
+    integrated,
+    integrated_loudness,
+    normalize,
+    normalized,
+    true_peak,
+)
+from v2a_runtime.loudness.peaks import Limited, sample_peaks
+from v2a_runtime.signals import ArraySignal, Spool, blocks
 
 RATE = 16000
 
@@ -93,3 +103,50 @@ def test_bad_targets_are_refused():
         Loudness(-23.0, 3.0)
     with pytest.raises(ValueError, match="at least 0.4 s"):
         integrated_loudness(np.ones(100), RATE)
+
+
+# --- block by block (issue 21): a long track is measured and normalised from a spool file ---
+
+
+@pytest.mark.parametrize("block", [997, 6400, 1 << 20])
+@pytest.mark.parametrize("shape", [(1, 5 * RATE + 77), (2, 3 * RATE), (1, int(0.45 * RATE))])
+def test_meter_in_blocks_equals_pyloudnorm_on_the_whole_array(block, shape):
+    """Filter state carried across blocks, gating blocks cut from a 400 ms tail: the value is
+    pyloudnorm's on the whole array, to the last bit, whatever the read block."""
+    rng = np.random.default_rng(shape[1])
+    x = 0.05 * rng.standard_normal(shape) * np.linspace(0.1, 2.0, shape[1])  # level changes
+    expected = pyloudnorm.Meter(RATE).integrated_loudness(x.T if shape[0] > 1 else x[0])
+    assert integrated(ArraySignal(x, RATE), block) == expected
+
+
+def test_limited_reads_equal_the_whole_limited_signal():
+    """Any range of the lazy limiter (its context read around it) equals that range of the
+    whole limited signal, bit for bit, including ranges at both ends and past them."""
+    x = ArraySignal((8 * impacts(5.0)[None]).astype(np.float64), RATE)  # peaks far over 1
+    limited = Limited(x, 0.5)
+    whole = limited.read(0, x.length)
+    assert sample_peaks(x, 0, x.length).max() > 4.0  # (the gain's own ripple: ~1e-4 over)
+    assert sample_peaks(ArraySignal(whole, RATE), 0, x.length).max() <= 0.5 * 1.001
+    for start, stop in [(0, 10), (5, 16003), (16000 + 400, 16000 + 900), (x.length - 7, x.length),
+                        (-30, 40), (x.length - 40, x.length + 25)]:  # fmt: skip
+        got = limited.read(start, stop)
+        lo, hi = max(start, 0), min(stop, x.length)
+        np.testing.assert_array_equal(got[:, lo - start : hi - start], whole[:, lo:hi])
+        assert not got[:, : lo - start].any() and not got[:, hi - start :].any()
+
+
+@pytest.mark.parametrize("level", [0.01, 1.0])  # gain only; gain + limiter (impacts)
+def test_normalized_from_a_spool_equals_normalize_on_the_array(tmp_path, level):
+    """The streamed rounds (each written to a float64 spool file, read back in small blocks)
+    give the array path's samples exactly; the spool files are gone afterwards."""
+    x = impacts(5.0) if level == 1.0 else (level * np.random.default_rng(3).standard_normal(
+        5 * RATE)).astype(np.float32)  # fmt: skip
+    expected, report = normalize(x, RATE)
+    with Spool(1, RATE, tmp_path) as spool:
+        spool.append(x[None])
+        with normalized(spool, Loudness(), spool=tmp_path, block=4001) as (y, streamed):
+            got = np.concatenate([b for b in blocks(y, 3000)], axis=1)[0].astype(np.float32)
+            assert len(list(tmp_path.iterdir())) == 2  # the input and the last round
+    assert list(tmp_path.iterdir()) == []
+    np.testing.assert_array_equal(got, expected)
+    assert streamed == report and report.limited == (level == 1.0)

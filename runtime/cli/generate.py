@@ -7,12 +7,10 @@
 
 Every output is checked before any decoding (path rules, a one-second dry run of the muxer,
 free space); the model is loaded once for all inputs. Outputs are written to a temporary file
-and renamed, so nothing partial is ever left behind, and the inputs are only read. Without
-loudness normalisation (``--loudness off``, or audio-file outputs) memory is bounded by one
-window, not by the video: the generated tracks wait in a hidden temporary file next to the
-output (4 bytes per sample and track) and are watermarked and encoded block by block
-(``Pipeline.stream``); loudness needs each whole track, so it keeps the audio in memory (as
-does ``--sample-rate``).
+and renamed, so nothing partial is ever left behind, and the inputs are only read. Memory is
+bounded by one window, not by the video: the generated tracks wait in hidden temporary files
+next to the output (4 bytes per sample and track; the loudness rounds 8) and are measured,
+normalised, watermarked and encoded block by block (``Pipeline.stream``).
 
 One input: any problem is one ``error:`` line and exit status 2. Several inputs (arguments, a
 directory's videos, ``--from-list``): a failed input gets its ``error:`` line and the batch goes
@@ -400,8 +398,8 @@ def _run(pipe: Pipeline | str, item: Item, s: Settings, batch: Batch) -> None:
         write_s = write(result, variant)
     else:
         variant = pipe.bundle.manifest.model.variant
-        # Streamed (memory bounded by a window; the tracks wait in a hidden spool file next to
-        # the output); with loudness, Pipeline.stream itself keeps the audio in memory.
+        # Streamed (memory bounded by a window; the tracks wait in hidden spool files next to
+        # the output).
         with ProgressBar(enabled=not batch.quiet, prefix=batch.prefix(item)) as bar, pipe.stream(
             item.video, callback=bar.update, spool=plan.outputs[0].parent,
             loudness=plan.loudness, **s.request,
