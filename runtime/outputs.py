@@ -13,15 +13,17 @@
         what ``v2a generate`` writes (a GenerateResult, or a StreamResult block by block):
         muxed into a copy of ``video`` (the picture's packets copied; ``audio_codec``
         aac|opus|flac|pcm, ``bitrate`` in bits/s), or one 16-bit FLAC/WAV per track;
-        ``sample_rate`` resamples first (polyphase, scipy; a StreamResult is then joined in
-        memory); all files or none (atomic).
+        ``sample_rate`` resamples first (polyphase, scipy; a StreamResult block by block, from
+        a spool file next to the output); all files or none (atomic).
 """
 
 from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterator
 from contextlib import ExitStack
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +32,7 @@ from .media import AUDIO_FORMATS, VIDEO_CONTAINERS, MediaError, check_output, mu
 from .media.audio import BITRATE_PER_CHANNEL, check_rate, write_audio_file
 from .media.files import atomic_output, check_space
 from .pipeline import GenerateResult, StreamResult
-from .signals import Track
+from .signals import Resampled, Track, blocks, spooled_track
 
 FALLBACK = ".mkv"  # Matroska carries nearly every video codec, and Opus
 MARGIN = 1.1  # free-space estimate: 10 % over the payload for container overhead
@@ -116,19 +118,23 @@ def save(
     :class:`StreamResult` (inside its ``with`` block) is written block by block; with
     ``sample_rate`` set its tracks are first joined in memory (the in-memory path)."""
     output = Path(output)
-    if isinstance(result, StreamResult):
-        if sample_rate is None or sample_rate == result.sample_rate:
-            audio, rate = list(result.tracks), result.sample_rate
+    with ExitStack() as scratch:
+        if isinstance(result, StreamResult):
+            audio, rate = _resampled(result, sample_rate, output.parent, scratch)
         else:
-            joined = np.concatenate([_join(t) for t in result.tracks], axis=0)
-            audio, rate = resample(joined, result.sample_rate, sample_rate)
-    else:
-        audio, rate = resample(result.audio, result.sample_rate, sample_rate)
+            audio, rate = resample(result.audio, result.sample_rate, sample_rate)
+        return _write(audio, rate, output, video, keep_original_audio=keep_original_audio,
+                      overwrite=overwrite, title=title, audio_codec=audio_codec,
+                      bitrate=bitrate, start=result.start)  # fmt: skip
+
+
+def _write(audio, rate: int, output: Path, video, *, keep_original_audio: bool, overwrite: bool,
+           title: str, audio_codec: str | None, bitrate: int | None, start: float) -> list[Path]:
     paths = track_paths(output, len(audio))
     if output.suffix.lower() in VIDEO_CONTAINERS:
         if video is None:
             raise ValueError(f"{output}: a video output needs the input video (video=...)")
-        mux(video, output, audio, rate, start=result.start, keep_original_audio=keep_original_audio,
+        mux(video, output, audio, rate, start=start, keep_original_audio=keep_original_audio,
             title=title, overwrite=overwrite, audio_codec=audio_codec, bitrate=bitrate)  # fmt: skip
         return paths
     checked = [check_output(p, input_path=video, overwrite=overwrite, allowed=tuple(AUDIO_FORMATS))
@@ -140,8 +146,24 @@ def save(
     return checked
 
 
-def _join(track: Track) -> np.ndarray:
-    return np.concatenate([np.zeros((track.channels, 0), np.float32), *track.blocks()], axis=1)
+def _resampled(result: StreamResult, to: int | None, directory: Path,
+               scratch: ExitStack) -> tuple[list[Track], int]:
+    """The streamed tracks at ``to`` Hz, block by block: each rendered once into a spool file
+    in ``directory`` (removed with ``scratch``) and resampled per block with its context,
+    equal to :func:`resample` on the whole track."""
+    if to is None or to == result.sample_rate:
+        return list(result.tracks), result.sample_rate
+    check_rate(to)
+    out = []
+    for track in result.tracks:
+        spool = scratch.enter_context(spooled_track(track, result.sample_rate, directory))
+        signal = Resampled(spool, int(to), exact=True)
+        out.append(Track(track.channels, signal.length, partial(_clipped, signal)))
+    return out, int(to)
+
+
+def _clipped(signal: Resampled) -> Iterator[np.ndarray]:
+    return (np.clip(b, -1.0, 1.0).astype(np.float32) for b in blocks(signal))
 
 
 def resample(audio: np.ndarray, rate: int, to: int | None) -> tuple[np.ndarray, int]:

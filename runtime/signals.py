@@ -247,21 +247,30 @@ class Resampled:
 
     signal: Signal
     rate: int
+    exact: bool = False  # the ratio in lowest terms (the writers' resample), not limited to
+    # denominators <= 1024 (the watermark's)
 
     @property
     def channels(self) -> int:
         return self.signal.channels
 
     @property
+    def ratio(self) -> tuple[int, int]:
+        if self.exact:
+            g = math.gcd(self.signal.rate, self.rate)
+            return self.rate // g, self.signal.rate // g
+        return ratio(self.signal.rate, self.rate)
+
+    @property
     def length(self) -> int:
-        up, down = ratio(self.signal.rate, self.rate)
+        up, down = self.ratio
         return -(-self.signal.length * up // down)
 
     def read(self, start: int, stop: int) -> np.ndarray:
         return _window(self.channels, self.length, start, stop, self._read)
 
     def _read(self, start: int, stop: int) -> np.ndarray:
-        up, down = ratio(self.signal.rate, self.rate)
+        up, down = self.ratio
         if up == down == 1:
             return self.signal.read(start, stop)
         a, b = start // up * up, -(-stop // up) * up  # output range on the polyphase period

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from contextlib import ExitStack
 import sys
 from pathlib import Path
 
@@ -242,6 +243,21 @@ def test_mux_and_write_audio_of_tracks_equal_the_array_path(films, tmp_path):
     with pytest.raises(ValueError, match="NaN"):
         mux(films[40], tmp_path / "bad.mp4", [bad], SR)
     assert not (tmp_path / "bad.mp4").exists()
+
+
+@pytest.mark.parametrize("rate", [44100, 12345])  # 12345: a ratio past the watermark's limit
+def test_streamed_sample_rate_change_equals_the_array_path(pipe, films, tmp_path, rate):
+    """``--sample-rate`` on a streamed result: each track spooled, resampled per block with
+    its context; the samples equal the whole-array resample, and the spool is removed."""
+    from v2a_runtime.outputs import _resampled, resample
+
+    expected, _ = resample(pipe.generate(films[8], steps=1, tracks=2).audio, SR, rate)
+    with pipe.stream(films[8], steps=1, tracks=2, spool=tmp_path) as s, ExitStack() as scratch:
+        tracks, got_rate = _resampled(s, rate, tmp_path, scratch)
+        got = np.concatenate([np.concatenate(list(t.blocks()), axis=1) for t in tracks])
+    assert got_rate == rate and got.dtype == np.float32
+    np.testing.assert_array_equal(got, expected)
+    assert list(tmp_path.iterdir()) == []
 
 
 # --- peak RSS does not grow with the input ------------------------------------------------------
