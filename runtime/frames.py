@@ -56,6 +56,7 @@ class FileSource:
             clip_size=self.video.clip_size,
             sync_fps=self.video.sync_fps,
             sync_size=self.video.sync_size,
+            hold_last=True,  # a low-frame-rate file covers its whole length
         )
 
 

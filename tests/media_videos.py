@@ -131,14 +131,18 @@ def frame_times(path: Path) -> list[Fraction]:
     return sorted(Fraction(t - start) * time_base for t in pts)
 
 
-def expected_indices(times: list[Fraction], start: float, fps: float, count: int) -> list[int]:
-    """Sample-and-hold by hand: target k gets the first frame with time >= start + k / fps."""
+def expected_indices(times: list[Fraction], start: float, fps: float, count: int,
+                     end: Fraction | None = None) -> list[int]:
+    """Sample-and-hold by hand: target k gets the first frame with time >= start + k / fps;
+    with ``end`` (where the last frame stops being shown), targets after the last frame's
+    time and before ``end`` get the last frame."""
     result, i = [], 0
     for k in range(count):
         target = Fraction(start) + Fraction(k) / Fraction(fps)
-        while times[i] < target - Fraction(1, 10**6):
+        while i < len(times) and times[i] < target - Fraction(1, 10**6):
             i += 1
-        result.append(i)
+        assert i < len(times) or (end is not None and target < end), (k, target)
+        result.append(min(i, len(times) - 1))
     return result
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 from contextlib import ExitStack
+from fractions import Fraction
 import sys
 from pathlib import Path
 
@@ -157,17 +158,22 @@ def test_watermark_in_blocks_equals_the_whole_clip_embedder():
 
 
 def test_long_file_windows_decode_the_right_frames(pipe, films):
+    """Each window gets the frames sample-and-hold gives; the last window reaches the end of
+    the last frame (at 5 fps: 179.8 s + 0.2 s), so a 3-minute file covers 180 s."""
     path = films[180]
     source = frame_source(path, pipe.bundle.manifest.video)
     windows = plan_windows(source.duration, 8.0, overlap=1.0, max_duration=10.0)
     assert len(windows) == 26
     times = frame_times(path)
+    end = times[-1] + Fraction(1, 5)
     for w in (windows[0], windows[13], windows[-1]):
         frames = source.window(w.start, w.duration)
+        assert frames.duration == w.duration
         clip = [read_index(x, squash_box(64, 48, 64)) for x in frames.clip]
         sync = [read_index(x, (0, 0, 64, 64)) for x in frames.sync]
-        assert clip == expected_indices(times, w.start, 8.0, len(clip))
-        assert sync == expected_indices(times, w.start, 25.0, len(sync))
+        assert clip == expected_indices(times, w.start, 8.0, len(clip), end)
+        assert sync == expected_indices(times, w.start, 25.0, len(sync), end)
+    assert sync[-4:] == [len(times) - 1] * 4  # 179.84 … 179.96 s: the last frame, held
 
 
 def test_stream_equals_window_by_window_generation(pipe, films, tmp_path):

@@ -252,3 +252,19 @@ def test_resize_matches_reference_bicubic(tmp_path):
                       (frames.sync[0], reference((224, new_w))[:, left : left + 224])):  # fmt: skip
         diff = np.abs(ours.astype(np.float32) - ref)
         assert diff.max() <= 8 and diff.mean() <= 0.5, (diff.max(), diff.mean())
+
+
+def test_hold_last_shows_the_last_frame_for_its_duration(tmp_path):
+    """8 s at 5 fps: the demo reader's rule stops at the last frame's time (7.84 s of sync
+    targets); ``hold_last`` (generate's windows) holds it for its 0.2 s, covering 8 s."""
+    path = write_video(tmp_path / "five.mp4", fps=5, frames=40)
+    plain = read_frames(path, duration=8.0, clip_size=SIZE, sync_size=SIZE)
+    held = read_frames(path, duration=8.0, clip_size=SIZE, sync_size=SIZE, hold_last=True)
+    assert plain.duration == pytest.approx(7.84) and held.duration == 8.0
+    assert (len(held.clip), len(held.sync)) == (64, 200)
+    np.testing.assert_array_equal(held.sync[: len(plain.sync)], plain.sync)
+    np.testing.assert_array_equal(held.clip[: len(plain.clip)], plain.clip)
+    assert all(np.array_equal(f, held.sync[195]) for f in held.sync[196:])  # 39th frame held
+    # a span past the end is still clamped, at the end of the last frame
+    longer = read_frames(path, duration=9.0, clip_size=SIZE, sync_size=SIZE, hold_last=True)
+    assert longer.duration == 8.0

@@ -17,8 +17,14 @@ Differences from MMAudio, all on purpose:
 - the display matrix is honoured (a portrait phone video gives upright frames);
 - packets that fail to decode are skipped (like faster-whisper's ``_ignore_invalid_frames``).
 
-Like MMAudio, a span longer than the video is clamped to the available length (a warning is
-logged): when a stream runs out of frames before its last target, the duration becomes
+At the end of the stream the demo reader has no frame for the targets after the last frame's
+timestamp, so a 40 s video at 5 fps (last frame at 39.8 s) covers only 39.84 s at 25 fps. With
+``hold_last=True`` (what ``v2a generate`` uses) the last frame is shown for its duration
+(``frame.duration``, else one period of the average frame rate), as FFmpeg's fps filter of the
+training extraction holds it: the targets before its end receive it, and such a file covers its
+whole length. Like MMAudio, a span longer than the video is clamped to the
+available length (a warning is logged): when a stream runs out of frames before its last
+target, the duration becomes
 ``min(requested, filled clip targets / clip_fps, filled sync targets / sync_fps)``; both streams
 are then cut to ``int(fps * duration)`` frames, the lengths ``v2a_runtime.sequence`` uses.
 """
@@ -74,8 +80,10 @@ def read_frames(
     clip_size: int = 384,
     sync_fps: float = 25.0,
     sync_size: int = 224,
+    hold_last: bool = False,
 ) -> Frames:
-    """Decode ``duration`` seconds (None = to the end) from ``start`` into both streams."""
+    """Decode ``duration`` seconds (None = to the end) from ``start`` into both streams;
+    ``hold_last``: the stream's last frame fills the targets until its end (see above)."""
     _check_args(start, duration, clip_fps, clip_size, sync_fps, sync_size)
     path = Path(path)
     with open_input(path) as container:
@@ -91,11 +99,18 @@ def read_frames(
             _Target(clip_fps, start, duration, expected, squash(clip_size)),
             _Target(sync_fps, start, duration, expected, short_side_crop(sync_size)),
         ]
+        last = None
         for frame, t in _frames_from(container, stream, t0, start, path):
             for target in targets:
                 target.offer(frame, t)
+            last = frame, t
             if all(target.complete for target in targets):
                 break  # the rest of the file is never demuxed
+        else:  # the stream ended: its last frame is shown for its duration
+            if hold_last and last is not None:
+                end = last[1] + _frame_duration(last[0], stream)
+                for target in targets:
+                    target.offer(last[0], end - 2 * TIME_EPS)  # targets before its end
     clip, sync = targets
     if clip.filled == 0 or sync.filled == 0:
         if start > 0 and known is not None and start >= known:
@@ -187,6 +202,16 @@ class _Target:
     def frames(self, count: int) -> np.ndarray:
         assert count <= self.filled, (count, self.filled)
         return self._buffer[:count]
+
+
+def _frame_duration(frame: av.VideoFrame, stream: av.video.stream.VideoStream) -> float:
+    """Seconds ``frame`` is shown: its own duration, else one period of the average rate,
+    else 0."""
+    base = frame.time_base or stream.time_base
+    if frame.duration and base:
+        return float(frame.duration * base)
+    rate = stream.average_rate or stream.guessed_rate
+    return float(1 / rate) if rate else 0.0
 
 
 def _frames_from(container, stream, t0, start, path) -> Iterator[tuple[av.VideoFrame, float]]:
