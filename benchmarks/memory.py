@@ -8,8 +8,8 @@ is 16 kHz mono noise plus a tone, written as 32-bit float WAV.
 
 Usage::
 
-    python benchmarks/memory.py [--bundle DIR] [--generate 8 60 600] [--embed 60 600 3600]
-        [--verify 60 600] [--steps N] [--workdir /tmp/v2a_memory_bench]
+    python benchmarks/memory.py [--bundle DIR] [--generate 8 60 600] [--gen-ext .mp4|.flac]
+        [--embed 60 600 3600] [--verify 60 600] [--steps N] [--workdir /tmp/v2a_memory_bench]
 
 ``--generate`` / ``--embed`` / ``--verify``: lengths in seconds (an empty list skips the
 command). Prints a markdown table (peak RSS in MB, and the ratio to the shortest input of the
@@ -89,6 +89,9 @@ def main() -> None:
     parser.add_argument("--bundle", default=None, help="bundle for generate (default: shipped)")
     parser.add_argument("--steps", type=int, default=None, help="sampler steps for generate")
     parser.add_argument("--generate", type=int, nargs="*", default=[8, 60, 600])
+    parser.add_argument("--gen-ext", default=".mp4",
+                        help="generate's output: .mp4 (muxed, loudness -23 LUFS: the default "
+                             "path) or an audio file (.flac: no loudness)")  # fmt: skip
     parser.add_argument("--embed", type=int, nargs="*", default=[60, 600, 3600])
     parser.add_argument("--verify", type=int, nargs="*", default=[60, 600])
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/v2a_memory_bench"))
@@ -106,7 +109,7 @@ def main() -> None:
 
     for s in a.generate:
         video = write_video(a.workdir / f"video{s}.mp4", s)
-        args = ["generate", str(video), "-o", str(a.workdir / f"gen{s}.flac"), "-f", "-q"]
+        args = ["generate", str(video), "-o", str(a.workdir / f"gen{s}{a.gen_ext}"), "-f", "-q"]
         args += ["--bundle", a.bundle] if a.bundle else []
         args += ["--steps", str(a.steps)] if a.steps else []
         measure("generate", s, args)

@@ -4,7 +4,8 @@ blocks (a long track on disk never has to be in memory).
 
 Arrays ((W,) mono or (C, W); all channels share one gain):
 
-    normalize(audio, rate, Loudness(target=-23.0, true_peak=-1.0)) -> (audio, LoudnessReport)
+    normalize(audio, rate, Loudness(target=-23.0, true_peak=-1.0) or None = EBU R128)
+        -> (audio, LoudnessReport)
     integrated_loudness(audio, rate) -> LUFS      (-inf for silence)
     true_peak(audio, rate) -> dBTP                (BS.1770-4 Annex 2: 8x oversampled peak)
     trim_peak(audio, rate, ceiling_db) -> audio   (one static gain, only if over the ceiling)
@@ -47,12 +48,12 @@ def true_peak(audio: np.ndarray, rate: int) -> float:
 
 
 def normalize(
-    audio: np.ndarray, rate: int, loudness: Loudness = Loudness()
+    audio: np.ndarray, rate: int, loudness: Loudness | None = None
 ) -> tuple[np.ndarray, LoudnessReport]:
     """``audio`` (W,) or (C, W) brought to ``loudness.target`` LUFS with true peaks at or
     below ``loudness.true_peak`` dBTP; float32 out, same shape."""
     signal = _signal(audio, rate)
-    with normalized(signal, loudness, spool=None) as (out, report):
+    with normalized(signal, loudness or Loudness(), spool=None) as (out, report):
         y = out.read(0, signal.length).astype(np.float32)
     return y.reshape(np.shape(audio)), report
 

@@ -18,7 +18,8 @@ import math
 
 import numpy as np
 
-from ..signals import BLOCK, Signal, blocks
+from ..signals import Signal, blocks
+from .peaks import BLOCK
 
 GATE_S = 0.4  # gating block length
 STEP = 1.0 - 0.75  # gating blocks overlap by 75 %

@@ -21,9 +21,9 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 
-from ..signals import BLOCK, Signal, spooled
+from ..signals import Signal, spooled
 from .meter import integrated
-from .peaks import Gained, Limited, max_peak, true_peak
+from .peaks import BLOCK, Gained, Limited, max_peak, true_peak
 
 PASSES = 4  # gain + limiter rounds
 TOLERANCE_LU = 0.1  # stop once the loudness is this close to the target

@@ -21,10 +21,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..signals import BLOCK, Resampled, Signal
+from ..signals import Resampled, Signal
 
 OVERSAMPLE = 8  # BS.1770-4 Annex 2 asks >= 4x at 48 kHz; 8x under-reads less (<0.2 dB)
 LOOKAHEAD = 0.005  # seconds the limiter's gain reaches ahead of (and holds after) a peak
+BLOCK = 1 << 16  # samples per read in the loudness passes: a block oversampled 8x, with its
+# copies, is ~20 MB (at 1 << 18 it was ~80 MB, more than a short clip's whole track)
 
 
 def sample_peaks(signal: Signal, start: int, stop: int) -> np.ndarray:
