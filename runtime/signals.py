@@ -214,6 +214,26 @@ class Track:
 
 
 @dataclass(frozen=True)
+class Derived:
+    """A signal computed from ``signal`` sample for sample (subclasses add their parameters
+    and ``read``): the same rate, channels and length."""
+
+    signal: Signal
+
+    @property
+    def rate(self) -> int:
+        return self.signal.rate
+
+    @property
+    def channels(self) -> int:
+        return self.signal.channels
+
+    @property
+    def length(self) -> int:
+        return self.signal.length
+
+
+@dataclass(frozen=True)
 class ChannelOf:
     """Channel ``k`` of a signal as a one-channel signal (track k of a K-track spool)."""
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..signals import Resampled, Signal
+from ..signals import Derived, Resampled, Signal
 
 OVERSAMPLE = 8  # BS.1770-4 Annex 2 asks >= 4x at 48 kHz; 8x under-reads less (<0.2 dB)
 LOOKAHEAD = 0.005  # seconds the limiter's gain reaches ahead of (and holds after) a peak
@@ -53,25 +53,12 @@ def true_peak(signal: Signal, block: int = BLOCK) -> float:
 
 
 @dataclass(frozen=True)
-class Gained:
+class Gained(Derived):
     """``signal`` times a constant ``gain``, in float64 or, with ``dtype="float32"``, as a
     float32 array times the gain (what ``trim_peak`` does to a float32 array)."""
 
-    signal: Signal
     gain: float
     dtype: str = "float64"
-
-    @property
-    def rate(self) -> int:
-        return self.signal.rate
-
-    @property
-    def channels(self) -> int:
-        return self.signal.channels
-
-    @property
-    def length(self) -> int:
-        return self.signal.length
 
     def read(self, start: int, stop: int) -> np.ndarray:
         x = self.signal.read(start, stop)
@@ -81,23 +68,10 @@ class Gained:
 
 
 @dataclass(frozen=True)
-class Limited:
+class Limited(Derived):
     """``signal`` under a look-ahead limiter: no true peak above ``ceiling`` (linear)."""
 
-    signal: Signal
     ceiling: float
-
-    @property
-    def rate(self) -> int:
-        return self.signal.rate
-
-    @property
-    def channels(self) -> int:
-        return self.signal.channels
-
-    @property
-    def length(self) -> int:
-        return self.signal.length
 
     def read(self, start: int, stop: int) -> np.ndarray:
         from scipy.ndimage import minimum_filter1d
