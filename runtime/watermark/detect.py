@@ -83,7 +83,7 @@ def _to_mono16(audio: np.ndarray, sample_rate: int, config: WatermarkConfig) -> 
 
 
 @dataclass(frozen=True)
-class _Input:
+class InputInfo:
     """What the report needs to know of the input."""
 
     layout: Layout
@@ -94,7 +94,7 @@ class _Input:
 
 
 def _result(a: Alignment, found: Found | None, threshold: float, n_hyp: int, bound_scale: int,
-            stage: str, inp: _Input, start: int = 0) -> Detection:
+            stage: str, inp: InputInfo, start: int = 0) -> Detection:
     """The report of alignment ``a``; ``start``: the analysed excerpt's first sample in the
     16 kHz mono signal (> 0 only for a search on an excerpt of a long file)."""
     config, sample_rate = inp.config, inp.sample_rate
@@ -131,7 +131,7 @@ def _result(a: Alignment, found: Found | None, threshold: float, n_hyp: int, bou
 
 
 def decide(a: Alignment, run_search: Callable[[], tuple[Alignment, Found, int] | None],
-           search: str, alpha: float, inp: _Input) -> tuple[Detection, Found | None]:
+           search: str, alpha: float, inp: InputInfo) -> tuple[Detection, Found | None]:
     """The verdict from the offset stage's best alignment ``a`` and, as ``search`` asks, the
     speed/tempo stage (``run_search()``: its best alignment, what it found and the excerpt's
     first sample, or None); also the search's find when it decided."""
@@ -198,7 +198,7 @@ def detect_analysis(audio: np.ndarray, sample_rate: int, key: WatermarkKey, *,
     if a is None:
         raise too_short(len(x16), config)
     n_seconds = math.ceil(as_channels(audio).shape[1] / sample_rate - 1e-6)
-    inp = _Input(layout, key, sample_rate, config, n_seconds)
+    inp = InputInfo(layout, key, sample_rate, config, n_seconds)
 
     def run_search() -> tuple[Alignment, Found, int] | None:
         found = search_fn(x16, layout, config)
