@@ -17,10 +17,11 @@ of context (the predictor's neighbours reach ±2 frames), and only those statist
    per-frame pilot sums.
 
 Passes 2-5 read the cell energies back with plain file reads (not ``np.memmap``: mapped pages
-count in the resident set): the STFT is a third of the in-memory detector's work, so computing
-it once per grid instead of once per pass keeps the streamed detector within ~1.3× of its time
-(measured: recomputing it in every pass costs ~2.5×). The file holds one grid at a time (plus
-the best grid so far): 165 MB for 60 minutes.
+count in the resident set). The STFT is over a third of a grid's work (60 s: 0.12 of 0.32 s), so
+computing it once per grid instead of once per pass keeps this at 1.1× the in-memory offset
+stage's CPU (60 s, one thread, min of 3: 0.78 vs 0.72 s); recomputing it in every pass would
+cost ~2.5× (estimated from the per-step profile). The file holds one grid at a time (plus the
+best grid so far): 165 MB for 60 minutes.
 
 Every per-frame step is the whole-clip code's (``features.py``, ``analysis.py``) run on the
 block and its context, so the result equals ``best_alignment`` on the whole signal up to the
