@@ -8,6 +8,7 @@ outside ``[0, length)``). Three kinds:
 - :class:`Spool`: float32 samples appended once to a temporary file, then read back (the
   generated tracks of a long video, a decoded audio track), deleted on :meth:`Spool.close`
   (:class:`MemorySpool`: the same in memory, for callers that want the whole array anyway);
+- :class:`MonoMix`: the mean of another signal's channels;
 - :class:`Resampled`: another signal at another rate, computed per block with
   ``scipy.signal.resample_poly`` on the block and enough context on each side; block
   boundaries are aligned to the polyphase period, so a block equals the same range of the
@@ -251,6 +252,26 @@ class ChannelOf:
 
     def read(self, start: int, stop: int) -> np.ndarray:
         return self.signal.read(start, stop)[self.k : self.k + 1]
+
+
+@dataclass(frozen=True)
+class MonoMix:
+    """The mean of a signal's channels as a one-channel signal (float64, channel by channel
+    in order: every range equals the same range of the whole array's ``mean(axis=0)``)."""
+
+    signal: Signal
+    channels: int = 1
+
+    @property
+    def rate(self) -> int:
+        return self.signal.rate
+
+    @property
+    def length(self) -> int:
+        return self.signal.length
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        return self.signal.read(start, stop).mean(axis=0, keepdims=True)  # (1, n)
 
 
 def ratio(rate_from: int, rate_to: int) -> tuple[int, int]:

@@ -32,7 +32,7 @@ from v2a_runtime.loudness import Loudness, integrated_loudness, normalize, trim_
 from v2a_runtime.media import mux, write_audio
 from v2a_runtime.pipeline import Pipeline, unnormalise
 from v2a_runtime.signals import ArraySignal, Resampled, Spool, Track, blocks, ratio
-from v2a_runtime.watermark import demo_key, detect, embed, mark
+from v2a_runtime.watermark import DEFAULT_CONFIG, demo_key, detect, embed, mark
 from v2a_runtime.watermark.features import resample
 from v2a_runtime.windows import Crossfader, crossfade, plan_windows
 
@@ -335,3 +335,18 @@ def test_watermark_embed_peak_rss_does_not_grow_with_the_file(tmp_path):
     marked, rate = sf.read(tmp_path / "out300.wav", dtype="float32", frames=60 * SR)
     d = detect(marked, rate, demo_key(), search="offset")
     assert d.present and d.payload == 1
+
+
+def test_watermark_verify_peak_rss_does_not_grow_with_the_file(tmp_path):
+    """16 s vs 5 min of marked 16 kHz audio (the long file: the short one's marked 16 layout
+    blocks 18 times over): the in-memory verify grew by ~1.4 MB per second of audio (60 s →
+    10 min: 259 → 1118 MB); now ≤ 1.25× the short file's peak, and both verify."""
+    n = 16 * DEFAULT_CONFIG.block_frames * DEFAULT_CONFIG.hop  # 16.384 s: whole layout blocks
+    t = np.arange(n) / SR
+    host = 0.1 * np.random.default_rng(6).standard_normal(n) + 0.2 * np.sin(2 * np.pi * 330 * t)
+    marked = embed(host.astype(np.float32), SR, demo_key(), 1)
+    peaks = {}
+    for name, audio in (("short", marked), ("long", np.tile(marked, 18))):
+        sf.write(tmp_path / f"{name}.wav", audio, SR, subtype="FLOAT")
+        peaks[name] = _peak_rss_mb(["watermark", "verify", f"{name}.wav"], tmp_path)  # status 0
+    assert peaks["long"] <= RSS_BOUND * peaks["short"], peaks

@@ -6,7 +6,9 @@
     v2a watermark keygen PATH
 
 ``verify`` reads audio files (anything soundfile reads) and every audio track of videos and
-other media (PyAV), and reports each track (``FILE [track k/n]`` when there are several). A
+other media (PyAV), and reports each track (``FILE [track k/n]`` when there are several); it
+decodes one track at a time into a temporary file and analyses it block by block
+(``detect_signal``), so its memory does not grow with the length of the file. A
 file counts as marked when any of its tracks is (a muxed video may keep an unmarked original
 track). Exit status: 0 every file is marked, 1 some file is not marked, 2 an error (bad input
 or key), which is one ``error:`` line on stderr, never a traceback. ``--json`` prints one JSON
@@ -28,6 +30,7 @@ from __future__ import annotations
 import json
 import secrets
 import sys
+import tempfile
 from pathlib import Path
 
 import click
@@ -42,11 +45,11 @@ from ..watermark import (
     load_key,
     make_payload,
     mark,
-    read_audio,
     split_payload,
     write_audio_atomic,
 )
-from ..watermark.audio_io import audio_subtype, read_audio_tracks, spool_audio
+from ..watermark.audio_io import audio_subtype, count_audio_tracks, spool_audio
+from ..watermark.detect_stream import detect_signal
 
 EXIT_MARKED, EXIT_NOT_MARKED, EXIT_ERROR = 0, 1, 2
 READBACK = 30  # seconds of the written file per read-back excerpt (embed's check)
@@ -188,8 +191,7 @@ def verify_cmd(files, key_file, search, null_keys, bundles, as_json) -> None:
     status = EXIT_MARKED
     for path in files:
         try:
-            tracks = read_audio_tracks(path)
-            found = [detect(a, sr, key, search=search, null_keys=null_keys) for a, sr in tracks]
+            found = _verify_tracks(path, key, search, null_keys)
         except (ValueError, OSError) as e:
             message = " ".join(str(e).split())
             if as_json:
@@ -213,6 +215,18 @@ def verify_cmd(files, key_file, search, null_keys, bundles, as_json) -> None:
         if not any(d.present for d in found) and status == EXIT_MARKED:
             status = EXIT_NOT_MARKED
     sys.exit(status)
+
+
+def _verify_tracks(path: str, key: WatermarkKey, search: str, null_keys: int) -> list[Detection]:
+    """The detection of every audio track of ``path``, one track at a time, each decoded into a
+    temporary file and read back in blocks (bounded memory; the files go with the directory)."""
+    with tempfile.TemporaryDirectory(prefix="v2a-verify-") as tmp:
+        found = []
+        for k in range(count_audio_tracks(path)):
+            with spool_audio(path, tmp, track=k) as audio:
+                found.append(detect_signal(audio, key, search=search, null_keys=null_keys,
+                                           directory=tmp))  # fmt: skip
+        return found
 
 
 def _bundle_ids(bundles) -> dict[str, int]:

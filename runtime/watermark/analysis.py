@@ -49,6 +49,24 @@ class Analysis:
     folded: np.ndarray  # (T, C) folded features, row = block position
 
 
+@dataclass(frozen=True)
+class Alignment:
+    """What detection reports of a winning grid and phase: from an :class:`Analysis`
+    (:meth:`of`) or from the block-wise offset stage (``watermark.scan``)."""
+
+    z: float
+    phase: int  # block position of frame 0
+    starts: np.ndarray  # (F,) frame starts in the analysed signal
+    soft: np.ndarray  # (162,) channel-weighted soft code bits (see soft_bits)
+    pilot_num: np.ndarray  # (F,) per-frame pilot sums (see frame_pilot)
+    pilot_den: np.ndarray  # (F,)
+
+    @classmethod
+    def of(cls, a: Analysis, layout: Layout, config: WatermarkConfig) -> Alignment:
+        num, den = frame_pilot(a.feats, np.arange(len(a.feats)) + a.phase, layout, config)
+        return cls(a.z, a.phase, a.starts, soft_bits(a, layout, config), num, den)
+
+
 def grid_features(x16: np.ndarray, grid: Grid, config: WatermarkConfig):
     """Frame starts (F,), features (F, C) and cell energies (F, C) of one grid."""
     starts = grid.starts(len(x16), config)
@@ -114,25 +132,46 @@ def channel_weights(a: Analysis, layout: Layout, config: WatermarkConfig) -> np.
     """(F, C) decoding weight of every cell: the mark that survives in its region (frequency
     range × level under the frame's peak), measured on the pilot cells, over the region's
     feature variance (maximum-ratio combining)."""
-    n_frames, n_cells = a.feats.shape
-    rows = (np.arange(n_frames) + a.phase) % config.block_frames
-    pilot, chips = layout.pilot[rows], layout.chips[rows]  # (F, C)
-    rel_db = 10 * np.log10(a.power / (a.power.max(axis=1, keepdims=True) + 1e-30) + 1e-30)
+    rows = (np.arange(len(a.feats)) + a.phase) % config.block_frames
+    region = cell_regions(a.power)  # (F, C)
+    w = region_weights(region_sums(a.feats, region, layout.pilot[rows], layout.chips[rows]))
+    return w[region]
+
+
+N_REGIONS = (len(LEVEL_EDGES_DB) + 1) * CHANNEL_BANDS
+
+
+def cell_regions(power: np.ndarray) -> np.ndarray:
+    """(F, C) cell energies → (F, C) channel-estimate region of each cell (level class ×
+    frequency range); per frame."""
+    n_cells = power.shape[1]
+    rel_db = 10 * np.log10(power / (power.max(axis=1, keepdims=True) + 1e-30) + 1e-30)
     level = np.digitize(-rel_db, [-e for e in LEVEL_EDGES_DB])  # (F, C): 0, 1, 2
     band = (np.arange(n_cells) * CHANNEL_BANDS // n_cells)[None, :]  # (1, C)
-    region = (level * CHANNEL_BANDS + band).ravel()  # (F·C,)
-    n_regions = (len(LEVEL_EDGES_DB) + 1) * CHANNEL_BANDS
-    live = (a.feats != 0).ravel()
+    return level * CHANNEL_BANDS + band
+
+
+def region_sums(feats: np.ndarray, region: np.ndarray, pilot: np.ndarray,
+                chips: np.ndarray) -> np.ndarray:
+    """(4, N_REGIONS) sums over frames of the channel estimate: pilot gain, pilot count, feature
+    energy, live count (``pilot``/``chips``: (F, C), the layout rows of the frames)."""
+    region = region.ravel()  # (F·C,)
+    live = (feats != 0).ravel()
     on_pilot = (pilot.ravel() & live).astype(np.float64)
-    f = a.feats.ravel()
-    gain = np.bincount(region, weights=chips.ravel() * f * on_pilot, minlength=n_regions)
-    count = np.bincount(region, weights=on_pilot, minlength=n_regions)
-    energy = np.bincount(region, weights=f * f * live, minlength=n_regions)
-    n_live = np.bincount(region, weights=live.astype(np.float64), minlength=n_regions)
+    f = feats.ravel()
+    return np.stack([
+        np.bincount(region, weights=chips.ravel() * f * on_pilot, minlength=N_REGIONS),
+        np.bincount(region, weights=on_pilot, minlength=N_REGIONS),
+        np.bincount(region, weights=f * f * live, minlength=N_REGIONS),
+        np.bincount(region, weights=live.astype(np.float64), minlength=N_REGIONS)])
+
+
+def region_weights(sums: np.ndarray) -> np.ndarray:
+    """(4, N_REGIONS) region sums → (N_REGIONS,) decoding weight of each region."""
+    gain, count, energy, n_live = sums
     h = gain / np.maximum(count, 1)
     var = energy / np.maximum(n_live, 1)
-    w = np.where((count >= 20) & (h > 0), h / np.maximum(var, 1e-9), 0.0)
-    return w[region].reshape(n_frames, n_cells)
+    return np.where((count >= 20) & (h > 0), h / np.maximum(var, 1e-9), 0.0)
 
 
 def soft_bits(a: Analysis, layout: Layout, config: WatermarkConfig) -> np.ndarray:
@@ -154,12 +193,24 @@ def per_second_z(a: Analysis, layout: Layout, config: WatermarkConfig,
     ``to_input_seconds`` maps analysed-signal sample positions to input seconds;
     ``n_seconds`` (the input's length, rounded up) caps the count: a frame centred past the
     end (padding) counts in the last second, so an 8.000 s file has 8 seconds, not 9."""
-    n_frames = len(a.feats)
-    rows = (np.arange(n_frames) + a.phase) % config.block_frames
+    num, den = frame_pilot(a.feats, np.arange(len(a.feats)) + a.phase, layout, config)
+    return seconds_z(num, den, a.starts, config, to_input_seconds, n_seconds)
+
+
+def frame_pilot(feats: np.ndarray, positions: np.ndarray, layout: Layout,
+                config: WatermarkConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(F,) numerator and denominator of each frame's pilot z (``positions``: (F,) frame index
+    + phase); per frame."""
+    rows = positions % config.block_frames
     q = (layout.pilot * layout.chips)[rows]  # (F, C)
-    num = (q * a.feats).sum(axis=1)
-    den = (layout.pilot[rows] * a.feats ** 2).sum(axis=1)
-    second = np.floor(to_input_seconds(a.starts + config.n_fft / 2)).astype(np.int64)
+    return (q * feats).sum(axis=1), (layout.pilot[rows] * feats ** 2).sum(axis=1)
+
+
+def seconds_z(num: np.ndarray, den: np.ndarray, starts: np.ndarray, config: WatermarkConfig,
+              to_input_seconds, n_seconds: int | None = None) -> list[float]:
+    """Per-second z from the per-frame pilot sums (see :func:`per_second_z`)."""
+    n_frames = len(num)
+    second = np.floor(to_input_seconds(starts + config.n_fft / 2)).astype(np.int64)
     second = np.maximum(second, 0)
     if n_seconds is not None:
         second = np.minimum(second, max(n_seconds, 1) - 1)

@@ -1,7 +1,8 @@
 """Reading audio for the watermark CLI: any file soundfile reads, else the audio tracks of
-anything PyAV opens (MP4, MKV, WebM, MOV, MP3, AAC, Opus, ...): the first one
-(``read_audio``) or every one (``read_audio_tracks``); writing atomically, optionally checking
-the written file before it is renamed into place.
+anything PyAV opens (MP4, MKV, WebM, MOV, MP3, AAC, Opus, ...): the first one in memory
+(``read_audio``), or any one (``count_audio_tracks``) decoded block by block into a temporary
+file (``spool_audio``); writing atomically, optionally checking the written file before it is
+renamed into place.
 """
 
 from __future__ import annotations
@@ -30,56 +31,85 @@ def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     return audio, rate
 
 
-def spool_audio(path: str | os.PathLike, directory: str | os.PathLike | None = None) -> Spool:
-    """Decode ``path`` block by block into a :class:`~v2a_runtime.signals.Spool` (a temporary
-    float32 file in ``directory``; close it when done): the same samples as ``read_audio``,
-    without holding them in memory."""
-    rate, channels, decoded = _decode(Path(path))
+def spool_audio(path: str | os.PathLike, directory: str | os.PathLike | None = None,
+                track: int = 0) -> Spool:
+    """Decode audio track ``track`` of ``path`` block by block into a
+    :class:`~v2a_runtime.signals.Spool` (a temporary float32 file in ``directory``; close it
+    when done): the same samples as ``read_audio``, without holding them in memory."""
+    rate, channels, decoded = _decode(Path(path), track)
     spool = Spool(channels, rate, directory)
     try:
         for block in decoded:
             spool.append(block)
         if spool.length == 0:
-            raise ValueError(f"{path}: the audio track is empty")
+            which = "the audio track" if track == 0 else f"audio track {track + 1}"
+            raise ValueError(f"{path}: {which} is empty")
     except BaseException:
         spool.close()
         raise
     return spool
 
 
-def _decode(p: Path) -> tuple[int, int, Iterator[np.ndarray]]:
-    """(rate, channels, float32 (channels, n) blocks) of the first audio track: soundfile
-    for the formats libsndfile reads, else FFmpeg (PyAV)."""
+def count_audio_tracks(path: str | os.PathLike) -> int:
+    """Audio tracks of ``path`` (an audio file: one); ValueError if it has none."""
     import av
+
+    p = Path(path)
+    if _soundfile_info(p) is not None:
+        return 1
+    try:
+        with av.open(str(p)) as container:
+            count = len(container.streams.audio)
+    except av.FFmpegError as e:
+        raise ValueError(f"{p}: cannot decode ({e.strerror or e})") from e
+    if count == 0:
+        raise ValueError(f"{p}: no audio track")
+    return count
+
+
+def _soundfile_info(p: Path):
+    """soundfile's info on ``p``, or None when libsndfile cannot read it."""
     import soundfile as sf
 
     if not p.is_file():
         raise ValueError(f"{p}: no such file")
     try:
-        info = sf.info(str(p))
+        return sf.info(str(p))
     except (sf.LibsndfileError, RuntimeError, TypeError):
-        info = None  # not a format libsndfile knows: try FFmpeg
+        return None  # not a format libsndfile knows: try FFmpeg
+
+
+def _decode(p: Path, track: int = 0) -> tuple[int, int, Iterator[np.ndarray]]:
+    """(rate, channels, float32 (channels, n) blocks) of audio track ``track``: soundfile for
+    the formats libsndfile reads (one track), else FFmpeg (PyAV)."""
+    import av
+    import soundfile as sf
+
+    info = _soundfile_info(p)
     if info is not None:
+        if track != 0:
+            raise ValueError(f"{p}: has one audio track, not {track + 1}")
         blocks = sf.blocks(str(p), blocksize=BLOCK, dtype="float32", always_2d=True)
         return int(info.samplerate), int(info.channels), (b.T for b in blocks)  # (channels, n)
     try:
         with av.open(str(p)) as container:
-            if not container.streams.audio:
-                raise ValueError(f"{p}: no audio track")
-            stream = container.streams.audio[0]
+            if len(container.streams.audio) <= track:
+                raise ValueError(f"{p}: no audio track" if track == 0 else
+                                 f"{p}: no audio track {track + 1}")
+            stream = container.streams.audio[track]
             rate = stream.codec_context.sample_rate
             channels = stream.codec_context.layout.nb_channels
     except av.FFmpegError as e:
         raise ValueError(f"{p}: cannot decode ({e.strerror or e})") from e
-    return int(rate), int(channels), _decode_av(p)
+    return int(rate), int(channels), _decode_av(p, track)
 
 
-def _decode_av(p: Path) -> Iterator[np.ndarray]:
+def _decode_av(p: Path, track: int = 0) -> Iterator[np.ndarray]:
     import av
 
     try:
         with av.open(str(p)) as container:
-            stream = container.streams.audio[0]
+            stream = container.streams.audio[track]
             layout = stream.codec_context.layout
             rate = stream.codec_context.sample_rate
             resampler = av.AudioResampler(format="fltp", layout=layout, rate=rate)
@@ -88,47 +118,6 @@ def _decode_av(p: Path) -> Iterator[np.ndarray]:
             yield from (f.to_ndarray() for f in resampler.resample(None))
     except av.FFmpegError as e:
         raise ValueError(f"{p}: cannot decode ({e.strerror or e})") from e
-
-
-def read_audio_tracks(path: str | os.PathLike) -> list[tuple[np.ndarray, int]]:
-    """Every audio track of ``path`` as ``(audio (channels, W) float32, sample_rate)``, in
-    stream order (an audio file: its one track)."""
-    import av
-    import soundfile as sf
-    p = Path(path)
-    if not p.is_file():
-        raise ValueError(f"{p}: no such file")
-    try:
-        data, sr = sf.read(str(p), dtype="float32", always_2d=True)
-        return [(np.ascontiguousarray(data.T), int(sr))]
-    except (sf.LibsndfileError, RuntimeError, TypeError):
-        pass
-    try:
-        with av.open(str(p)) as container:
-            count = len(container.streams.audio)
-        if count == 0:
-            raise ValueError(f"{p}: no audio track")
-        return [_read_with_av(p, k) for k in range(count)]
-    except av.FFmpegError as e:
-        raise ValueError(f"{p}: cannot decode ({e.strerror or e})") from e
-
-
-def _read_with_av(p: Path, track: int = 0) -> tuple[np.ndarray, int]:
-    import av
-    with av.open(str(p)) as container:
-        if not container.streams.audio:
-            raise ValueError(f"{p}: no audio track")
-        stream = container.streams.audio[track]
-        rate = stream.codec_context.sample_rate
-        layout = stream.codec_context.layout
-        resampler = av.AudioResampler(format="fltp", layout=layout, rate=rate)
-        chunks = []
-        for frame in container.decode(stream):
-            chunks += [f.to_ndarray() for f in resampler.resample(frame)]  # (channels, n)
-        chunks += [f.to_ndarray() for f in resampler.resample(None)]
-    if not chunks:
-        raise ValueError(f"{p}: audio track {track + 1} is empty")
-    return np.ascontiguousarray(np.concatenate(chunks, axis=1), dtype=np.float32), int(rate)
 
 
 def write_audio_atomic(path: str | os.PathLike, audio: np.ndarray | Track, sample_rate: int,

@@ -6,7 +6,7 @@ and every random key costs only a few small FFTs. Used for the empirical p-value
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -22,12 +22,18 @@ def null_secrets(n: int, label: str = "") -> list[bytes]:
 
 def null_scores(x16: np.ndarray, secrets: Iterable[bytes], config: WatermarkConfig) -> np.ndarray:
     """Best pilot z over the offset search's 256 alignments for each key, shape (n_keys,)."""
-    spectra = []
+    folded = []
     for k in range(SUB_HOP_STEPS):
         _, feats, _ = grid_features(x16, Grid(k * config.hop // SUB_HOP_STEPS), config)
         if feats is not None:
-            folded = fold(feats, config.block_frames)  # (T, C)
-            spectra.append((np.fft.rfft(folded, axis=0), np.fft.rfft(folded ** 2, axis=0)))
+            folded.append(fold(feats, config.block_frames))  # (T, C)
+    return null_scores_folded(folded, secrets, config)
+
+
+def null_scores_folded(folded: Sequence[np.ndarray], secrets: Iterable[bytes],
+                       config: WatermarkConfig) -> np.ndarray:
+    """:func:`null_scores` from each sub-hop grid's folded features ((T, C) each)."""
+    spectra = [(np.fft.rfft(f, axis=0), np.fft.rfft(f ** 2, axis=0)) for f in folded]
     scores = []
     for secret in secrets:
         layout = make_layout.__wrapped__(secret, config)  # uncached: thousands of keys
