@@ -231,14 +231,15 @@ def plots(report: BenchReport, out: Path) -> list[str]:
     names = []
     multi = report.config.scenario == "multi-stream"  # per query (solid) and per sample (dashed)
     fig, ax = plt.subplots(figsize=(7, 4))
-    for bundle in dict.fromkeys(t.bundle for t in report.tests):
+    for i, bundle in enumerate(dict.fromkeys(t.bundle for t in report.tests)):
         tests = [t for t in report.tests if t.bundle == bundle]
         for field, style, label in ((("query_latencies_ns", "-", f"{bundle} per query"),
                                      ("latencies_ns", "--", f"{bundle} per sample")) if multi
                                     else (("latencies_ns", "-", bundle),)):
             lat = sorted(x / 1e6 for t in tests for x in getattr(t, field))
             if lat:
-                ax.plot(lat, [(i + 1) / len(lat) for i in range(len(lat))], style, label=label)
+                ax.plot(lat, [(k + 1) / len(lat) for k in range(len(lat))], style,
+                        color=f"C{i}", label=label)  # one colour per bundle
     ax.set_xlabel("latency (ms, LoadGen)")
     ax.set_ylabel("fraction of queries / samples" if multi else "fraction of samples")
     ax.set_title(f"{report.config.scenario}: latency distribution")
