@@ -232,6 +232,26 @@ def test_multi_stream_two_bundles_interleaved(clip, tmp_path):
     assert first["ratio"]["value"] == 1.0
 
 
+@pytest.mark.parametrize("scenario, name, expected", [
+    ("single-stream", "p80 ms", 9.0),  # element int(0.8 * 10) of the sorted samples 1..10 ms
+    ("multi-stream", "query p80 ms", 18.0),  # of the queries: each sample's latency x 2
+])
+def test_headline_at_a_percentile_loadgen_does_not_log(scenario, name, expected):
+    """LoadGen logs six percentiles; the headline at another judged one (``--percentile 0.8``)
+    is recomputed from the trace's latencies under LoadGen's rule."""
+    from v2a_runtime.bench.report import metric
+    from v2a_runtime.bench.runner import TestResult
+
+    ms = [10**6 * k for k in range(10, 0, -1)]
+    test = TestResult(
+        bundle="b", scenario=scenario, round=0, target_qps=None,
+        loadgen={"effective_target_latency_percentile": 0.8, "90.00_percentile_latency_ns": 1},
+        latencies_ns=tuple(ms), query_latencies_ns=tuple(2 * x for x in ms), service_s=(),
+        peak_in_flight=1, stages={}, evaluations=0, peak_rss_mb=0, log_dir="",
+    )  # fmt: skip
+    assert metric(test) == (name, expected, "ms")
+
+
 def test_graphs_times_each_component(clip):
     r = v2a(TEST_BUNDLE, "--video", clip, "--graphs", "--runs", 3, "--duration", 1,
             "--steps", 2, "--solver", "euler", "-q")

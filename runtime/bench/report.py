@@ -200,7 +200,8 @@ def _multi_stream_table(report: BenchReport) -> list[str]:
 
 
 def stage_table(report: BenchReport) -> list[str]:
-    """Mean seconds per query of each stage, the sampler per evaluation, peak memory."""
+    """Mean seconds per query sample (one request) of each stage, the sampler per evaluation,
+    peak memory."""
     rs = rows(report)
     stages = list(dict.fromkeys(s for r in rs for s in r["stages_s"]))
     head = ["bundle", *stages, "per eval", "peak MiB"]
