@@ -2,8 +2,8 @@
 
 The headline table has one row per bundle (the median over rounds of each LoadGen figure) and
 each figure's ratio to the first bundle's (MultiStream: per-query latencies, a query being N
-samples); the stage table breaks a query down (mean seconds per
-stage, the sampler's time per denoiser evaluation) next to the process's peak memory.
+samples); the stage table breaks a query sample down (mean seconds per stage, the sampler's
+time per denoiser evaluation) next to the process's peak memory.
 """
 
 from __future__ import annotations
