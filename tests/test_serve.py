@@ -306,6 +306,39 @@ def test_bench_against_the_server(server, videos, local, tmp_path):
     assert set(test["stages"]) == {"total"}
 
 
+def test_bench_multi_stream_against_the_server(server, videos, tmp_path):
+    """``v2a bench --server --scenario multi-stream --instances 2``: queries of 2 requests sent
+    by 2 worker threads (one client each) at once; every one reaches the server and succeeds,
+    and LoadGen's per-query figures are those of its trace."""
+    import json
+
+    from v2a_runtime.bench.loadgen import read_detail, read_query_latencies
+    from v2a_runtime.bench.stats import percentile
+    from v2a_runtime.cli import main
+
+    client = server.client()
+    before = client.stats("v2a")
+    out = tmp_path / "report"
+    r = CliRunner().invoke(main, [
+        "bench", "--server", server.url, "--video", str(videos["2s"]), "--duration", "1",
+        "--steps", "2", "--solver", "euler", "--min-queries", "3", "--min-seconds", "0.3", "-q",
+        "--scenario", "multi-stream", "--samples-per-query", "2", "--instances", "2",
+        "--report", str(out)])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    after = client.stats("v2a")
+    (test,) = json.loads((out / "bench.json").read_text())["tests"]
+    log_dir = out / "loadgen" / test["log_dir"]
+    queries = read_query_latencies(log_dir / "mlperf_log_trace.json")
+    detail = read_detail(log_dir / "mlperf_log_detail.txt")
+    samples = len(test["latencies_ns"])
+    assert samples == 2 * len(queries) == 2 * detail["result_query_count"] >= 6
+    assert after.requests - before.requests == samples + 1  # and the one warm-up request
+    assert after.failures == before.failures
+    assert 1 <= test["peak_in_flight"] <= 2  # 2 here (6 samples): both clients at once
+    assert detail["result_50.00_percentile_per_query_latency_ns"] == percentile(queries, 0.5)
+    assert detail["result_max_query_latency_ns"] == max(queries)
+
+
 def test_tampered_repository_refuses_to_load(server, tmp_path):
     import shutil
 

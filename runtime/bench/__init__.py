@@ -2,9 +2,10 @@
 
 One LoadGen *query sample* is one generate request (a video + prompt -> watermarked
 soundtracks), served by :class:`~.loadgen.PipelineSUT` on worker threads; LoadGen schedules the
-queries (SingleStream: one at a time; Server: Poisson arrivals at a target rate; Offline: all at
-once), times them and judges the run's validity. :func:`~.runner.run_bench` runs each bundle
-under a scenario in interleaved rounds and returns a :class:`~.runner.BenchReport`;
+queries (SingleStream: one at a time; MultiStream: one query of N samples at a time; Server:
+Poisson arrivals at a target rate; Offline: all at once), times them and judges the run's
+validity. :func:`~.runner.run_bench` runs each bundle under a scenario in interleaved rounds and
+returns a :class:`~.runner.BenchReport`;
 :mod:`.report` turns it into JSON, markdown and plots; :mod:`.graphs` times components alone.
 
 - :mod:`.config` — :class:`BenchConfig`, the one frozen description of a benchmark run;

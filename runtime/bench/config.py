@@ -5,8 +5,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-SCENARIOS = ("single-stream", "server", "offline")
+SCENARIOS = ("single-stream", "multi-stream", "server", "offline")
 INPUTS = ("file", "frames")  # each query decodes the file / starts from decoded frames
+MULTI_STREAM_SAMPLES = 8  # LoadGen's (and MLPerf's) default multi_stream_samples_per_query
 
 
 class BenchError(ValueError):
@@ -35,7 +36,8 @@ class BenchConfig:
     max_seconds: float | None = None  # LoadGen stops issuing after this; None = no cap
     target_qps: tuple[float, ...] = ()  # server: one test per rate (a sweep); offline: a hint
     latency_bound_ms: float | None = None  # server: the tail-latency bound
-    percentile: float | None = None  # the bound's percentile; None = LoadGen's (0.9 / 0.99)
+    percentile: float | None = None  # the judged percentile; None = LoadGen's (0.9 / 0.99)
+    samples_per_query: int | None = None  # multi-stream: requests per query; None = 8
     warmup: int = 1  # untimed queries per bundle before the first test
     rounds: int = 1  # bundles run in interleaved order, this many times
     seed: int = 42
@@ -55,6 +57,12 @@ class BenchConfig:
         if self.warmup < 1:
             raise BenchError(f"warmup must be >= 1 query (it measures the single-query latency "
                              f"the scenario settings start from), got {self.warmup}")
+        if self.samples_per_query is not None:
+            if self.scenario != "multi-stream":
+                raise BenchError(f"--samples-per-query applies to --scenario multi-stream, not "
+                                 f"{self.scenario}")
+            if self.samples_per_query < 1:
+                raise BenchError(f"samples-per-query must be >= 1, got {self.samples_per_query}")
         _positive("min-seconds", self.min_seconds)
         if self.duration is not None:
             _positive("duration", self.duration)
@@ -75,12 +83,17 @@ class BenchConfig:
                                  "(the arrival rate to offer and the tail latency to hold)")
         elif self.latency_bound_ms is not None:
             raise BenchError(f"--latency-bound applies to --scenario server, not {self.scenario}")
-        elif self.scenario == "single-stream" and self.target_qps:
-            raise BenchError("--target-qps does not apply to single-stream (one query at a "
+        elif self.scenario in ("single-stream", "multi-stream") and self.target_qps:
+            raise BenchError(f"--target-qps does not apply to {self.scenario} (one query at a "
                              "time, issued when the previous one completes)")
         elif len(self.target_qps) > 1:
             raise BenchError("offline takes at most one --target-qps (the expected throughput)")
         return self
+
+    @property
+    def multi_stream_samples(self) -> int:
+        """Multi-stream's N, the requests per query: --samples-per-query, else LoadGen's 8."""
+        return self.samples_per_query or MULTI_STREAM_SAMPLES
 
 
 def _positive(name: str, value: float) -> None:
@@ -88,4 +101,4 @@ def _positive(name: str, value: float) -> None:
         raise BenchError(f"{name} must be a number > 0, got {value!r}")
 
 
-__all__ = ["INPUTS", "SCENARIOS", "BenchConfig", "BenchError"]
+__all__ = ["INPUTS", "MULTI_STREAM_SAMPLES", "SCENARIOS", "BenchConfig", "BenchError"]

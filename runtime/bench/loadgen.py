@@ -5,7 +5,8 @@
 (``QuerySamplesComplete``). LoadGen owns the clock: it schedules the queries for the scenario,
 timestamps issue and completion, and writes its logs (``mlperf_log_summary.txt``,
 ``mlperf_log_detail.txt``, ``mlperf_log_trace.json``) into the test's directory;
-:func:`read_detail` and :func:`read_latencies` read its results and per-sample latencies back.
+:func:`read_detail` reads its results back, :func:`read_latencies` and
+:func:`read_query_latencies` its per-sample and per-query latencies.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from pathlib import Path
 from .config import BenchError
 
 EXTRA = "pip install 'v2a-export[bench]'"
-_LG_SCENARIOS = {"single-stream": "SingleStream", "server": "Server", "offline": "Offline"}
+_LG_SCENARIOS = {"single-stream": "SingleStream", "multi-stream": "MultiStream",
+                 "server": "Server", "offline": "Offline"}
 
 
 def require():
@@ -46,8 +48,9 @@ class TestSpec:
     min_queries: int
     min_seconds: float
     max_seconds: float | None
-    expected_latency_s: float  # from the warm-up: SingleStream's hint, Offline's rate
+    expected_latency_s: float  # from the warm-up: Single/MultiStream's hint, Offline's rate
     instances: int
+    samples_per_query: int = 1  # multi-stream's N
     target_qps: float | None = None  # server: offered rate; offline: expected throughput
     latency_bound_s: float | None = None  # server
     percentile: float | None = None  # the latency percentile the scenario is judged on
@@ -70,6 +73,15 @@ class TestSpec:
             s.single_stream_expected_latency_ns = max(1, ns // 16)
             if self.percentile is not None:
                 s.single_stream_target_latency_percentile = self.percentile
+        elif self.scenario == "multi-stream":
+            # the same reasoning for a query of N samples on `instances` workers: it cannot end
+            # before ceil(N / instances) samples one after another (fewer if a worker were
+            # faster than the warm-up, which the 1/16 covers)
+            waves = -(-self.samples_per_query // self.instances)
+            s.multi_stream_expected_latency_ns = max(1, waves * ns // 16)
+            s.multi_stream_samples_per_query = self.samples_per_query
+            if self.percentile is not None:
+                s.multi_stream_target_latency_percentile = self.percentile
         elif self.scenario == "server":
             s.server_target_qps = self.target_qps
             s.server_target_latency_ns = round(self.latency_bound_s * 1e9)
@@ -106,6 +118,7 @@ class PipelineSUT:
     def __post_init__(self) -> None:
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._lock = threading.Lock()
+        self._complete_lock = threading.Lock()
         self._threads: list[threading.Thread] = []
 
     def start(self, lg) -> None:
@@ -146,16 +159,24 @@ class PipelineSUT:
                 with self._lock:
                     self.errors.append(e)
             finally:
-                lg.QuerySamplesComplete([lg.QuerySampleResponse(sample_id, 0, 0)])
+                # one completion at a time: LoadGen reads its clock, then counts the sample
+                # off its query, and the last one counted stamps the query's end (MultiStream's
+                # query latency; loadgen.cc QuerySamplesComplete, called without the GIL); two
+                # workers racing between those steps could stamp a query with the earlier
+                # clock, below its latest sample's completion in the trace
+                with self._complete_lock:
+                    lg.QuerySamplesComplete([lg.QuerySampleResponse(sample_id, 0, 0)])
 
 
 @dataclass(frozen=True)
 class TestRun:
-    """What one LoadGen test gave: its detail log's results, the per-sample latencies from its
-    trace (ns, from each query's scheduled time to completion) and our own record of each query."""
+    """What one LoadGen test gave: its detail log's results, the per-sample and per-query
+    latencies from its trace (ns, from each query's scheduled time to the completion of the
+    sample / of the query's last sample) and our own record of each query sample served."""
 
     detail: dict
     latencies_ns: tuple[int, ...]
+    query_latencies_ns: tuple[int, ...]
     served: tuple[Served, ...]
     log_dir: Path
 
@@ -185,8 +206,9 @@ def run_test(spec: TestSpec, sut: PipelineSUT, log_dir: Path) -> TestRun:
     if detail.get("num_errors", 0):
         first = next(iter(read_errors(log_dir / "mlperf_log_detail.txt")), "no message logged")
         raise BenchError(f"LoadGen reported {detail['num_errors']} error(s), the first: {first}")
-    return TestRun(detail, read_latencies(log_dir / "mlperf_log_trace.json"), tuple(sut.served),
-                   log_dir)
+    samples = read_trace_samples(log_dir / "mlperf_log_trace.json")
+    return TestRun(detail, tuple(ns for _query, ns in samples), query_latencies(samples),
+                   tuple(sut.served), log_dir)
 
 
 def _noop(_indices) -> None:
@@ -194,8 +216,8 @@ def _noop(_indices) -> None:
 
 
 def read_errors(path: Path) -> list[str]:
-    """The messages of the entries LoadGen marks ``is_error`` in its detail log, in order (the log goes
-    away with a failed report's scratch folder, so the error line must carry them)."""
+    """The messages of the entries LoadGen marks ``is_error`` in its detail log, in order (the
+    log goes away with a failed report's scratch folder, so the error line must carry them)."""
     out = []
     for line in path.read_text(errors="replace").splitlines():
         if line.startswith(":::MLLOG ") and '"is_error": true' in line:
@@ -221,22 +243,45 @@ def read_detail(path: Path) -> dict:
     return out
 
 
-_SAMPLE = re.compile(r'"name":"Sample".*"ph":"b".*"issue_start_ns":(\d+),"complete_ns":(\d+)')
+_SAMPLE = re.compile(r'"name":"Sample".*"ph":"b".*"query_seq":(\d+),.*'
+                     r'"issue_start_ns":(\d+),"complete_ns":(\d+)')
 
 
-def read_latencies(path: Path) -> tuple[int, ...]:
-    """Per-sample latencies (ns) from LoadGen's trace: the begin event of each "Sample" carries
-    its completion time counted from the query's scheduled time (``complete_ns``; the delay
-    before LoadGen issued it is ``issue_start_ns``), which is the latency LoadGen's own
-    statistics are computed from. (Read line by line:
-    LoadGen does not escape every string in that file, so it is not always valid JSON.)"""
+def read_trace_samples(path: Path) -> list[tuple[int, int]]:
+    """(query, completion ns) of every sample in LoadGen's trace, in the file's order: the begin
+    event of each "Sample" carries its query's sequence number (``query_seq``) and its
+    completion time counted from the query's scheduled time (``complete_ns``; the delay before
+    LoadGen issued it is ``issue_start_ns``), the latency LoadGen's own statistics are computed
+    from. (Read line by line: LoadGen does not escape every string in that file, so it is not
+    always valid JSON.)"""
     out = []
     with path.open(errors="replace") as f:
         for line in f:
             if (m := _SAMPLE.search(line)) is not None:
-                out.append(int(m[2]))
-    return tuple(out)
+                out.append((int(m[1]), int(m[3])))
+    return out
 
 
-__all__ = ["EXTRA", "PipelineSUT", "Served", "TestRun", "TestSpec", "read_detail",
-           "read_latencies", "require", "run_test"]
+def read_latencies(path: Path) -> tuple[int, ...]:
+    """Per-sample latencies (ns) from LoadGen's trace (:func:`read_trace_samples`)."""
+    return tuple(ns for _query, ns in read_trace_samples(path))
+
+
+def read_query_latencies(path: Path) -> tuple[int, ...]:
+    """Per-query latencies (ns) from LoadGen's trace, in query order (:func:`query_latencies`)."""
+    return query_latencies(read_trace_samples(path))
+
+
+def query_latencies(samples: list[tuple[int, int]]) -> tuple[int, ...]:
+    """A query ends when its last sample completes, so its latency is the largest of its
+    samples' (LoadGen: the query's scheduled time to its "all samples done" time, MultiStream's
+    statistic); ``samples`` = (query, latency) pairs, the result in query order."""
+    out: dict[int, int] = {}
+    for query, ns in samples:
+        out[query] = max(ns, out.get(query, ns))
+    return tuple(out[q] for q in sorted(out))
+
+
+__all__ = ["EXTRA", "PipelineSUT", "Served", "TestRun", "TestSpec", "query_latencies",
+           "read_detail", "read_latencies", "read_query_latencies", "read_trace_samples",
+           "require", "run_test"]

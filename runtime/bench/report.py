@@ -1,8 +1,9 @@
 """A benchmark's report: the JSON record, the markdown tables, the plots, the report folder.
 
 The headline table has one row per bundle (the median over rounds of each LoadGen figure) and
-each figure's ratio to the first bundle's; the stage table breaks a query down (mean seconds per
-stage, the sampler's time per denoiser evaluation) next to the process's peak memory.
+each figure's ratio to the first bundle's (MultiStream: per-query latencies, a query being N
+samples); the stage table breaks a query sample down (mean seconds per stage, the sampler's
+time per denoiser evaluation) next to the process's peak memory.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from .. import __version__
 from .runner import BenchReport, TestResult, latency_summary
-from .stats import machine
+from .stats import machine, percentile
 
 _PCTS = ("50.00", "90.00", "99.00")
 
@@ -35,10 +36,17 @@ def to_dict(report: BenchReport, command: list[str] | None = None) -> dict:
         "requests": [{"name": r.name, "video": str(r.path), "prompt": r.prompt}
                      for r in report.requests],
         "bundles": [asdict(b) for b in report.bundles],
-        "tests": [{**asdict(t), "latency_ms": latency_summary(t)} for t in report.tests],
+        "tests": [_test_record(t) for t in report.tests],
         "summary": rows(report),
         "seconds": report.seconds,
     }
+
+
+def _test_record(t: TestResult) -> dict:
+    out = {**asdict(t), "latency_ms": latency_summary(t)}
+    if t.scenario == "multi-stream":
+        out["query_latency_ms"] = latency_summary(t, per_query=True)
+    return out
 
 
 def _versions(report: BenchReport) -> dict:
@@ -57,10 +65,14 @@ def metric(test: TestResult) -> tuple[str, float, str]:
         return "samples/s", float(lg.get("samples_per_second", 0.0)), "/s"
     if test.scenario == "server":
         return "completed/s", float(lg.get("completed_samples_per_sec", 0.0)), "/s"
-    p = lg.get("effective_target_latency_percentile", 0.9)
-    key = f"{p * 100:.2f}_percentile_latency_ns"
-    value = lg.get(key, lg.get("90.00_percentile_latency_ns", 0))
-    return f"p{p * 100:g} ms", float(value) / 1e6, "ms"
+    # single- and multi-stream: the latency at the judged percentile, per sample / per query
+    # (LoadGen logs six percentiles; another one is recomputed from its trace, same rule)
+    multi = test.scenario == "multi-stream"
+    p = lg.get("effective_target_latency_percentile", 0.99 if multi else 0.9)
+    key = f"{p * 100:.2f}_percentile{'_per_query' if multi else ''}_latency_ns"
+    ns = test.query_latencies_ns if multi else test.latencies_ns
+    value = lg[key] if key in lg else (percentile(ns, p) if ns else 0)
+    return f"{'query ' if multi else ''}p{p * 100:g} ms", float(value) / 1e6, "ms"
 
 
 def rows(report: BenchReport) -> list[dict]:
@@ -89,12 +101,19 @@ def rows(report: BenchReport) -> list[dict]:
         }
         if tests[0].scenario == "server":
             row["bound_held"] = [bool(x.get("perf_constraints_met")) for x in lg]
+        if tests[0].scenario == "multi-stream":
+            row["samples_per_query"] = lg[0].get("generated_samples_per_query")
+            row["queries"] = [len(t.query_latencies_ns) for t in tests]
+            row.update({f"query_p{p[:2]}_ms": statistics.median(
+                x[f"{p}_percentile_per_query_latency_ns"] / 1e6 for x in lg) for p in _PCTS})
+            row["query_mean_ms"] = statistics.median(x["mean_query_latency_ns"] / 1e6 for x in lg)
         out.append(row)
     firsts = {}
     for row in out:
         first = firsts.setdefault(row["target_qps"], row)
         row["ratio"] = {k: (row[k] / first[k] if first[k] else None)
-                        for k in ("value", "p50_ms", "p90_ms", "qps")}
+                        for k in ("value", "p50_ms", "p90_ms", "qps", "query_p50_ms")
+                        if k in row}
     return out
 
 
@@ -118,6 +137,9 @@ def verdicts(report: BenchReport) -> list[str]:
 
 def _qps(t: TestResult) -> float:
     lg = t.loadgen
+    if t.scenario == "multi-stream":  # LoadGen logs no rate: N samples per mean query latency
+        mean = lg.get("mean_query_latency_ns", 0)
+        return lg.get("generated_samples_per_query", 0) * 1e9 / mean if mean else 0.0
     for key in ("samples_per_second", "completed_samples_per_sec",
                 "qps_with_loadgen_overhead"):
         if key in lg:
@@ -133,13 +155,17 @@ def markdown(report: BenchReport, command: list[str] | None = None) -> str:
     m = machine()
     lines += [f"{m['cpu']}, {m['cores']} cores, Python {m['python']}, LoadGen "
               f"{report.loadgen_version}; {len(report.requests)} request(s), "
-              f"{c.input} input, {c.instances} instance(s), {c.rounds} round(s).", ""]
+              f"{c.input} input, {c.instances} instance(s), {c.rounds} round(s)"
+              + (f", {c.multi_stream_samples} samples per query" if c.scenario == "multi-stream"
+                 else "") + ".", ""]
     lines += table(report) + [""] + stage_table(report) + [""] + verdicts(report) + [""]
     lines += [f"LoadGen's logs: `loadgen/<test>/` ({len(report.tests)} tests).", ""]
     return "\n".join(lines)
 
 
 def table(report: BenchReport) -> list[str]:
+    if report.config.scenario == "multi-stream":
+        return _multi_stream_table(report)
     head = ["bundle", "valid", "samples", "p50 ms", "p90 ms", "p99 ms", "QPS", "vs first"]
     server = report.config.scenario == "server"
     if server:
@@ -156,8 +182,26 @@ def table(report: BenchReport) -> list[str]:
     return lines
 
 
+def _multi_stream_table(report: BenchReport) -> list[str]:
+    """Per-query latencies (a query ends with its last sample), the per-sample median, samples/s
+    (N per mean query latency), and the headline (the judged percentile per query) vs first."""
+    head = ["bundle", "valid", "queries × N", "query p50 ms", "query p90 ms", "query p99 ms",
+            "sample p50 ms", "samples/s", "vs first"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows(report):
+        ratio = r["ratio"]["value"]
+        lines.append("| " + " | ".join([
+            r["bundle"], _yn(r["valid"]),
+            "/".join(f"{q}×{r['samples_per_query']}" for q in r["queries"]),
+            f"{r['query_p50_ms']:.0f}", f"{r['query_p90_ms']:.0f}", f"{r['query_p99_ms']:.0f}",
+            f"{r['p50_ms']:.0f}", f"{r['qps']:.3g}", "—" if ratio is None else f"{ratio:.2f}×",
+        ]) + " |")  # fmt: skip
+    return lines
+
+
 def stage_table(report: BenchReport) -> list[str]:
-    """Mean seconds per query of each stage, the sampler per evaluation, peak memory."""
+    """Mean seconds per query sample (one request) of each stage, the sampler per evaluation,
+    peak memory."""
     rs = rows(report)
     stages = list(dict.fromkeys(s for r in rs for s in r["stages_s"]))
     head = ["bundle", *stages, "per eval", "peak MiB"]
@@ -175,8 +219,9 @@ def _yn(flags: list[bool]) -> str:
 
 
 def plots(report: BenchReport, out: Path) -> list[str]:
-    """PNG plots into ``out``: latency distribution per bundle; for Server, latency vs offered
-    rate. Returns the file names (none when matplotlib is missing)."""
+    """PNG plots into ``out``: latency distribution per bundle (MultiStream: per query and per
+    sample); for Server, latency vs offered rate. Returns the file names (none when matplotlib
+    is missing)."""
     try:
         import matplotlib
 
@@ -185,13 +230,19 @@ def plots(report: BenchReport, out: Path) -> list[str]:
     except ImportError:
         return []
     names = []
+    multi = report.config.scenario == "multi-stream"  # per query (solid) and per sample (dashed)
     fig, ax = plt.subplots(figsize=(7, 4))
-    for bundle in dict.fromkeys(t.bundle for t in report.tests):
-        lat = sorted(x / 1e6 for t in report.tests if t.bundle == bundle for x in t.latencies_ns)
-        if lat:
-            ax.plot(lat, [(i + 1) / len(lat) for i in range(len(lat))], label=bundle)
+    for i, bundle in enumerate(dict.fromkeys(t.bundle for t in report.tests)):
+        tests = [t for t in report.tests if t.bundle == bundle]
+        for field, style, label in ((("query_latencies_ns", "-", f"{bundle} per query"),
+                                     ("latencies_ns", "--", f"{bundle} per sample")) if multi
+                                    else (("latencies_ns", "-", bundle),)):
+            lat = sorted(x / 1e6 for t in tests for x in getattr(t, field))
+            if lat:
+                ax.plot(lat, [(k + 1) / len(lat) for k in range(len(lat))], style,
+                        color=f"C{i}", label=label)  # one colour per bundle
     ax.set_xlabel("latency (ms, LoadGen)")
-    ax.set_ylabel("fraction of samples")
+    ax.set_ylabel("fraction of queries / samples" if multi else "fraction of samples")
     ax.set_title(f"{report.config.scenario}: latency distribution")
     ax.grid(alpha=0.3)
     ax.legend()

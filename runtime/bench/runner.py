@@ -18,7 +18,7 @@ from pathlib import Path
 from ..pipeline import DEFAULT_BUNDLE, GenerateOptions, Pipeline
 from . import loadgen
 from .config import BenchConfig, BenchError
-from .stats import peak_rss_mb, summary
+from .stats import peak_concurrency, peak_rss_mb, summary
 from .workload import Request, prepare, serve
 
 
@@ -30,7 +30,7 @@ class BenchProgress:
     bundle: str
     round: int = 0
     target_qps: float | None = None
-    queries: int = 0  # queries served so far in this test (stage "query")
+    queries: int = 0  # query samples served so far in this test (stage "query")
     seconds: float = 0.0  # since the stage began
 
 
@@ -58,7 +58,9 @@ class TestResult:
     target_qps: float | None
     loadgen: dict  # LoadGen's results (detail log keys without the "result_" prefix)
     latencies_ns: tuple[int, ...]  # LoadGen's per-sample latencies (scheduled -> complete)
+    query_latencies_ns: tuple[int, ...]  # per query (scheduled -> its last sample complete)
     service_s: tuple[float, ...]  # our own: each query's generate (+ mux) call, in seconds
+    peak_in_flight: int  # the most query samples our workers served at once (<= instances)
     stages: dict[str, float]  # mean seconds per stage per query
     evaluations: float  # mean denoiser evaluations per query
     peak_rss_mb: float  # the process's peak resident memory after this test
@@ -222,7 +224,9 @@ def _test(config: BenchConfig, b: _Loaded, r: int, qps: float | None, log_root: 
     spec = loadgen.TestSpec(
         scenario=config.scenario, samples=b.samples, min_queries=config.min_queries,
         min_seconds=config.min_seconds, max_seconds=config.max_seconds,
-        expected_latency_s=b.single_s, instances=config.instances, target_qps=qps,
+        expected_latency_s=b.single_s, instances=config.instances,
+        samples_per_query=config.multi_stream_samples if config.scenario == "multi-stream"
+        else 1, target_qps=qps,
         latency_bound_s=None if config.latency_bound_ms is None
         else config.latency_bound_ms / 1000,
         percentile=config.percentile,
@@ -237,7 +241,9 @@ def _test(config: BenchConfig, b: _Loaded, r: int, qps: float | None, log_root: 
     return TestResult(
         bundle=label, scenario=config.scenario, round=r, target_qps=qps,
         loadgen=_results(result.detail), latencies_ns=result.latencies_ns,
-        service_s=tuple(q.end - q.start for q in served), stages=stages,
+        query_latencies_ns=result.query_latencies_ns,
+        service_s=tuple(q.end - q.start for q in served),
+        peak_in_flight=peak_concurrency([(q.start, q.end) for q in served]), stages=stages,
         evaluations=sum(q.evaluations for q in served) / max(1, len(served)),
         peak_rss_mb=peak_rss_mb(), log_dir=log_dir,
     )  # fmt: skip
@@ -254,17 +260,18 @@ def _results(detail: dict) -> dict:
                 "generated_samples_per_query", "loadgen_version", "effective_target_qps",
                 "effective_target_latency_ns", "effective_target_latency_percentile",
                 "effective_min_duration_ms", "effective_min_query_count",
-                "effective_max_duration_ms", "effective_scenario",
+                "effective_max_duration_ms", "effective_scenario", "effective_samples_per_query",
                 "early_stopping_latency_ss", "early_stopping_latency_ms"):
         if key in detail:
             out[key] = detail[key]
     return out
 
 
-def latency_summary(test: TestResult) -> dict:
-    """LoadGen's latencies of ``test`` in ms, recomputed from its trace (same rule)."""
-    return {k: (v / 1e6 if k != "count" else v)
-            for k, v in summary([float(x) for x in test.latencies_ns]).items()}
+def latency_summary(test: TestResult, per_query: bool = False) -> dict:
+    """LoadGen's per-sample (per-query) latencies of ``test`` in ms, recomputed from its trace
+    (same rule)."""
+    ns = test.query_latencies_ns if per_query else test.latencies_ns
+    return {k: (v / 1e6 if k != "count" else v) for k, v in summary([float(x) for x in ns]).items()}
 
 
 __all__ = ["BenchProgress", "BenchReport", "BundleRun", "TestResult", "latency_summary",

@@ -35,6 +35,17 @@ def percentile_key(p: float) -> str:
     return f"p{p * 100:g}"
 
 
+def peak_concurrency(intervals: Sequence[tuple[float, float]]) -> int:
+    """The most (start, end) intervals open at one time (one ending as another starts: not
+    both)."""
+    events = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals])
+    open_, peak = 0, 0
+    for _t, step in events:
+        open_ += step
+        peak = max(peak, open_)
+    return peak
+
+
 def peak_rss_mb() -> float:
     """This process's peak resident memory so far (MiB; Linux reports KiB, macOS bytes)."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -63,5 +74,5 @@ def machine(**load_averages: tuple[float, ...]) -> dict:
     }
 
 
-__all__ = ["PERCENTILES", "cpu_name", "machine", "peak_rss_mb", "percentile", "percentile_key",
-           "summary"]
+__all__ = ["PERCENTILES", "cpu_name", "machine", "peak_concurrency", "peak_rss_mb", "percentile",
+           "percentile_key", "summary"]

@@ -1,8 +1,9 @@
 """``v2a bench``: measure a configuration under MLPerf LoadGen's load scenarios.
 
-    v2a bench [BUNDLE ...] [--scenario single-stream|server|offline] [--backend B]
+    v2a bench [BUNDLE ...] [--scenario single-stream|multi-stream|server|offline] [--backend B]
               [--steps N] [--solver S] [--tracks K] [--duration S] [--video FILE | --synthetic]
               [--input file|frames] [--target-qps Q ...] [--latency-bound MS]
+              [--samples-per-query N]
               [--min-queries N] [--min-seconds T] [--json OUT] [--report DIR]
     v2a bench [BUNDLE ...] --graphs [--runs N]
 
@@ -69,6 +70,8 @@ from .common import one_line_errors
               help="Server: offered rate (repeat for a sweep); offline: expected throughput.")
 @click.option("--latency-bound", type=float, default=None,
               help="Server: tail-latency bound in ms.")
+@click.option("--samples-per-query", type=int, default=None,
+              help="Multi-stream: requests per query (camera feeds at once). [default: 8]")
 @click.option("--percentile", type=float, default=None,
               help="The latency percentile judged, e.g. 0.99. [default: LoadGen's]")
 @click.option("--warmup", type=int, default=1, show_default=True,
@@ -139,7 +142,8 @@ def bench(bundles: tuple[Path, ...], videos: tuple[Path, ...], synthetic: bool, 
             finally:
                 if staging.exists() and report_dir is not None:
                     shutil.rmtree(staging, ignore_errors=True)
-    lines = report.table(result) + [""] + ["seconds per query by stage:"]
+    per = "sample (one request)" if config.scenario == "multi-stream" else "query"
+    lines = report.table(result) + [""] + [f"seconds per {per} by stage:"]
     lines += report.stage_table(result)
     lines += report.verdicts(result)
     if report_dir is not None:
@@ -169,18 +173,20 @@ class Progress:
 
     def __init__(self, scenario: str) -> None:
         self.scenario = scenario
+        # what is counted: samples served, one per query in these two
+        self.unit = "queries" if scenario in ("single-stream", "server") else "samples"
         self.open = False
 
     def __call__(self, e: BenchProgress) -> None:
         if e.stage == "query":
-            click.echo(f"\r  {e.queries} queries, {e.seconds:.1f} s", err=True, nl=False)
+            click.echo(f"\r  {e.queries} {self.unit}, {e.seconds:.1f} s", err=True, nl=False)
             self.open = True
             return
         if self.open:
             click.echo("", err=True)
             self.open = False
         if e.stage == "done":
-            click.echo(f"  {e.queries} queries in {e.seconds:.1f} s", err=True)
+            click.echo(f"  {e.queries} {self.unit} in {e.seconds:.1f} s", err=True)
         elif e.stage == "load":
             click.echo(f"loading {e.bundle}", err=True)
         elif e.stage == "warmup":
