@@ -9,7 +9,8 @@ drifts on a shared machine hit all of them), each at every ``--threads`` count (
 
 - **peaks**: the machine's GEMM peaks on ``--gemm N`` square matrices: numpy fp32 ``@``,
   onnxruntime fp32 MatMul, and onnxruntime's integer kernels MatMulInteger u8·s8, u8·u8, s8·s8
-  and DynamicQuantizeMatMul (fp32 in, u8·u8 inside, what the int8 graphs run). Best of
+  and DynamicQuantizeMatMul (fp32 in; u8·u8 inside with ``--int8-weights u8``, u8·s8 with
+  ``s8``/``s8-7bit``: what the int8 graphs run). Best of
   ``--gemm-reps``; GFLOP/s (int8: giga integer multiply-adds × 2);
 - **units**: each component on one unit of work, real inputs: ``clip_visual`` on
   ``--clip-frames`` decoded frames, ``sync_visual`` on one 16-frame segment, ``text`` on the
@@ -234,6 +235,9 @@ def gemm_peaks(n: int, threads: int, reps: int) -> dict:
         "onnxruntime DynamicQuantizeMatMul (fp32 in, u8·u8)": _runner(session(
             dq, T.FLOAT, T.FLOAT, [nh.from_array(u8, "b"), scale,
                                    nh.from_array(np.full(n, 128, np.uint8), "z")], ms=True), a),
+        "onnxruntime DynamicQuantizeMatMul (fp32 in, u8·s8)": _runner(session(
+            dq, T.FLOAT, T.FLOAT, [nh.from_array(s8, "b"), scale,
+                                   nh.from_array(np.zeros(n, np.int8), "z")], ms=True), a),
     }  # fmt: skip
     import torch
 

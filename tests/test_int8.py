@@ -28,6 +28,7 @@ from v2a_runtime.config import COMPONENTS, Manifest  # noqa: E402
 from v2a_export.export.precision.calibrate import CalibrationPlan, cpu_session  # noqa: E402
 from v2a_export.export.precision.gate import INT8_REL_L2, int8_checks  # noqa: E402
 from v2a_export.export.precision.int8 import HeldOutPlan, convert_bundle_int8  # noqa: E402
+from v2a_export.export.precision.kernels import u8s8_exact  # noqa: E402
 from v2a_export.export.precision.policy import Int8Policy  # noqa: E402
 from v2a_export.export.precision.quantize import (  # noqa: E402
     candidate_nodes,
@@ -288,3 +289,31 @@ def test_the_command_converts_and_prints_the_decisions(tmp_path):
     assert "TensorRT does not import them" in out  # a CPU bundle, not refused by the TRT check
     manifest = load_bundle(tmp_path / "i8").manifest
     assert {n for n, c in manifest.components.items() if c.precision == "int8"} == {"denoiser"}
+    # --int8-weights auto (the default): the format this CPU's kernels measured, recorded
+    policy = json.loads((tmp_path / "i8" / "reports" / "precision.json").read_text())["policy"]
+    chosen = policy["weights"]
+    assert chosen in (("s8", "u8") if u8s8_exact() else ("u8",))  # s8 only where it is exact
+    assert policy["weights_reason"].startswith(f"auto: {chosen} (")
+    assert f"int8 weights: auto: {chosen}" in out
+
+
+def test_the_u8s8_probe_agrees_with_an_exact_product():
+    """``u8s8_exact`` (the saturating case) answers what a random full-range product shows:
+    onnxruntime's u8·s8 kernel equals numpy's int64 product exactly on VNNI/AMX CPUs, and
+    differs where AVX2's int16 pair sums saturate."""
+    import onnxruntime as ort
+
+    rng = np.random.default_rng(0)
+    a = rng.integers(200, 256, (32, 256)).astype(np.uint8)  # large: pair sums reach 2·255·127
+    b = rng.integers(100, 128, (256, 32)).astype(np.int8)
+    graph = helper.make_graph(
+        [helper.make_node("MatMulInteger", ["a", "b"], ["y"])], "g",
+        [helper.make_tensor_value_info("a", TensorProto.UINT8, [32, 256])],
+        [helper.make_tensor_value_info("y", TensorProto.INT32, [32, 32])],
+        [numpy_helper.from_array(b, "b")])  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    (y,) = ort.InferenceSession(model.SerializeToString(),
+                                providers=["CPUExecutionProvider"]).run(None, {"a": a})  # fmt: skip
+    exact = a.astype(np.int64) @ b.astype(np.int64)
+    assert u8s8_exact() == bool(np.array_equal(y, exact))

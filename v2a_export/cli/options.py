@@ -62,11 +62,12 @@ def int8_options(f):
         ),
         click.option(
             "--int8-weights",
-            type=click.Choice(["u8", "s8-7bit", "s8"]),
-            default="u8",
+            type=click.Choice(["auto", "u8", "s8-7bit", "s8"]),
+            default="auto",
             show_default=True,
             help="int8 weight storage: u8 (U8U8), s8-7bit (U8S8, reduce_range) or s8 (U8S8, "
-            "8-bit: saturates on AVX2 without VNNI).",
+            "8-bit: saturates on AVX2 without VNNI); auto: s8 where this CPU's u8·s8 kernel "
+            "is exact and >= 1.5x u8·u8 (VNNI/AMX), else u8 (measured, recorded).",
         ),
         click.option(
             "--int8-budget",
@@ -122,9 +123,16 @@ def make_int8(weights: str, budget: float, conv: bool, speed_check: bool, keep_f
     from v2a_export.export.precision.int8 import HeldOutPlan
     from v2a_export.export.precision.policy import Int8Policy
 
+    reason = ""
+    if weights == "auto":  # measured on this CPU's kernels (the machine the bundle runs on)
+        from v2a_export.export.precision.kernels import choose_weights
+
+        weights, reason = choose_weights()
+        click.echo(f"int8 weights: {reason}", err=True)
     try:
         policy = Int8Policy(weights=weights, budget=budget, conv=conv,
-                            require_speedup=speed_check, keep_float=tuple(keep_float))  # fmt: skip
+                            require_speedup=speed_check, keep_float=tuple(keep_float),
+                            weights_reason=reason)  # fmt: skip
         if encoder_frames < 1:
             raise ValueError(f"--encoder-frames must be >= 1, got {encoder_frames}")
         held_out = HeldOutPlan(duration=held_out_duration, steps=held_out_steps,

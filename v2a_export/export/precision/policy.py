@@ -233,7 +233,9 @@ class Int8Policy:
     - ``require_speedup``: a component whose int8 graph is not at least ``min_speedup`` times as
       fast as its fp32 graph (timed interleaved on a held-out input, one thread, CPU time)
       stays fp32: int8 spends accuracy, and a tie within timing noise buys nothing;
-    - ``keep_float``: node names forced to stay float.
+    - ``keep_float``: node names forced to stay float;
+    - ``weights_reason``: why ``weights`` (``--int8-weights auto``: the kernel measurements of
+      :mod:`.kernels`), recorded with the policy.
     """
 
     weights: WeightFormat = WeightFormat.U8
@@ -244,6 +246,7 @@ class Int8Policy:
     require_speedup: bool = True
     min_speedup: float = 1.1
     keep_float: tuple[str, ...] = ()
+    weights_reason: str = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "weights", WeightFormat.parse(self.weights))
