@@ -127,8 +127,7 @@ def make_int8(weights: str, budget: float, conv: bool, speed_check: bool, keep_f
     if weights == "auto":  # measured on this CPU's kernels (the machine the bundle runs on)
         from v2a_export.export.precision.kernels import choose_weights
 
-        weights, reason = choose_weights()
-        click.echo(f"int8 weights: {reason}", err=True)
+        weights, reason = choose_weights()  # printed with the decisions (print_int8)
     try:
         policy = Int8Policy(weights=weights, budget=budget, conv=conv,
                             require_speedup=speed_check, keep_float=tuple(keep_float),

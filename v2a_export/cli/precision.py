@@ -188,6 +188,8 @@ def print_int8(result) -> None:
         f"calibrated on {source}, gated on a held-out {result.held_out.duration:g} s clip "
         f"({result.seconds:.0f} s)"
     )
+    if p.weights_reason:
+        click.echo(f"  int8 weights: {p.weights_reason}")
     click.echo(
         f"  {'component':<12} {'result':<6} {'int8':>5} {'float':>5} {'rel_l2':>8} {'cosine':>8} "
         f"{'feat.cos':>8}  reason"
