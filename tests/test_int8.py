@@ -317,3 +317,21 @@ def test_the_u8s8_probe_agrees_with_an_exact_product():
                                 providers=["CPUExecutionProvider"]).run(None, {"a": a})  # fmt: skip
     exact = a.astype(np.int64) @ b.astype(np.int64)
     assert u8s8_exact() == bool(np.array_equal(y, exact))
+
+
+@pytest.mark.parametrize("component", ["denoiser", "sync_visual"])
+def test_a_model_past_the_protobuf_limit_is_inferred_as_a_skeleton(monkeypatch, component):
+    """Shape inference serialises the model (protobuf: 2 GB; full-size CLIP is 2.5 GB): above
+    SKELETON_BYTES it runs on a copy whose large initializers have no data. Forced on here: the
+    inferred value infos are the full model's, and so is the graph index built on them."""
+    import onnx
+    from v2a_export.export.precision import graph
+
+    model = onnx.load(str(TEST_BUNDLE / "onnx" / f"{component}.onnx"))
+    full = onnx.shape_inference.infer_shapes(model, strict_mode=False).graph.value_info
+    types = graph.GraphIndex.of(model).types
+    monkeypatch.setattr(graph, "SKELETON_BYTES", 0)
+    skeleton = graph._inferred(model)
+    assert any(not t.raw_data for t in skeleton.graph.initializer)  # the weights were dropped
+    assert {v.name: v.type for v in skeleton.graph.value_info} == {v.name: v.type for v in full}
+    assert graph.GraphIndex.of(model).types == types and len(types) > 50

@@ -41,6 +41,30 @@ FLOAT_TYPES = (FLOAT, *LOW_TYPES)
 NEUTRAL_CONSUMERS = frozenset({"Shape", "Size"})
 
 
+SKELETON_BYTES = 1_500_000_000  # above this, shape inference runs on a copy without weights
+BIG_TENSOR = 1024  # elements: initializers above this lose their data in the skeleton
+
+
+def _inferred(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` with inferred value infos. Shape inference serialises the model, which
+    protobuf caps at 2 GB (full-size CLIP is 2.5 GB): a bigger model is inferred as a skeleton
+    whose large initializers keep their name, type and dims but no data (small ones, e.g.
+    Reshape targets, keep their values)."""
+    if model.ByteSize() < SKELETON_BYTES:
+        return onnx.shape_inference.infer_shapes(model, strict_mode=False)
+    inits = []
+    for t in model.graph.initializer:
+        if int(np.prod(t.dims, dtype=np.int64)) > BIG_TENSOR:
+            t = TensorProto(name=t.name, data_type=t.data_type, dims=t.dims)  # no data
+        inits.append(t)
+    graph = helper.make_graph(model.graph.node, model.graph.name, model.graph.input,
+                              model.graph.output, inits, value_info=model.graph.value_info)
+    skeleton = helper.make_model(graph, opset_imports=model.opset_import,
+                                 ir_version=model.ir_version)  # fmt: skip
+    skeleton.functions.extend(model.functions)
+    return onnx.shape_inference.infer_shapes(skeleton, strict_mode=False)
+
+
 @dataclass
 class GraphIndex:
     """Lookup tables over one graph: producers, consumers, tensor types, initializers."""
@@ -56,8 +80,7 @@ class GraphIndex:
 
     @classmethod
     def of(cls, model: onnx.ModelProto) -> GraphIndex:
-        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
-        g = inferred.graph
+        g = _inferred(model).graph
         types: dict[str, int] = {}
         for v in (*g.input, *g.output, *g.value_info):
             if v.type.HasField("tensor_type"):
