@@ -378,14 +378,16 @@ def _stats(runs: list[dict]) -> dict:
 
 def _forced_int8(path: Path, feed):
     """Every quantizable node of the graph at ``path`` in int8 (MatMul dynamic, Conv static QDQ
-    calibrated on ``feed``), no gate: what int8 would cost and buy if it were forced."""
+    calibrated on ``feed``; weights as ``--int8-weights auto`` chooses on this CPU), no gate:
+    what int8 would cost and buy if it were forced."""
     import onnx
 
     from v2a_export.export.precision.graph import GraphIndex
+    from v2a_export.export.precision.kernels import choose_weights
     from v2a_export.export.precision.policy import Int8Policy
     from v2a_export.export.precision.quantize import candidate_nodes, prepare, quantize_nodes
 
-    policy = Int8Policy(conv=True)
+    policy = Int8Policy(conv=True, weights=choose_weights()[0])  # as convert-precision's auto
     base = prepare(onnx.load(str(path)), feed)
     names, _ = candidate_nodes(GraphIndex.of(base), policy)
     return quantize_nodes(base, names, policy, [feed]) if names else base
