@@ -235,40 +235,28 @@ class Derived:
 
 
 @dataclass(frozen=True)
-class ChannelOf:
+class OneChannel(Derived):
+    """A one-channel signal computed from ``signal`` (same rate and length)."""
+
+    @property
+    def channels(self) -> int:
+        return 1
+
+
+@dataclass(frozen=True)
+class ChannelOf(OneChannel):
     """Channel ``k`` of a signal as a one-channel signal (track k of a K-track spool)."""
 
-    signal: Signal
     k: int
-    channels: int = 1
-
-    @property
-    def rate(self) -> int:
-        return self.signal.rate
-
-    @property
-    def length(self) -> int:
-        return self.signal.length
 
     def read(self, start: int, stop: int) -> np.ndarray:
         return self.signal.read(start, stop)[self.k : self.k + 1]
 
 
 @dataclass(frozen=True)
-class MonoMix:
+class MonoMix(OneChannel):
     """The mean of a signal's channels as a one-channel signal (float64, channel by channel
     in order: every range equals the same range of the whole array's ``mean(axis=0)``)."""
-
-    signal: Signal
-    channels: int = 1
-
-    @property
-    def rate(self) -> int:
-        return self.signal.rate
-
-    @property
-    def length(self) -> int:
-        return self.signal.length
 
     def read(self, start: int, stop: int) -> np.ndarray:
         return self.signal.read(start, stop).mean(axis=0, keepdims=True)  # (1, n)
