@@ -11,7 +11,7 @@ weights can be applied at the end) and the per-frame pilot sums of ``per_second_
 is walked in passes over blocks of ``block_frames`` frames, each computed with ``MARGIN`` frames
 of context (the predictor's neighbours reach ±2 frames), and only those statistics are kept:
 
-1. STFT: frame levels, and the cell energies (F, C) float64, written to a temporary file;
+1. STFT: frame levels, and the cell energies (F, C) float64, written to a temporary file (a float64 ``Spool``);
 2. the per-cell level;  3. the predictor's normal equations;  4. features × level weights,
    folded mod T → pilot z and phase;  5. (the winning grid) region sums, soft bits per region,
    per-frame pilot sums.
@@ -31,13 +31,12 @@ summation order of the statistics (float rounding; the tests hold z to 1e-9).
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
-from ..signals import Signal
+from ..signals import Signal, Spool
 from .analysis import (
     N_REGIONS,
     SUB_HOP_STEPS,
@@ -65,6 +64,7 @@ from .features import (
     whitened,
 )
 from .layout import Layout, WatermarkConfig
+from .spans import Span, spans
 
 BLOCK_FRAMES = 512  # frames per block: 16 s at the 16 kHz analysis rate
 MARGIN = PAD  # frames of context on each side: the predictor's neighbours reach ±PAD
@@ -79,41 +79,6 @@ class OffsetStage:
     folded: tuple[np.ndarray, ...]
 
 
-class _Rows:
-    """float64 rows of ``width`` values in an anonymous temporary file (gone when closed or
-    when the process ends), appended in order and read back by range."""
-
-    def __init__(self, width: int, directory: str | os.PathLike | None):
-        self.width = width
-        self._file = tempfile.TemporaryFile(prefix=".v2a-scan-", dir=directory)
-
-    def append(self, rows: np.ndarray) -> None:
-        self._file.write(np.ascontiguousarray(rows, dtype=np.float64).tobytes())
-
-    def read(self, start: int, stop: int) -> np.ndarray:
-        self._file.flush()
-        self._file.seek(start * self.width * 8)
-        raw = self._file.read((stop - start) * self.width * 8)
-        return np.frombuffer(raw, np.float64).reshape(stop - start, self.width)  # (n, C)
-
-    def close(self) -> None:
-        self._file.close()
-
-
-@dataclass(frozen=True)
-class _Span:
-    """A block of frames [f0, f1) computed with the context [e0, e1)."""
-
-    f0: int
-    f1: int
-    e0: int
-    e1: int
-
-    @property
-    def rows(self) -> slice:
-        return slice(self.f0 - self.e0, self.f1 - self.e0)
-
-
 class _GridScan:
     """One sub-hop grid of the signal and its whole-file statistics (filled pass by pass)."""
 
@@ -121,13 +86,11 @@ class _GridScan:
                  block: int, directory: str | os.PathLike | None):
         self.x16, self.offset, self.n_frames = x16, offset, n_frames
         self.config, self.block = config, block
-        self.power = _Rows(config.n_cells, directory)
+        self.power = Spool(config.n_cells, 1, directory, np.float64)  # (C, F) cell energies
         self.coef = None  # (SUB_BANDS, J) predictor; None: too few active frames (all zero)
 
-    def spans(self) -> Iterator[_Span]:
-        for f0 in range(0, self.n_frames, self.block):
-            f1 = min(self.n_frames, f0 + self.block)
-            yield _Span(f0, f1, max(0, f0 - MARGIN), min(self.n_frames, f1 + MARGIN))
+    def spans(self) -> Iterator[Span]:
+        return spans(self.n_frames, self.block, MARGIN)
 
     def analyse(self) -> None:
         """Passes 1-3: cell energies and levels, the per-cell level, the predictor."""
@@ -136,14 +99,14 @@ class _GridScan:
             x = self.x16.read(self.offset + s.f0 * c.hop, self.offset + (s.f1 + 1) * c.hop)[0]
             spec = stft_frames(x, s.f1 - s.f0, c)  # (n, bins)
             levels[s.f0: s.f1] = frame_levels_db(spec, c)
-            self.power.append(cell_power(spec, c))
+            self.power.append(cell_power(spec, c).T)
         self.active = active_frames(levels)
         if self.active.sum() < 3:
             return  # features() is all zeros
         total, count = np.zeros(c.n_cells), 0
         for s in self.spans():  # 2. the per-cell level over the active frames
             act = self.active[s.f0: s.f1]
-            total += log_energy(self.power.read(s.f0, s.f1))[act].sum(axis=0)
+            total += log_energy(self.power.read(s.f0, s.f1).T)[act].sum(axis=0)
             count += int(act.sum())
         self.level = total / count
         sums = 0.0
@@ -153,18 +116,18 @@ class _GridScan:
                                          self.active[s.f0: s.f1])
         self.coef = solve_predictor(sums)
 
-    def _log_energy(self, s: _Span) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _log_energy(self, s: Span) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Cell energies, levelled log energies and their neighbours of the context rows."""
-        power = self.power.read(s.e0, s.e1)  # (n, C)
+        power = self.power.read(s.e0, s.e1).T  # (n, C)
         log_e = log_energy(power) - self.level
         return power, log_e, neighbours(log_e)  # (n, C), (n, C), (n, C, J)
 
-    def features(self) -> Iterator[tuple[_Span, np.ndarray, np.ndarray]]:
+    def features(self) -> Iterator[tuple[Span, np.ndarray, np.ndarray]]:
         """Per block: the span, its level-weighted features and cell energies ((n, C) each)."""
         for s in self.spans():
             if self.coef is None:
                 zeros = np.zeros((s.f1 - s.f0, self.config.n_cells))
-                yield s, zeros, self.power.read(s.f0, s.f1)
+                yield s, zeros, self.power.read(s.f0, s.f1).T
                 continue
             power, log_e, shifted = self._log_energy(s)
             feats = whitened(log_e[s.rows], shifted[s.rows], self.coef, self.active[s.f0: s.f1])

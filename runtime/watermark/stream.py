@@ -43,24 +43,11 @@ from .features import (
 from .keys import WatermarkKey
 from .layout import DEFAULT_CONFIG, WatermarkConfig, make_layout
 from .shaping import cap_factor, gain_limits, mark_energy
+from .spans import Span, spans
 
 BLOCK_FRAMES = 256  # frames per block: 8.2 s at the 16 kHz analysis rate
 MARGIN = 8  # frames of context on each side; the chain's longest reach is 5
 OUTPUT_BLOCK = 1 << 17  # output samples per yielded block
-
-
-@dataclass(frozen=True)
-class _Span:
-    """A block of frames [f0, f1) computed on [e0, e1) (the block and its context)."""
-
-    f0: int
-    f1: int
-    e0: int
-    e1: int
-
-    @property
-    def rows(self) -> slice:
-        return slice(self.f0 - self.e0, self.f1 - self.e0)
 
 
 def embed(audio: np.ndarray, sample_rate: int, key: WatermarkKey, payload: int, *,
@@ -110,10 +97,8 @@ class Marked:
 
     # --- per block ---------------------------------------------------------------------------
 
-    def spans(self) -> Iterator[_Span]:
-        for f0 in range(0, self.n_frames, self.block):
-            f1 = min(self.n_frames, f0 + self.block)
-            yield _Span(f0, f1, max(0, f0 - MARGIN), min(self.n_frames, f1 + MARGIN))
+    def spans(self) -> Iterator[Span]:
+        return spans(self.n_frames, self.block, MARGIN)
 
     def samples(self, lo: int, hi: int) -> tuple[int, int]:
         """Sample range of frames [lo, hi) of the block's context, cut at the signal's end
@@ -121,31 +106,31 @@ class Marked:
         stop = (hi + 1) * self.config.hop
         return lo * self.config.hop, min(stop, self.n16) if hi == self.n_frames else stop
 
-    def host(self, s: _Span) -> tuple[np.ndarray, np.ndarray]:
+    def host(self, s: Span) -> tuple[np.ndarray, np.ndarray]:
         """(channels, n) 16 kHz host of the context and its mono (n,) mix."""
         a, b = self.samples(s.e0, s.e1)
         x = self.x16.read(a, b)
         return x, x.mean(axis=0)
 
-    def spec(self, x: np.ndarray, s: _Span) -> np.ndarray:
+    def spec(self, x: np.ndarray, s: Span) -> np.ndarray:
         """(e1 - e0, bins) spectrum of a context signal (zero-padded like ``stft``)."""
         n = s.e1 - s.e0
         padded = np.zeros(max((n + 1) * self.config.hop, self.config.n_fft, len(x)))
         padded[: len(x)] = x
         return stft_frames(padded, n, self.config)
 
-    def tiles(self, s: _Span) -> tuple[np.ndarray, np.ndarray]:
+    def tiles(self, s: Span) -> tuple[np.ndarray, np.ndarray]:
         rows = np.arange(s.e0, s.e1) % len(self.sign_block)
         return self.sign_block[rows], self.dir_block[rows]
 
-    def limits(self, spec: np.ndarray, s: _Span) -> tuple[np.ndarray, np.ndarray]:
+    def limits(self, spec: np.ndarray, s: Span) -> tuple[np.ndarray, np.ndarray]:
         power = cell_power(spec, self.config)
         return power, gain_limits(power, self.active[s.e0: s.e1], self.config)
 
     def render(self, spec: np.ndarray, gain: np.ndarray, n: int) -> np.ndarray:
         return render(spec, gain, n, self.config)
 
-    def marked_log_energy(self, s: _Span, scale: np.ndarray) -> tuple[np.ndarray, ...]:
+    def marked_log_energy(self, s: Span, scale: np.ndarray) -> tuple[np.ndarray, ...]:
         """The mono host with the mark of ``scale`` added: its log energies (context rows)
         and the block's signs and directions."""
         _, mono = self.host(s)
@@ -158,7 +143,7 @@ class Marked:
         log_e = log_energy(cell_power(self.spec(y, s), self.config))
         return log_e, sign, direction
 
-    def delta(self, s: _Span) -> tuple[np.ndarray, int]:
+    def delta(self, s: Span) -> tuple[np.ndarray, int]:
         """The gated mark of the context at 16 kHz, (channels, n), and its first sample."""
         x, mono = self.host(s)
         spec = self.spec(mono, s)
@@ -274,7 +259,7 @@ class _Mark:
         while lo < hi:  # blocks of frames that cover [lo, hi)
             f0 = min(lo // hop, self.e.n_frames - 1)
             f1 = min(self.e.n_frames, f0 + self.e.block)
-            span = _Span(f0, f1, max(0, f0 - MARGIN), min(self.e.n_frames, f1 + MARGIN))
+            span = Span(f0, f1, max(0, f0 - MARGIN), min(self.e.n_frames, f1 + MARGIN))
             deltas, first = self.e.delta(span)
             end = hi if f1 == self.e.n_frames else min(hi, f1 * hop)
             out[:, lo - start: end - start] = deltas[:, lo - first: end - first]
